@@ -1,0 +1,69 @@
+"""Local vendor emulators started as child processes, so `ivr serve` works with no vendor account.
+
+A child process, not a thread: recognition is CPU-bound and must not share the bridge's event loop or GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+EMULATOR_MODULES = {"mediazen": "ivr.emulators.mediazen"}
+
+
+class EmbeddedEmulator:
+    def __init__(self, vendor: str, host: str, port: int, phrases: Sequence[str]) -> None:
+        if vendor not in EMULATOR_MODULES:
+            raise ValueError(f"no emulator for {vendor!r} (have: {', '.join(EMULATOR_MODULES)})")
+        self.vendor = vendor
+        self.host = host
+        self.port = port
+        self.phrases = list(phrases)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._phrase_file: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 120.0) -> None:
+        argv = [sys.executable, "-m", EMULATOR_MODULES[self.vendor], "--host", self.host, "--port", str(self.port)]
+        if self.phrases:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+                f.write("\n".join(self.phrases) + "\n")
+                self._phrase_file = Path(f.name)
+            argv += ["--phrases", str(self._phrase_file)]
+        self._proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+        assert self._proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):  # loading the Vosk model takes seconds
+                while True:
+                    line = await self._proc.stdout.readline()
+                    if not line:
+                        raise RuntimeError(f"{self.vendor} emulator exited with {await self._proc.wait()}")
+                    if b"listening" in line:
+                        break
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("embedded emulator ready", vendor=self.vendor, url=self.url, phrases=len(self.phrases))
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        if self._phrase_file is not None:
+            with contextlib.suppress(OSError):
+                self._phrase_file.unlink()

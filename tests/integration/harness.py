@@ -1,0 +1,224 @@
+"""Real processes for the integration tests: the bridge (`ivr serve`), the Mediazen emulator, sipp, test speech."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+SIPP_SHARE = Path("/usr/share/sip-tester")
+DEMO = REPO / "dialplans" / "demo.yaml"
+
+
+def require_tool(name: str) -> str:
+    """Fail (under CI) or skip (on a laptop) with a clear message when a Debian test tool is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = (
+            f"{name} is not installed: `make test` installs it (Debian packages sip-tester, espeak-ng, sox)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            lines.append(line)
+            if marker in line:
+                return lines
+            continue
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {''.join(lines)}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no {marker!r} within {timeout}s: {''.join(lines)}")
+
+
+@contextmanager
+def mediazen_emulator(phrases: list[str]) -> Iterator[str]:
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write("\n".join(phrases) + "\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ivr.emulators.mediazen",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--phrases",
+            f.name,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _read_until(proc, "listening", timeout=120)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.unlink(f.name)
+
+
+@dataclass
+class RunningBridge:
+    port: int
+    cdr_path: Path
+    log_path: Path
+    proc: subprocess.Popen[str]
+
+    def cdrs(self) -> list[dict[str, Any]]:
+        if not self.cdr_path.exists():
+            return []
+        return [json.loads(line) for line in self.cdr_path.read_text(encoding="utf-8").splitlines() if line]
+
+    def wait_cdrs(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.cdrs()
+            if len(records) >= count:
+                return records
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} CDRs, got {self.cdrs()}\n--- bridge log ---\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def bridge(tmp: Path, asr_url: str, **settings: Any) -> Iterator[RunningBridge]:
+    port = free_port()
+    rtp_low = 20000 + (port % 400) * 100
+    config: dict[str, Any] = {
+        "sip_host": "127.0.0.1",
+        "sip_port": port,
+        "rtp_port_low": rtp_low,
+        "rtp_port_high": rtp_low + 98,
+        "asr_urls": {"mediazen": asr_url},
+        "cdr_path": str(tmp / "cdr.jsonl"),
+        "log_format": "json",
+        "dialplan": str(DEMO),
+    }
+    config.update(settings)
+    cfg = tmp / "bridge.yaml"
+    cfg.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    log_path = tmp / "bridge.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ivr.cli", "serve", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
+        running = RunningBridge(port, tmp / "cdr.jsonl", log_path, proc)
+        try:
+            _read_until(proc, "answering on", timeout=30)
+            yield running
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(35)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    output: str
+
+
+def run_sipp(
+    scenario: Path, bridge_port: int, tmp: Path, *, transport: str = "u1", timeout: float = 60.0
+) -> SippResult:
+    require_tool("sipp")
+    local = free_port()
+    media = free_port()
+    cmd = [
+        "sipp", "-sf", str(scenario), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
+        "-i", "127.0.0.1", "-p", str(local), "-mi", "127.0.0.1", "-mp", str(media),
+        "-s", "1000", "-t", transport, "-trace_err", "-error_file", str(tmp / "sipp_errors.log"),
+        "-trace_msg", "-message_file", str(tmp / "sipp_messages.log"),
+        f"127.0.0.1:{bridge_port}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=tmp)
+    output = proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("sipp_errors.log", "sipp_messages.log"):
+        if (tmp / name).exists():
+            output += f"\n--- {name} ---\n" + (tmp / name).read_text(errors="replace")[-8000:]
+    return SippResult(proc.returncode, output)
+
+
+def scenario_with(name: str, tmp: Path, **replacements: str) -> Path:
+    text = (SIPP_DIR / name).read_text(encoding="utf-8")
+    for key, value in replacements.items():
+        text = text.replace(f"@{key}@", value)
+    path = tmp / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def speak(
+    text: str,
+    out: Path,
+    *,
+    voice: str = "ko",
+    args: tuple[str, ...] = (),
+    lead: float = 0.3,
+    tail: float = 1.5,
+    ulaw_raw: bool = False,
+) -> Path:
+    """espeak-ng speech at 8 kHz through a µ-law round trip (what a G.711 trunk delivers), padded with silence."""
+    require_tool("espeak-ng")
+    require_tool("sox")
+    wav = out.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", voice, *args, "-w", str(wav), text], check=True, capture_output=True)
+    effects = ["pad", str(lead), str(tail)]
+    if ulaw_raw:
+        fmt = ["-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-t", "raw"]
+    else:
+        fmt = ["-r", "8000", "-c", "1", "-e", "signed", "-b", "16"]
+    subprocess.run(["sox", str(wav), *fmt, str(out), *effects], check=True, capture_output=True)
+    return out

@@ -1,0 +1,73 @@
+"""Whole calls placed by sipp (a real SIP stack we did not write) against `ivr serve`, over loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import SIPP_SHARE, bridge, require_tool, run_sipp, scenario_with, speak
+
+pytestmark = pytest.mark.integration
+
+
+def test_spoken_request_is_transferred_to_agent(tmp_path: Path, mediazen_url: str) -> None:
+    audio = speak("상담원 연결해 주세요", tmp_path / "agent.ulaw", ulaw_raw=True, lead=0.5, tail=2.0)
+    scenario = scenario_with("speech_agent.xml", tmp_path, AUDIO=str(audio))
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(scenario, b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert "상담원" in " ".join(t["text"] for t in cdr["transcripts"]), cdr
+    assert cdr["route"][-1].startswith("agent<say"), cdr
+    assert cdr["transfer_target"].startswith("sip:agents@")
+    assert cdr["transfer_status"] == 200
+    assert cdr["hangup_cause"] == "transferred"
+    assert cdr["codec"] == "PCMU"
+    assert len(cdr["channel_id"]) == 32
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_dtmf_routes_to_balance_and_hangs_up(tmp_path: Path, mediazen_url: str, transport: str) -> None:
+    require_tool("sipp")
+    scenario = scenario_with("dtmf_balance.xml", tmp_path, DTMF=str(SIPP_SHARE / "dtmf_2833_1.pcap"))
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(scenario, b.port, tmp_path, transport=transport)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["digits"] == ["1"], cdr
+    assert cdr["route"][-1] == "balance<dtmf:1", cdr
+    assert cdr["hangup_cause"] == "normal", cdr
+
+
+def test_cancel_before_answer(tmp_path: Path, mediazen_url: str) -> None:
+    with bridge(tmp_path, mediazen_url, ring_time=3.0) as b:
+        result = run_sipp(_plain("cancel.xml"), b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["hangup_cause"] == "cancelled", cdr
+    assert cdr["answer"] is None
+
+
+def test_caller_bye_mid_prompt(tmp_path: Path, mediazen_url: str) -> None:
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(_plain("caller_bye.xml"), b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["hangup_cause"] == "remote-bye", cdr
+    assert cdr["route"] == ["greeting<start"], cdr
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_malformed_request_gets_400_and_bridge_keeps_serving(
+    tmp_path: Path, mediazen_url: str, transport: str
+) -> None:
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(_plain("malformed_then_options.xml"), b.port, tmp_path, transport=transport)
+        assert result.returncode == 0, result.output + b.log()
+
+
+def _plain(name: str) -> Path:
+    from tests.integration.harness import SIPP_DIR
+
+    return SIPP_DIR / name
