@@ -1,0 +1,296 @@
+"""Load a dialplan YAML file; every mistake comes back as `file:line: what is wrong`.
+
+The YAML is composed to a node tree first so each key path (the `loc` pydantic reports) maps back to the line
+of its key. Scalars stay strings except null and true/false: pydantic converts `timeout: 5` itself, while
+`dtmf: 0` stays "0", and `no:` / `yes:` / `on:` stay words (YAML 1.1 would turn them into booleans).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, Dialplan, Loc, check
+
+__all__ = ["DialplanError", "Problem", "load_dialplan", "validate_only"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {'warning: ' if self.warning else ''}{self.message}"
+
+
+class DialplanError(ValueError):
+    """One or more errors in a dialplan; `str()` gives one `file:line: message` per line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def path(self) -> str:
+        return self.problems[0].path
+
+    @property
+    def line(self) -> int:
+        return self.problems[0].line
+
+    @property
+    def message(self) -> str:
+        return self.problems[0].message
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx) for tag, rx in resolvers if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _LineMap:
+    """Key path -> line of that key (or sequence item), plus duplicate keys, which PyYAML silently merges."""
+
+    def __init__(self, loader: _Loader, root: Node) -> None:
+        self.loader = loader
+        self.lines: dict[Loc, int] = {(): _line(root)}
+        self.duplicates: list[tuple[int, str]] = []
+        self._walk(root, ())
+
+    def _key(self, node: Node) -> Any:
+        return self.loader.construct_object(node, deep=True) if isinstance(node, ScalarNode) else None
+
+    def _walk(self, node: Node, loc: Loc) -> None:
+        if isinstance(node, MappingNode):
+            first_seen: dict[Any, int] = {}
+            merges: list[Node] = []
+            for key_node, value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    merges.extend(value.value if isinstance(value, SequenceNode) else [value])
+                    continue
+                key = self._key(key_node)
+                if key in first_seen:
+                    self.duplicates.append(
+                        (_line(key_node), f"duplicate key '{key}' (first at line {first_seen[key]})")
+                    )
+                    continue
+                first_seen[key] = _line(key_node)
+                self.lines[(*loc, key)] = _line(key_node)
+                self._walk(value, (*loc, key))
+            for merged in merges:  # `<<: *defaults`: explicit keys win, the anchor's lines fill the rest
+                if isinstance(merged, MappingNode):
+                    for key_node, value in merged.value:
+                        key = self._key(key_node)
+                        if (*loc, key) not in self.lines:
+                            self.lines[(*loc, key)] = _line(key_node)
+                            self._walk(value, (*loc, key))
+        elif isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[(*loc, i)] = _line(item)
+                self._walk(item, (*loc, i))
+
+    def line(self, loc: Loc) -> int:
+        """The line of the deepest part of `loc` present in the file (a missing key points at its parent)."""
+        loc = tuple(part for part in loc if part != "[key]")
+        while loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines[loc]
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    tp: Any = Dialplan
+    for part in (*loc, None):
+        while get_origin(tp) in (Union, type(int | None)):
+            tp = next(arg for arg in get_args(tp) if arg is not type(None))
+        if part is None:
+            break
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        else:
+            return None
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _where(loc: Loc) -> str:
+    """('steps', 'greeting', 'routes', 0, 'dtmf') -> "step 'greeting' route 1 dtmf"."""
+    words: list[str] = []
+    parts = [part for part in loc if part != "[key]"]
+    if parts[:1] == ["steps"] and len(parts) >= 2:
+        words.append(f"step '{parts[1]}'")
+        parts = parts[2:]
+    for part in parts:
+        if isinstance(part, int):
+            previous = words.pop() if words else "item"
+            words.append(f"{previous.removesuffix('s')} {part + 1}")
+        else:
+            words.append(str(part))
+    return " ".join(words)
+
+
+def _prefixed(where: str, message: str) -> str:
+    return f"{where}: {message}" if where else message
+
+
+def _describe(error: ErrorDetails) -> str:
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_at(loc[:-1])
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+        return _prefixed(_where(loc[:-1]), f"unknown key '{key}' ({hint})")
+    if kind == "missing":
+        return _prefixed(_where(loc[:-1]), f"missing '{loc[-1]}'")
+    if loc and loc[-1] == "[key]":
+        return _prefixed(_where(loc[:-2]), f"'{loc[-2]}' is not a valid name: {error['msg'].lower()}")
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        expected = [
+            str(v) for v in (error.get("ctx") or {}).get("expected", "").replace("'", "").split(" or ")
+        ]
+        expected = [e.strip() for part in expected for e in part.split(",") if e.strip()]
+        close = difflib.get_close_matches(str(error["input"]), expected, n=1, cutoff=0.5)
+        message = f"'{error['input']}' is not one of {', '.join(expected)}" + (
+            f" (did you mean '{close[0]}'?)" if close else ""
+        )
+    elif kind != "value_error":
+        message = f"{message[:1].lower()}{message[1:]} (got {error['input']!r})"
+    return _prefixed(_where(loc), message)
+
+
+def _prompt_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, Path], list[tuple[Loc, str]]]:
+    found: dict[str, Path] = {}
+    missing: list[tuple[Loc, str]] = []
+    for name, step in dialplan.steps.items():
+        for loc, prompt in step.prompts():
+            candidates = [base / prompt, base / "prompts" / prompt]
+            hit = next((c for c in candidates if c.is_file()), None)
+            if hit is not None:
+                found[prompt] = hit
+                continue
+            hint = " (its text is in prompts:, generate it with `python -m ivr.prompts`)"
+            missing.append(
+                (
+                    ("steps", name, *loc),
+                    f"step '{name}' plays '{prompt}', which is neither beside the dialplan nor in prompts/"
+                    + (hint if prompt in dialplan.prompts else ""),
+                )
+            )
+            found[prompt] = candidates[1]
+    return found, missing
+
+
+def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
+    def fail(line: int, message: str) -> DialplanError:
+        return DialplanError([Problem(shown, line, message)])
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(text_line(path.read_bytes(), exc.start), "the file is not UTF-8 text") from exc
+    except OSError as exc:
+        raise fail(1, f"cannot read the file: {exc.strerror}") from exc
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if not isinstance(root, MappingNode):
+            raise fail(
+                _line(root) if root else 1,
+                "a dialplan is a mapping of keys: name, asr, start, steps, prompts",
+            )
+        lines = _LineMap(loader, root)
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise fail(
+            int(mark.line) + 1 if mark else 1, f"YAML syntax error: {exc.problem or exc.context}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise fail(1, f"YAML syntax error: {exc}") from exc
+    finally:
+        loader.dispose()
+    if lines.duplicates:
+        raise DialplanError([Problem(shown, line, message) for line, message in lines.duplicates])
+    return data, lines
+
+
+def text_line(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _load(path: str | Path, check_prompts: bool) -> tuple[Dialplan | None, list[Problem]]:
+    shown = str(path)
+    path = Path(path)
+    try:
+        data, lines = _parse(path, shown)
+    except DialplanError as exc:
+        return None, list(exc.problems)
+
+    def problems(issues: Iterable[tuple[Loc, str, bool]]) -> list[Problem]:
+        found = [Problem(shown, lines.line(loc), message, warning) for loc, message, warning in issues]
+        return sorted(found, key=lambda p: p.line)
+
+    try:
+        dialplan = Dialplan.model_validate(data, context={_SKIP_FLOW_CHECK: True})
+    except ValidationError as exc:
+        return None, problems((tuple(e["loc"]), _describe(e), False) for e in exc.errors())
+    issues = [(i.loc, i.message, i.warning) for i in check(dialplan)]
+    base = path.resolve().parent
+    prompt_files, missing = _prompt_files(dialplan, base)
+    if check_prompts:
+        issues.extend((loc, message, False) for loc, message in missing)
+    found = problems(issues)
+    dialplan._base_dir = base
+    dialplan._prompt_files = prompt_files
+    dialplan._warnings = tuple(str(p) for p in found if p.warning)
+    return dialplan, found
+
+
+def load_dialplan(path: str | Path, *, check_prompts: bool = True) -> Dialplan:
+    """Load and validate; raise `DialplanError` listing every error. Warnings end up in `.warnings`.
+
+    `check_prompts=False` skips the prompt-file existence check (for the tool that generates them).
+    """
+    dialplan, found = _load(path, check_prompts)
+    errors = [p for p in found if not p.warning]
+    if errors or dialplan is None:
+        raise DialplanError(errors)
+    return dialplan
+
+
+def validate_only(path: str | Path) -> list[str]:
+    """Every error and warning as `file:line: ...` lines; empty when the dialplan is clean."""
+    return [str(p) for p in _load(path, True)[1]]

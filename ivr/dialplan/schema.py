@@ -1,0 +1,360 @@
+"""Dialplan models: the YAML call flow that call-center staff write, validated once at load, then trusted.
+
+Checks come in two layers. Pydantic validates the shape of each key (types, ranges, unknown keys); `check()`
+then validates the flow as a whole (goto targets, one thing to do per step, no endless silence loop,
+unreachable steps) and returns `Issue`s located by key path, so the loader can point at the YAML line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Loc = tuple[str | int, ...]
+
+DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
+VENDORS = ("mediazen", "cpqd", "amivoice")
+_URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+_SKIP_FLOW_CHECK = "skip_flow_check"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AsrSettings(_Model):
+    """Recognizer defaults for every step that listens."""
+
+    vendor: Literal["mediazen", "cpqd", "amivoice"] = Field(
+        default="mediazen", description="recognizer vendor"
+    )
+    language: str = Field(default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not _LANGUAGE.match(value):
+            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
+        return value
+
+
+class ListenSettings(_Model):
+    timeout: float = Field(
+        default=5.0, gt=0, le=600, description="no-input timeout (s) from the end of the prompt"
+    )
+    max_speech: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="give up waiting for a final result this long (s) after speech starts",
+    )
+    barge_in: bool = Field(default=True, description="caller speech or DTMF stops the prompt")
+    min_confidence: float = Field(
+        default=0.0, ge=0, le=1, description="results below this confidence do not match"
+    )
+    vendor: Literal["mediazen", "cpqd", "amivoice"] | None = Field(
+        default=None, description="overrides asr.vendor"
+    )
+    language: str | None = Field(default=None, description="overrides asr.language")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and not _LANGUAGE.match(value):
+            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
+        return value
+
+
+def _as_list(value: Any) -> Any:
+    """`say: 상담원` reads as naturally as `say: [상담원]`."""
+    return [value] if isinstance(value, str) else value
+
+
+class Route(_Model):
+    say: list[str] = Field(default_factory=list, description="keywords found anywhere in the recognized text")
+    phrases: list[str] = Field(
+        default_factory=list, description="full expected utterances; matched too, and given to recognizers"
+    )
+    dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D")
+    goto: str = Field(description="the step to go to")
+
+    @field_validator("say", "phrases", mode="before")
+    @classmethod
+    def _words(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("dtmf", mode="before")
+    @classmethod
+    def _dtmf(cls, value: Any) -> Any:
+        if value is None:
+            # A bare `#` starts a YAML comment and a bare `*` an alias: an empty dtmf is almost always that.
+            raise ValueError('dtmf is empty; write # and * in quotes: dtmf: "#"')
+        value = str(value)
+        if len(value) != 1 or value not in DTMF_KEYS:
+            raise ValueError(f"'{value}' is not a DTMF key (one of 0-9, *, #, A-D)")
+        return value
+
+
+class Fallback(_Model):
+    """What to do when the caller is silent (no_input) or says something no route matches (no_match)."""
+
+    reprompt: str | None = Field(
+        default=None, description="prompt for another try; default: the step's own prompt"
+    )
+    retries: int = Field(default=1, ge=0, le=10, description="tries after the first before giving up")
+    goto: str = Field(description="the step to go to when the retries are used up")
+
+
+class Step(_Model):
+    play: str | None = Field(
+        default=None, description="WAV prompt, beside the dialplan or in prompts/ beside it"
+    )
+    listen: ListenSettings | None = Field(
+        default=None, description="listening settings (routes imply listening)"
+    )
+    routes: list[Route] = Field(default_factory=list, description="tried in order; the first match wins")
+    no_input: Fallback | None = None
+    no_match: Fallback | None = None
+    transfer: str | None = Field(default=None, description="SIP REFER target: a sip:, sips: or tel: URI")
+    hangup: bool = False
+    goto: str | None = Field(default=None, description="the step to go to after the prompt")
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer(cls, value: str | None) -> str | None:
+        if value is not None and not _URI.match(value):
+            raise ValueError(f"'{value}' is not a sip:, sips: or tel: URI")
+        return value
+
+    @property
+    def listens(self) -> bool:
+        return bool(self.routes) or self.listen is not None
+
+    @property
+    def settings(self) -> ListenSettings:
+        return self.listen or ListenSettings()
+
+    def targets(self) -> Iterator[tuple[Loc, str]]:
+        """Every goto of this step, with its key path relative to the step."""
+        for i, route in enumerate(self.routes):
+            yield ("routes", i, "goto"), route.goto
+        for name in ("no_input", "no_match"):
+            fallback: Fallback | None = getattr(self, name)
+            if fallback is not None:
+                yield (name, "goto"), fallback.goto
+        if self.goto is not None:
+            yield ("goto",), self.goto
+
+    def prompts(self) -> Iterator[tuple[Loc, str]]:
+        if self.play is not None:
+            yield ("play",), self.play
+        for name in ("no_input", "no_match"):
+            fallback: Fallback | None = getattr(self, name)
+            if fallback is not None and fallback.reprompt is not None:
+                yield (name, "reprompt"), fallback.reprompt
+
+
+@dataclass(frozen=True)
+class Issue:
+    loc: Loc
+    message: str
+    warning: bool = False
+
+
+class Dialplan(_Model):
+    name: str = Field(description="shown in logs and CDRs")
+    asr: AsrSettings = Field(default_factory=lambda: AsrSettings())
+    start: str = Field(description="the first step of every call")
+    steps: dict[str, Step] = Field(min_length=1)
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
+    )
+
+    # Set by the loader: where prompt files were found, so the engine never touches the file system.
+    _base_dir: Path = PrivateAttr(default_factory=Path)
+    _prompt_files: dict[str, Path] = PrivateAttr(default_factory=dict)
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _flow(self, info: ValidationInfo) -> Dialplan:
+        if not (info.context or {}).get(_SKIP_FLOW_CHECK):
+            errors = [issue.message for issue in check(self) if not issue.warning]
+            if errors:
+                raise ValueError("; ".join(errors))
+        return self
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """`file:line: warning: ...` lines found at load (e.g. unreachable steps)."""
+        return self._warnings
+
+    def prompt_path(self, name: str) -> Path:
+        found = self._prompt_files.get(name)
+        return found if found is not None else self._base_dir / name
+
+    def phrases(self) -> list[str]:
+        """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
+        return list(dict.fromkeys(p for step in self.steps.values() for p in step_vocabulary(step)))
+
+
+def step_vocabulary(step: Step) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p for route in step.routes for p in (*route.phrases, *route.say)))
+
+
+def json_schema() -> dict[str, Any]:
+    return Dialplan.model_json_schema()
+
+
+def _known(names: list[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _check_step(name: str, step: Step) -> Iterator[Issue]:
+    at: Loc = ("steps", name)
+    endings = [
+        key
+        for key, present in (
+            ("routes" if step.routes else "listen", step.listens),
+            ("goto", step.goto is not None),
+            ("transfer", step.transfer is not None),
+            ("hangup", step.hangup),
+        )
+        if present
+    ]
+    if not endings:
+        yield Issue(
+            at, f"step '{name}' does nothing after its prompt: give it routes, goto, transfer or hangup"
+        )
+    for extra in endings[1:]:
+        yield Issue(
+            (*at, extra),
+            f"step '{name}' has both '{endings[0]}' and '{extra}': a step does one of listen, goto, "
+            "transfer or hangup",
+        )
+    if step.listens:
+        if not step.routes:
+            yield Issue((*at, "listen"), f"step '{name}' listens but has no routes")
+        for fallback in ("no_input", "no_match"):
+            if getattr(step, fallback) is None:
+                what = "is silent" if fallback == "no_input" else "says something no route matches"
+                yield Issue(
+                    at, f"step '{name}' listens but has no '{fallback}' (what to do when the caller {what})"
+                )
+    else:
+        for fallback in ("no_input", "no_match"):
+            if getattr(step, fallback) is not None:
+                yield Issue((*at, fallback), f"step '{name}' has '{fallback}' but does not listen")
+    if step.goto is not None and step.play is None:
+        yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
+    seen_dtmf: dict[str, int] = {}
+    for i, route in enumerate(step.routes):
+        if not (route.say or route.phrases or route.dtmf):
+            yield Issue(
+                (*at, "routes", i),
+                f"step '{name}' route {i + 1} matches nothing: give it say, phrases or dtmf",
+            )
+        for key in ("say", "phrases"):
+            for j, word in enumerate(getattr(route, key)):
+                if not word.strip():
+                    yield Issue(
+                        (*at, "routes", i, key, j), f"step '{name}' route {i + 1} has an empty {key} entry"
+                    )
+        if route.dtmf is not None:
+            if route.dtmf in seen_dtmf:
+                yield Issue(
+                    (*at, "routes", i, "dtmf"),
+                    f"step '{name}' route {i + 1} reuses dtmf '{route.dtmf}' "
+                    f"of route {seen_dtmf[route.dtmf] + 1}",
+                )
+            seen_dtmf.setdefault(route.dtmf, i)
+
+
+def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:
+    """The steps a silent caller walks from `name`; None if it reaches a transfer or hangup."""
+    path: list[str] = []
+    while name not in path:
+        path.append(name)
+        step = dialplan.steps.get(name)
+        if step is None or step.transfer is not None or step.hangup:
+            return None
+        if step.listens and step.no_input is not None:
+            name = step.no_input.goto
+        elif step.goto is not None and not step.listens:
+            name = step.goto
+        else:
+            return None  # malformed step, reported on its own
+    return [*path, name]
+
+
+def check(dialplan: Dialplan) -> list[Issue]:
+    """Whole-flow checks; warnings (unreachable steps, unused prompt texts) have `warning=True`."""
+    issues: list[Issue] = []
+    names = list(dialplan.steps)
+    if dialplan.start not in dialplan.steps:
+        issues.append(
+            Issue(("start",), f"start step '{dialplan.start}' does not exist (known: {_known(names)})")
+        )
+    for name, step in dialplan.steps.items():
+        issues.extend(_check_step(name, step))
+        for loc, target in step.targets():
+            if target not in dialplan.steps:
+                issues.append(
+                    Issue(
+                        ("steps", name, *loc),
+                        f"step '{name}' routes to unknown step '{target}' (known: {_known(names)})",
+                    )
+                )
+    if issues:
+        return issues  # the graph checks below assume a well-formed flow
+    reported: set[str] = set()
+    for name, step in dialplan.steps.items():
+        loop = _silence_path(dialplan, name)
+        if loop is not None and not reported.intersection(loop):
+            reported.update(loop)
+            where: Loc = ("steps", name, "no_input", "goto") if step.listens else ("steps", name, "goto")
+            issues.append(
+                Issue(
+                    where,
+                    f"a silent caller would loop forever: {' -> '.join(loop)} "
+                    "(no_input must end in a transfer or hangup)",
+                )
+            )
+    reachable = {dialplan.start}
+    todo = [dialplan.start]
+    while todo:
+        for _, target in dialplan.steps[todo.pop()].targets():
+            if target not in reachable:
+                reachable.add(target)
+                todo.append(target)
+    for name in names:
+        if name not in reachable:
+            issues.append(
+                Issue(("steps", name), f"step '{name}' is unreachable from '{dialplan.start}'", True)
+            )
+    used = {prompt for step in dialplan.steps.values() for _, prompt in step.prompts()}
+    for prompt in dialplan.prompts:
+        if prompt not in used:
+            issues.append(
+                Issue(("prompts", prompt), f"prompt text for '{prompt}' is not used by any step", True)
+            )
+    return issues
