@@ -47,8 +47,9 @@ def test_sender_numbers_and_wraps() -> None:
     second = parse_rtp(sender.packet(b"\x0a\x80\x00\xa0", 160, payload_type=101))
     sender.skip(800)
     third = parse_rtp(sender.packet(b"c", 160))
-    assert (first.sequence, first.timestamp, first.marker, first.payload_type) == (65535, 2**32 - 100, True, 0)
-    assert (second.sequence, second.timestamp, second.marker, second.payload_type) == (0, 60, False, 101)
+    assert (first.sequence, first.timestamp, first.marker) == (65535, 2**32 - 100, True)
+    assert (second.sequence, second.timestamp, second.marker) == (0, 60, False)
+    assert (first.payload_type, second.payload_type) == (0, 101)
     assert (third.sequence, third.timestamp, third.ssrc) == (1, 60 + 160 + 800, 7)
 
 
@@ -101,4 +102,4 @@ def test_stats_new_ssrc_and_restart_do_not_count_as_loss() -> None:
     stats.update(packet(20000, ssrc=2), 2.0)
     stats.update(packet(20001, ssrc=2), 2.02)
     stats.update(packet(20002, ssrc=2), 2.04)
-    assert stats.lost <= 1
+    assert stats.lost == 0

@@ -1,0 +1,78 @@
+import pytest
+
+from ivr.media.jitter import JitterBuffer
+from ivr.media.rtp import RtpPacket
+
+
+def pkt(seq: int) -> RtpPacket:
+    seq %= 65536
+    return RtpPacket(0, False, seq, seq * 160, 1, bytes([seq & 0xFF]))
+
+
+def run(buffer: JitterBuffer, seqs: list[int]) -> list[list[int]]:
+    return [[p.sequence for p in buffer.push(pkt(s))] for s in seqs]
+
+
+def test_in_order_released_immediately() -> None:
+    assert run(JitterBuffer(), [10, 11, 12, 13]) == [[10], [11], [12], [13]]
+
+
+def test_reordered_packet_waits_for_the_missing_one() -> None:
+    assert run(JitterBuffer(), [10, 12, 11, 13]) == [[10], [], [11, 12], [13]]
+
+
+def test_duplicates_and_late_packets_dropped() -> None:
+    buffer = JitterBuffer()
+    assert run(buffer, [10, 11, 11, 13, 13, 12, 10, 14]) == [[10], [11], [], [], [], [12, 13], [], [14]]
+    assert buffer.dropped == 3
+    assert buffer.lost == 0
+
+
+def test_gap_skipped_once_depth_packets_past_it() -> None:
+    buffer = JitterBuffer(depth=3)
+    assert run(buffer, [10, 12, 13, 14, 15]) == [[10], [], [], [12, 13, 14], [15]]
+    assert buffer.lost == 1
+    assert run(buffer, [11]) == [[]]  # arrived after it was given up: too late
+
+
+def test_burst_loss_beyond_depth_released_at_once() -> None:
+    buffer = JitterBuffer(depth=3)
+    assert run(buffer, [1, 2, 9, 10]) == [[1], [2], [9], [10]]
+    assert buffer.lost == 6
+
+
+def test_wrap_around() -> None:
+    assert run(JitterBuffer(), [65534, 0, 65535, 1]) == [[65534], [], [65535, 0], [1]]
+
+
+def test_flush_returns_held_packets_in_order() -> None:
+    buffer = JitterBuffer(depth=5)
+    assert run(buffer, [65534, 1, 0]) == [[65534], [], []]
+    assert [p.sequence for p in buffer.flush()] == [0, 1]
+    assert buffer.lost == 1
+    assert buffer.flush() == []
+    assert run(buffer, [2]) == [[2]]
+
+
+def test_sender_restart_far_behind_needs_two_sequential_packets() -> None:
+    buffer = JitterBuffer()
+    assert run(buffer, [30000, 30001]) == [[30000], [30001]]
+    assert run(buffer, [500]) == [[]]  # one stray packet is dropped
+    assert run(buffer, [501, 502]) == [[501], [502]]
+
+
+def test_sender_restart_far_ahead() -> None:
+    buffer = JitterBuffer()
+    assert run(buffer, [100, 101, 20000, 20001]) == [[100], [101], [20000], [20001]]
+
+
+def test_reset_forgets_the_stream() -> None:
+    buffer = JitterBuffer()
+    run(buffer, [100, 102])
+    buffer.reset()
+    assert run(buffer, [7]) == [[7]]
+
+
+def test_depth_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        JitterBuffer(depth=0)
