@@ -54,14 +54,19 @@ def read_phrases(lines: Iterable[str]) -> list[str]:
     return phrases
 
 
+def _is_symbol(word: str) -> bool:
+    # Non-lexical tokens: the unknown word, and marks such as "[5]" that the Korean model emits free-form.
+    return word in _UNK_SYMBOLS or (word[:1] in "[<" and word[-1:] in "]>")
+
+
 def _strip_unk(text: str) -> str:
-    return " ".join(w for w in text.split() if w not in _UNK_SYMBOLS)
+    return " ".join(w for w in text.split() if not _is_symbol(w))
 
 
 def _parse_result(raw: str) -> tuple[str, float]:
     """Text and mean word confidence of a Vosk Result()/FinalResult() JSON (needs SetWords(True))."""
     result: dict[str, Any] = json.loads(raw)
-    words = [w for w in result.get("result", []) if w.get("word") not in _UNK_SYMBOLS]
+    words = [w for w in result.get("result", []) if not _is_symbol(str(w.get("word", "")))]
     text = _strip_unk(str(result.get("text", "")))
     if not words or not text:
         return text, 0.0
@@ -75,6 +80,7 @@ class VoskEngine:
         vosk.SetLogLevel(-1)
         self.model_path = model_path or default_model_path()
         self.model = vosk.Model(self.model_path)
+        self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vosk")
         self.missing_words: list[str] = []
         self.phrases: list[str] = []
