@@ -89,7 +89,7 @@ class VoskEngine:
             self._build_grammar(phrases)
         else:
             log.warning(
-                "vosk engine in free-form mode: decoding costs about real time per core (RTF ~1.0); "
+                "vosk engine in free-form mode: decoding costs up to real time per core (RTF 0.4-1.0); "
                 "give a phrase list for grammar mode"
             )
 
