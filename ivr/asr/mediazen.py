@@ -114,7 +114,9 @@ class MediazenCodec:
     def _on_reply(self, payload: object) -> list[AsrEvent]:
         status = payload.get("status") if isinstance(payload, dict) else None
         if status != "ok":
-            return [RecognitionError(f"Mediazen refused the session: status={status!r}")]
+            detail = payload.get("message") if isinstance(payload, dict) else None  # not documented; emulator
+            suffix = f" ({_excerpt(detail)})" if detail is not None else ""
+            return [RecognitionError(f"Mediazen refused the session: status={status!r}{suffix}")]
         if self._ready:
             return []  # a repeated reply (e.g. to quit) changes nothing
         self._ready = True

@@ -115,7 +115,9 @@ class RecognizerStream:
             raise RecognizerError(
                 f"no reply from {self._codec.vendor} within {self._reply_timeout} s"
             ) from exc
-        except RecognizerError:
+        except (RecognizerError, asyncio.CancelledError):
+            # Cancelled too (the caller hung up while we connected): __aexit__ does not run after a failed
+            # __aenter__, so the socket and the reader task are released here.
             await self.close()
             raise
         if not self._codec.ready:

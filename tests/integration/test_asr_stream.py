@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -26,7 +27,9 @@ from ivr.asr.base import (
     StartOfSpeech,
 )
 from ivr.asr.mediazen import MediazenCodec
+from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream
+from tests.integration.harness import mediazen_emulator, speak
 
 REPLY_OK = '{"topic":"asr:ko","payload":{"status":"ok"},"event":"reply"}'
 CLOSE = '{"topic":"asr:ko","payload":{},"event":"close"}'
@@ -246,3 +249,33 @@ def test_odd_length_audio_is_rejected() -> None:
     stream = RecognizerStream("ws://127.0.0.1:9/asr", MediazenCodec())
     with pytest.raises(ValueError, match="whole samples"):
         stream.send_audio(b"\x00\x01\x02")
+
+
+@pytest.mark.integration
+async def test_interoperates_with_the_mediazen_emulator(tmp_path: Path) -> None:
+    """The emulator was written from the same document by someone else and recognizes with Vosk."""
+    phrase = "상담원 연결해 주세요"
+    pcm = speak(phrase, tmp_path / "phrase.raw").read_bytes()
+    with mediazen_emulator([phrase, "메인 메뉴", "네"]) as url:
+        stream = RecognizerStream(url, make_codec("mediazen", language="ko"), close_timeout=WAIT)
+        await stream.open()
+        await stream_live(stream, pcm)
+        events = await stream.finish()
+    results = [e for e in events if isinstance(e, RecognitionResult)]
+    assert [r.text for r in results] == [phrase]
+    assert events.index(StartOfSpeech()) < events.index(EndOfSpeech()) < events.index(results[0])
+    assert events[-1] == SessionClosed()
+
+
+async def test_cancelled_open_releases_the_connection() -> None:
+    peer = Peer(reply=None)
+    async with scripted(peer) as url:
+        stream = RecognizerStream(url, MediazenCodec(), reply_timeout=WAIT)
+        opening = asyncio.create_task(stream.open())
+        async with asyncio.timeout(WAIT):
+            while not peer.messages:  # the join has arrived: connected, waiting for the reply
+                await asyncio.sleep(0.01)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert await stream.next_event(timeout=WAIT) == SessionClosed()

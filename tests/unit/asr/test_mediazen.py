@@ -92,6 +92,15 @@ def test_reply_other_than_ok_is_an_error_naming_the_status(payload: object, stat
     assert not codec.ready
 
 
+def test_refusal_reason_carries_the_server_message() -> None:
+    codec = MediazenCodec("jp")
+    codec.open()
+    reply = '{"topic":"asr:jp","payload":{"status":"error","message":"no model for jp"},"event":"reply"}'
+    [event] = codec.receive(reply)
+    assert isinstance(event, RecognitionError)
+    assert "'error'" in event.reason and "no model for jp" in event.reason
+
+
 def test_audio_is_passed_through_as_binary_even_before_ready() -> None:
     codec = MediazenCodec()
     pcm = bytes(range(256)) * 4
