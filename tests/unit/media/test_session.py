@@ -1,0 +1,308 @@
+"""RtpSession against peers on real UDP sockets on 127.0.0.1."""
+
+import asyncio
+import itertools
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from ivr.media import g711
+from ivr.media.dtmf import encode_event
+from ivr.media.rtp import RtpPacket, parse_rtp
+from ivr.media.session import PortAllocator, PortsExhausted, RtpSession
+
+HOST = "127.0.0.1"
+WAIT = 5.0  # generous upper bound for things that happen in milliseconds
+
+
+class Peer(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.received.put_nowait(data)
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        port: int = self.transport.get_extra_info("sockname")[1]
+        return port
+
+    def send(self, data: bytes, port: int) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, (HOST, port))
+
+    async def next_packet(self) -> RtpPacket:
+        return parse_rtp(await asyncio.wait_for(self.received.get(), WAIT))
+
+
+async def open_peer() -> Peer:
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_datagram_endpoint(Peer, local_addr=(HOST, 0))
+    return peer
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.audio = bytearray()
+        self.digits: list[str] = []
+        self.timeouts = 0
+        self.changed = asyncio.Event()
+
+    def on_audio(self, pcm: bytes) -> None:
+        self.audio += pcm
+        self.changed.set()
+
+    def on_dtmf(self, digit: str) -> None:
+        self.digits.append(digit)
+        self.changed.set()
+
+    def on_timeout(self) -> None:
+        self.timeouts += 1
+        self.changed.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), WAIT)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    p = await open_peer()
+    yield p
+    assert p.transport is not None
+    p.transport.close()
+
+
+def make_session(recorder: Recorder, remote_port: int, **kwargs: Any) -> RtpSession:
+    options: dict[str, Any] = {
+        "local_host": HOST,
+        "port": 0,
+        "remote_host": HOST,
+        "remote_port": remote_port,
+        "payload_type": g711.PCMU,
+        "dtmf_payload_type": 101,
+        "on_audio": recorder.on_audio,
+        "on_dtmf": recorder.on_dtmf,
+        "on_timeout": recorder.on_timeout,
+        "inactivity_timeout": 30.0,
+    }
+    options.update(kwargs)
+    return RtpSession(**options)
+
+
+@pytest.fixture
+async def session_and_recorder(peer: Peer) -> AsyncIterator[tuple[RtpSession, Recorder]]:
+    recorder = Recorder()
+    session = make_session(recorder, peer.port)
+    await session.start()
+    yield session, recorder
+    await session.close()
+
+
+def rtp(
+    seq: int, payload: bytes, *, pt: int = 0, ts: int | None = None, ssrc: int = 0x5EED, marker: bool = False
+) -> bytes:
+    ts = seq * 160 if ts is None else ts
+    return (
+        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        + payload
+    )
+
+
+def frame(seq: int) -> bytes:
+    """A 20 ms µ-law frame whose content identifies its sequence number."""
+    return bytes([0x10 + seq % 0x60]) * 160
+
+
+def pcm_of(seq: int) -> bytes:
+    return g711.decode(frame(seq), g711.PCMU)
+
+
+SILENCE_FRAME = bytes(320)
+
+
+async def test_receive_reordered_duplicated_and_lost_audio_and_one_digit(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, recorder = session_and_recorder
+    for seq in [100, 102, 101, 101, 103, 105, 106, 107, 108]:  # 101 late and duplicated, 104 lost
+        peer.send(rtp(seq, frame(seq)), session.local_port)
+    peer.send(rtp(109, b"", pt=13), session.local_port)  # comfort noise: ignored
+    dtmf_ts = 109 * 160
+    for i, (end, duration) in enumerate([(False, 400), (False, 800), (False, 1200), (True, 1360)]):
+        for _ in range(3 if end else 1):  # RFC 4733 §2.5.1.4: the end packet goes out three times
+            peer.send(
+                rtp(110 + i, encode_event("5", end, 10, duration), pt=101, ts=dtmf_ts), session.local_port
+            )
+    peer.send(rtp(114, frame(114)), session.local_port)  # audio resumes after the event
+
+    expected = b"".join(pcm_of(s) for s in [100, 101, 102, 103]) + SILENCE_FRAME
+    expected += b"".join(pcm_of(s) for s in [105, 106, 107, 108])
+    expected += SILENCE_FRAME * 5  # sequence numbers 109-113 carried CN and the event, not audio
+    expected += pcm_of(114)
+    await recorder.until(lambda: len(recorder.audio) >= len(expected))
+    assert bytes(recorder.audio) == expected
+    assert recorder.digits == ["5"]
+    assert session.stats.duplicate >= 3  # the duplicate audio packet and the repeated end packets
+    assert session.stats.received == 17
+    assert session.stats.lost == 1
+    assert recorder.timeouts == 0
+
+
+async def test_play_sends_paced_numbered_frames_then_continues_across_prompts(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, _ = session_and_recorder
+    pcm = np.round(8000 * np.sin(np.arange(840) / 5)).astype("<i2").tobytes()  # 105 ms: 6 frames
+    assert await session.play(pcm) is True
+    first = [await peer.next_packet() for _ in range(6)]
+    assert peer.received.empty()
+    assert [p.marker for p in first] == [True] + [False] * 5
+    assert {p.payload_type for p in first} == {g711.PCMU}
+    assert len({p.ssrc for p in first}) == 1
+    for a, b in itertools.pairwise(first):
+        assert b.sequence == (a.sequence + 1) & 0xFFFF
+        assert b.timestamp == (a.timestamp + 160) & 0xFFFFFFFF
+    assert b"".join(p.payload for p in first)[:840] == g711.encode(pcm, g711.PCMU)
+    assert first[-1].payload[40:] == g711.silence(g711.PCMU, 120)
+
+    await asyncio.sleep(0.2)  # a silent pause between prompts
+    assert await session.play(pcm[:320]) is True
+    second = await peer.next_packet()
+    assert second.marker
+    assert second.sequence == (first[-1].sequence + 1) & 0xFFFF
+    # RFC 3550 §5.1: the timestamp kept counting through the pause (at least 0.2 s = 1600 units)
+    assert (second.timestamp - first[-1].timestamp) & 0xFFFFFFFF >= 160 + 1600
+
+
+async def test_stop_playback_returns_false_early(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, _ = session_and_recorder
+    task = asyncio.create_task(session.play(bytes(2 * 8000 * 3)))  # 3 s: 150 frames
+    await peer.next_packet()
+    assert session.playing
+    session.stop_playback()
+    assert await asyncio.wait_for(task, WAIT) is False
+    assert not session.playing
+    sent = 1 + peer.received.qsize()
+    assert sent < 150
+    await asyncio.sleep(0.1)
+    assert 1 + peer.received.qsize() == sent  # nothing more after the stop
+
+
+async def test_new_play_replaces_running_one(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, _ = session_and_recorder
+    long = asyncio.create_task(session.play(bytes(2 * 8000 * 3)))
+    first = await peer.next_packet()
+    assert await session.play(bytes(320)) is True
+    assert await asyncio.wait_for(long, WAIT) is False
+    packets = [first]
+    while not peer.received.empty():
+        packets.append(await peer.next_packet())
+    assert packets[-1].marker  # the replacing prompt is a new talkspurt
+    seqs = [p.sequence for p in packets]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    timestamps = [p.timestamp for p in packets]
+    assert timestamps == sorted(timestamps)
+
+
+async def test_latches_to_caller_source_address(peer: Peer) -> None:
+    recorder = Recorder()
+    session = make_session(recorder, peer.port)  # the SDP address is `peer`
+    await session.start()
+    caller = await open_peer()  # but the caller's RTP comes from elsewhere (NAT)
+    stranger = await open_peer()
+    try:
+        await session.play(bytes(320))
+        assert (await peer.next_packet()).marker  # before any caller packet: to the SDP address
+
+        caller.send(rtp(1, frame(1), ssrc=111), session.local_port)
+        await recorder.until(lambda: len(recorder.audio) == 320)
+        assert session.remote_address[1] == caller.port
+        await session.play(bytes(320))
+        await caller.next_packet()
+        assert peer.received.empty()
+
+        stranger.send(rtp(2, frame(50), ssrc=222), session.local_port)  # other SSRC, other address: ignored
+        caller.send(rtp(2, frame(2), ssrc=111), session.local_port)
+        await recorder.until(lambda: len(recorder.audio) == 2 * 320)
+        assert bytes(recorder.audio[320:]) == pcm_of(2)
+        assert session.ignored == 1
+        assert session.remote_address[1] == caller.port
+
+        stranger.send(rtp(3, frame(3), ssrc=111), session.local_port)  # same SSRC, new address: NAT rebinding
+        await recorder.until(lambda: len(recorder.audio) == 3 * 320)
+        assert session.remote_address[1] == stranger.port
+
+        session.update_remote(HOST, peer.port)  # re-INVITE: back to the SDP address until the caller sends
+        await session.play(bytes(320))
+        await peer.next_packet()
+    finally:
+        await session.close()
+        for p in (caller, stranger):
+            assert p.transport is not None
+            p.transport.close()
+
+
+async def test_inactivity_timeout_fires_once_and_rtp_defers_it(peer: Peer) -> None:
+    recorder = Recorder()
+    session = make_session(recorder, peer.port, inactivity_timeout=0.3)
+    await session.start()
+    try:
+        for seq in range(8):  # RTP every 50 ms keeps the session alive past the timeout
+            peer.send(rtp(seq, frame(seq)), session.local_port)
+            await asyncio.sleep(0.05)
+        assert recorder.timeouts == 0
+        await recorder.until(lambda: recorder.timeouts > 0)
+        await asyncio.sleep(0.4)
+        assert recorder.timeouts == 1
+    finally:
+        await session.close()
+
+
+async def test_busy_port_raises_and_close_is_idempotent(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, recorder = session_and_recorder
+    other = make_session(recorder, peer.port, port=session.local_port)
+    with pytest.raises(OSError):
+        await other.start()
+    await session.close()
+    await session.close()
+    assert await session.play(bytes(320)) is False
+
+
+def test_rejects_non_g711_codec() -> None:
+    recorder = Recorder()
+    with pytest.raises(ValueError):
+        make_session(recorder, 4000, payload_type=18)
+
+
+def test_port_allocator_even_round_robin_skipping_ports_in_use() -> None:
+    ports = PortAllocator(10001, 10008)
+    assert [ports.acquire() for _ in range(3)] == [10002, 10004, 10006]
+    ports.release(10004)
+    assert ports.acquire() == 10008  # round-robin: a just-released port is not reused first
+    assert ports.acquire() == 10004
+    assert ports.in_use == 4
+    with pytest.raises(PortsExhausted):
+        ports.acquire()
+    ports.release(10006)
+    assert ports.acquire() == 10006
+    with pytest.raises(ValueError):
+        PortAllocator(10001, 10001)
