@@ -5,8 +5,9 @@ Contract with `ivr/call.py`:
   With barge-in the `Listen` comes together with the `Play` (listen while the prompt plays); without, it
   comes after `PromptFinished`. The no-input timer (`Listen.timeout`) runs from the end of the prompt;
   when `max_speech` passes without a final result the call reports `NoInput`.
-- The call reports `PromptFinished` only for the latest `Play`: a prompt replaced by a newer `Play` must not
-  report. A prompt cut by barge-in reports before the `Heard`/`Digit` that cut it, or not at all.
+- The call reports exactly one `PromptFinished` per `Play`, also for a prompt cut by barge-in or stopped
+  because the flow moved on. The engine counts them and acts only on the one answering its latest `Play`, so
+  the end of a superseded prompt can never end the next step's prompt early.
 - Events that do not fit the current state (a `Heard` after the step moved on, a `Digit` while a prompt plays
   without barge-in) are ignored.
 - `RecognizerFailed` (vendor unreachable) goes straight to the step's no_input target, without reprompts: a
@@ -113,6 +114,7 @@ class DialplanEngine:
         self._phase = _Phase.PLAYING
         self._no_input = 0
         self._no_match = 0
+        self._prompts_playing = 0
 
     @property
     def finished(self) -> bool:
@@ -129,7 +131,12 @@ class DialplanEngine:
     def handle(self, event: Event) -> list[Action]:
         step = self._dialplan.steps[self._name]
         if isinstance(event, PromptFinished):
-            return self._after_prompt(step) if self._phase is _Phase.PLAYING else []
+            if self._prompts_playing == 0:
+                return []  # more reports than prompts: nothing to act on
+            self._prompts_playing -= 1
+            if self._prompts_playing or self._phase is not _Phase.PLAYING:
+                return []
+            return self._after_prompt(step)
         if self._phase is not _Phase.LISTENING:
             return []
         if isinstance(event, NoInput) or (isinstance(event, Heard) and not normalize(event.text)):
@@ -155,6 +162,7 @@ class DialplanEngine:
             return self._after_prompt(step)
         barge_in = step.listens and step.settings.barge_in
         play = Play(self._dialplan.prompt_path(prompt), barge_in)
+        self._prompts_playing += 1
         if barge_in:
             self._phase = _Phase.LISTENING
             return [play, self._listen(step)]

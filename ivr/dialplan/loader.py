@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ivr.dialplan.schema import _SKIP_FLOW_CHECK, Dialplan, Loc, check
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, Loc, check
 
 __all__ = ["DialplanError", "Problem", "load_dialplan", "validate_only"]
 
@@ -162,30 +162,48 @@ def _prefixed(where: str, message: str) -> str:
     return f"{where}: {message}" if where else message
 
 
+def _closest_key(loc: Loc) -> str | None:
+    """The known key an unknown key at `loc` was probably meant to be."""
+    model = _model_at(loc[:-1])
+    close = difflib.get_close_matches(
+        str(loc[-1]), list(model.model_fields) if model else [], n=1, cutoff=0.5
+    )
+    return close[0] if close else None
+
+
+def _explained(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop "missing 'goto'" when the same mapping has a typo'd `go_to`: one mistake, one message."""
+    typos = {
+        (*e["loc"][:-1], _closest_key(tuple(e["loc"]))) for e in errors if e["type"] == "extra_forbidden"
+    }
+    return [e for e in errors if e["type"] != "missing" or tuple(e["loc"]) not in typos]
+
+
 def _describe(error: ErrorDetails) -> str:
     loc: Loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        key = str(loc[-1])
+        close = _closest_key(loc)
         model = _model_at(loc[:-1])
-        known = list(model.model_fields) if model else []
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-        return _prefixed(_where(loc[:-1]), f"unknown key '{key}' ({hint})")
+        hint = (
+            f"did you mean '{close}'?"
+            if close
+            else f"known: {', '.join(model.model_fields if model else ())}"
+        )
+        return _prefixed(_where(loc[:-1]), f"unknown key '{loc[-1]}' ({hint})")
     if kind == "missing":
-        return _prefixed(_where(loc[:-1]), f"missing '{loc[-1]}'")
+        model = _model_at(loc[:-1])
+        field = model.model_fields.get(str(loc[-1])) if model else None
+        about = f" ({field.description})" if field and field.description else ""
+        return _prefixed(_where(loc[:-1]), f"missing '{loc[-1]}'{about}")
     if loc and loc[-1] == "[key]":
         return _prefixed(_where(loc[:-2]), f"'{loc[-2]}' is not a valid name: {error['msg'].lower()}")
     message = error["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
-        expected = [
-            str(v) for v in (error.get("ctx") or {}).get("expected", "").replace("'", "").split(" or ")
-        ]
-        expected = [e.strip() for part in expected for e in part.split(",") if e.strip()]
-        close = difflib.get_close_matches(str(error["input"]), expected, n=1, cutoff=0.5)
-        message = f"'{error['input']}' is not one of {', '.join(expected)}" + (
-            f" (did you mean '{close[0]}'?)" if close else ""
-        )
+        expected = list(VENDORS) if loc[-1] == "vendor" else []
+        nearest = difflib.get_close_matches(str(error["input"]), expected, n=1, cutoff=0.5)
+        message = f"'{error['input']}' is not one of {', '.join(expected)}" if expected else message
+        message += f" (did you mean '{nearest[0]}'?)" if nearest else ""
     elif kind != "value_error":
         message = f"{message[:1].lower()}{message[1:]} (got {error['input']!r})"
     return _prefixed(_where(loc), message)
@@ -266,7 +284,7 @@ def _load(path: str | Path, check_prompts: bool) -> tuple[Dialplan | None, list[
     try:
         dialplan = Dialplan.model_validate(data, context={_SKIP_FLOW_CHECK: True})
     except ValidationError as exc:
-        return None, problems((tuple(e["loc"]), _describe(e), False) for e in exc.errors())
+        return None, problems((tuple(e["loc"]), _describe(e), False) for e in _explained(exc.errors()))
     issues = [(i.loc, i.message, i.warning) for i in check(dialplan)]
     base = path.resolve().parent
     prompt_files, missing = _prompt_files(dialplan, base)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,7 +26,8 @@ from pydantic import (
 Loc = tuple[str | int, ...]
 
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
-VENDORS = ("mediazen", "cpqd", "amivoice")
+Vendor = Literal["mediazen", "cpqd", "amivoice"]
+VENDORS: tuple[str, ...] = get_args(Vendor)
 _URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _SKIP_FLOW_CHECK = "skip_flow_check"
@@ -39,9 +40,7 @@ class _Model(BaseModel):
 class AsrSettings(_Model):
     """Recognizer defaults for every step that listens."""
 
-    vendor: Literal["mediazen", "cpqd", "amivoice"] = Field(
-        default="mediazen", description="recognizer vendor"
-    )
+    vendor: Vendor = Field(default="mediazen", description="recognizer vendor")
     language: str = Field(default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja")
 
     @field_validator("language")
@@ -66,9 +65,7 @@ class ListenSettings(_Model):
     min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="results below this confidence do not match"
     )
-    vendor: Literal["mediazen", "cpqd", "amivoice"] | None = Field(
-        default=None, description="overrides asr.vendor"
-    )
+    vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
     language: str | None = Field(default=None, description="overrides asr.language")
 
     @field_validator("language")

@@ -1,0 +1,191 @@
+"""Loader: the bundled demo loads, and each kind of mistake comes back as the exact `file:line: message`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.dialplan import DialplanError, Route, json_schema, load_dialplan, validate_only
+
+DEMO = Path(__file__).parents[3] / "dialplans" / "demo.yaml"
+
+# Line numbers below refer to this file; the cases edit one line (or add lines) at a time.
+BASE = """\
+name: test
+start: menu
+steps:
+  menu:
+    play: menu.wav
+    routes:
+      - say: [상담원]
+        dtmf: "0"
+        goto: agent
+    no_input: {goto: agent}
+    no_match: {goto: agent}
+  agent:
+    play: agent.wav
+    transfer: sip:agents@127.0.0.1:5070
+"""
+
+KNOWN = "(known: agent, menu)"
+
+# (what the mistake is, the broken line (or lines) replacing BASE's, expected line, expected message)
+BROKEN: list[tuple[str, str, str, int, str]] = [
+    ("unknown goto", "        goto: agent\n", "        goto: agnet\n", 9,
+     f"step 'menu' routes to unknown step 'agnet' {KNOWN}"),
+    ("unknown fallback goto", "    no_input: {goto: agent}\n", "    no_input: {goto: nobody}\n", 10,
+     f"step 'menu' routes to unknown step 'nobody' {KNOWN}"),
+    ("typo'd step key", "    routes:\n", "    routs:\n", 6,
+     "step 'menu': unknown key 'routs' (did you mean 'routes'?)"),
+    ("typo'd top key", "steps:\n", "stepz:\n", 3,
+     "unknown key 'stepz' (did you mean 'steps'?)"),
+    ("typo'd route key", "        goto: agent\n", "        go_to: agent\n", 9,
+     "step 'menu' route 1: unknown key 'go_to' (did you mean 'goto'?)"),
+    ("bad dtmf", '        dtmf: "0"\n', '        dtmf: "12"\n', 8,
+     "step 'menu' route 1 dtmf: '12' is not a DTMF key (one of 0-9, *, #, A-D)"),
+    ("unquoted # is a comment", '        dtmf: "0"\n', "        dtmf: #\n", 8,
+     'step \'menu\' route 1 dtmf: dtmf is empty; write # and * in quotes: dtmf: "#"'),
+    ("missing prompt file", "    play: agent.wav\n", "    play: agnt.wav\n", 13,
+     "step 'agent' plays 'agnt.wav', which is neither beside the dialplan nor in prompts/"),
+    ("YAML syntax error", "        goto: agent\n", "        goto: agent: now\n", 9,
+     "YAML syntax error: mapping values are not allowed here"),
+    ("YAML tab", "    play: menu.wav\n", "\tplay: menu.wav\n", 5,
+     "YAML syntax error: found character '\\t' that cannot start any token"),
+    ("missing start", "start: menu\n", "", 1,
+     "missing 'start' (the first step of every call)"),
+    ("unknown start", "start: menu\n", "start: mneu\n", 2,
+     f"start step 'mneu' does not exist {KNOWN}"),
+    ("bad transfer URI", "    transfer: sip:agents@127.0.0.1:5070\n", "    transfer: agents@127.0.0.1\n", 14,
+     "step 'agent' transfer: 'agents@127.0.0.1' is not a sip:, sips: or tel: URI"),
+    ("two things after the prompt", "    transfer: sip:agents@127.0.0.1:5070\n",
+     "    transfer: sip:agents@127.0.0.1:5070\n    hangup: true\n", 15,
+     "step 'agent' has both 'transfer' and 'hangup': a step does one of listen, goto, transfer or hangup"),
+    ("nothing after the prompt", "    transfer: sip:agents@127.0.0.1:5070\n", "", 12,
+     "step 'agent' does nothing after its prompt: give it routes, goto, transfer or hangup"),
+    ("no no_input", "    no_input: {goto: agent}\n", "", 4,
+     "step 'menu' listens but has no 'no_input' (what to do when the caller is silent)"),
+    ("silent caller loops", "    no_input: {goto: agent}\n", "    no_input: {goto: menu}\n", 10,
+     "a silent caller would loop forever: menu -> menu (no_input must end in a transfer or hangup)"),
+    ("duplicate step", "  agent:\n", "  menu:\n", 12, "duplicate key 'menu' (first at line 4)"),
+    ("negative timeout", "    play: menu.wav\n", "    play: menu.wav\n    listen: {timeout: -1}\n", 6,
+     "step 'menu' listen timeout: input should be greater than 0 (got '-1')"),
+    ("vendor typo", "name: test\n", "name: test\nasr: {vendor: mediazn}\n", 2,
+     "asr vendor: 'mediazn' is not one of mediazen, cpqd, amivoice (did you mean 'mediazen'?)"),
+    ("route matching nothing", '      - say: [상담원]\n        dtmf: "0"\n', "      - say: []\n", 7,
+     "step 'menu' route 1 matches nothing: give it say, phrases or dtmf"),
+    ("not a mapping", BASE, "- just\n- a list\n", 1,
+     "a dialplan is a mapping of keys: name, asr, start, steps, prompts"),
+]  # fmt: skip
+
+
+def write(tmp_path: Path, text: str, prompts: tuple[str, ...] = ("menu.wav", "agent.wav")) -> Path:
+    for name in prompts:
+        (tmp_path / name).write_bytes(b"")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_demo_loads_with_its_prompts() -> None:
+    dialplan = load_dialplan(DEMO)
+    assert dialplan.start == "greeting"
+    assert set(dialplan.steps) == {"greeting", "agent", "balance", "lost_card"}
+    assert dialplan.steps["agent"].transfer == "sip:agents@127.0.0.1:5070"
+    assert dialplan.prompt_path("greeting.wav") == DEMO.parent / "prompts" / "greeting.wav"
+    assert dialplan.warnings == ()
+    assert validate_only(DEMO) == []
+
+
+def test_phrases_are_the_vocabulary_in_order_without_duplicates() -> None:
+    phrases = load_dialplan(DEMO).phrases()
+    assert phrases[:4] == ["상담원 연결해 주세요", "상담사 바꿔 주세요", "상담원", "상담사"]
+    assert "잔액" in phrases and "분실" in phrases
+    assert len(phrases) == len(set(phrases))
+
+
+def test_json_schema_describes_the_keys() -> None:
+    schema = json_schema()
+    assert set(schema["required"]) == {"name", "start", "steps"}
+    assert "Step" in schema["$defs"] and "routes" in schema["$defs"]["Step"]["properties"]
+
+
+def test_base_is_valid(tmp_path: Path) -> None:
+    dialplan = load_dialplan(write(tmp_path, BASE))
+    assert dialplan.steps["menu"].routes[0] == Route(say=["상담원"], dtmf="0", goto="agent")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
+)
+def test_broken_dialplan_reports_file_and_line(
+    tmp_path: Path, old: str, new: str, line: int, message: str
+) -> None:
+    assert old in BASE
+    path = write(tmp_path, BASE.replace(old, new, 1))
+    with pytest.raises(DialplanError) as caught:
+        load_dialplan(path)
+    assert str(caught.value) == f"{path}:{line}: {message}"
+    assert (caught.value.path, caught.value.line, caught.value.message) == (str(path), line, message)
+
+
+def test_every_error_is_reported_one_per_line(tmp_path: Path) -> None:
+    text = BASE.replace("        goto: agent\n", "        goto: agnet\n").replace(
+        "    no_match: {goto: agent}\n", "    no_match: {goto: agant}\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(DialplanError) as caught:
+        load_dialplan(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}:9: step 'menu' routes to unknown step 'agnet' {KNOWN}",
+        f"{path}:11: step 'menu' routes to unknown step 'agant' {KNOWN}",
+    ]
+    assert isinstance(caught.value, ValueError)
+
+
+def test_unreachable_step_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "  orphan:\n    play: agent.wav\n    hangup: true\n")
+    dialplan = load_dialplan(path)
+    assert "orphan" in dialplan.steps
+    expected = f"{path}:15: warning: step 'orphan' is unreachable from 'menu'"
+    assert dialplan.warnings == (expected,)
+    assert validate_only(path) == [expected]
+
+
+def test_prompt_found_in_prompts_dir_beside_the_dialplan(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    path = write(tmp_path, BASE, prompts=("agent.wav", "prompts/menu.wav"))
+    assert load_dialplan(path).prompt_path("menu.wav") == tmp_path / "prompts" / "menu.wav"
+
+
+def test_missing_prompt_with_text_hints_at_the_generator(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "prompts:\n  menu.wav: 메뉴입니다\n", prompts=("agent.wav",))
+    with pytest.raises(DialplanError) as caught:
+        load_dialplan(path)
+    assert caught.value.line == 5
+    assert "generate it with `python -m ivr.prompts`" in caught.value.message
+    assert (
+        load_dialplan(path, check_prompts=False).prompt_path("menu.wav") == tmp_path / "prompts" / "menu.wav"
+    )
+
+
+def test_yaml_words_stay_words_and_numbers_are_converted(tmp_path: Path) -> None:
+    # YAML 1.1 would read `no` as false and `0` as an integer; staff mean the word and the key.
+    text = BASE.replace("say: [상담원]", "say: [yes, no, on]").replace('dtmf: "0"', "dtmf: 0")
+    text = text.replace(
+        "    play: menu.wav\n", "    play: menu.wav\n    listen: {timeout: 3, barge_in: no}\n"
+    )
+    step = load_dialplan(write(tmp_path, text)).steps["menu"]
+    assert step.routes[0].say == ["yes", "no", "on"]
+    assert step.routes[0].dtmf == "0"
+    assert step.settings.timeout == 3.0 and step.settings.barge_in is False
+
+
+def test_single_keyword_may_be_written_without_brackets(tmp_path: Path) -> None:
+    text = BASE.replace("say: [상담원]", "say: 상담원")
+    assert load_dialplan(write(tmp_path, text)).steps["menu"].routes[0].say == ["상담원"]
+
+
+def test_unreadable_file_is_a_dialplan_error(tmp_path: Path) -> None:
+    with pytest.raises(DialplanError, match="cannot read the file"):
+        load_dialplan(tmp_path / "absent.yaml")
