@@ -129,6 +129,7 @@ class RecognizerStream:
         self._writer = asyncio.create_task(self._write(self._ws))
 
     def send_audio(self, pcm: bytes) -> None:
+        """Queue PCM16 8 kHz audio without blocking; RecognizerError when the backlog overflows."""
         if len(pcm) % 2:
             raise ValueError(f"PCM16 audio must be whole samples, got {len(pcm)} bytes")
         if self._ended or self._finishing or self._closing:
@@ -137,8 +138,9 @@ class RecognizerStream:
         if len(self._buffer) > self.MAX_BACKLOG_SECONDS * PCM16_BYTES_PER_SECOND:
             backlog = len(self._buffer) / PCM16_BYTES_PER_SECOND
             self._buffer.clear()
-            self._fail(f"{self._codec.vendor} is not keeping up: {backlog:.1f} s of audio unsent")
-            return
+            reason = f"{self._codec.vendor} is not keeping up: {backlog:.1f} s of audio unsent"
+            self._fail(reason)
+            raise RecognizerError(reason)  # once; the events say it too, and later audio is ignored
         self._audio_waiting.set()
 
     async def next_event(self, timeout: float | None = None) -> AsrEvent | None:

@@ -227,8 +227,11 @@ async def test_finish_without_a_close_from_the_vendor_still_closes() -> None:
 async def test_backlog_beyond_five_seconds_fails_the_stream() -> None:
     stream = RecognizerStream("ws://127.0.0.1:9/asr", MediazenCodec())
     pcm = speech(0.02)
-    for _ in range(int(RecognizerStream.MAX_BACKLOG_SECONDS / 0.02) + 1):
+    for _ in range(int(RecognizerStream.MAX_BACKLOG_SECONDS / 0.02)):
         stream.send_audio(pcm)
+    with pytest.raises(RecognizerError, match="not keeping up"):
+        stream.send_audio(pcm)
+    stream.send_audio(pcm)  # the stream is over: later audio is ignored, not raised again
     error = await stream.next_event(timeout=WAIT)
     assert isinstance(error, RecognitionError) and "not keeping up" in error.reason
     assert await stream.next_event(timeout=WAIT) == SessionClosed()
