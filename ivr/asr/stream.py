@@ -194,19 +194,23 @@ class RecognizerStream:
         tasks = [
             t for t in (self._writer, self._reader) if t is not None and t is not current and not t.done()
         ]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._ws is not None:
-            try:
+        try:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._ws is not None:
                 async with asyncio.timeout(self._close_timeout):
                     await self._ws.close()
-            except (TimeoutError, OSError, WebSocketException):
+        except (TimeoutError, OSError, WebSocketException):
+            pass  # the transport is aborted below
+        finally:
+            # Also when this close() is itself cancelled: a later close() waits on _close_done.
+            if self._ws is not None:
                 self._ws.transport.abort()
-        self._buffer.clear()
-        self._end()
-        self._log.debug("asr.closed", audio_bytes_sent=self._bytes_sent)
-        self._close_done.set()
+            self._buffer.clear()
+            self._end()
+            self._log.debug("asr.closed", audio_bytes_sent=self._bytes_sent)
+            self._close_done.set()
 
     async def _send(self, ws: ClientConnection, frames: list[Frame]) -> None:
         for frame in frames:

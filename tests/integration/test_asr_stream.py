@@ -52,6 +52,7 @@ class Peer:
     messages: list[str | bytes] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
     headers: dict[str, str] = field(default_factory=dict)
+    close_code: int | None = None
 
     async def handle(self, ws: ServerConnection) -> None:
         self.headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
@@ -73,6 +74,7 @@ class Peer:
             elif json.loads(message).get("cmd") == "quit":
                 for reply in self.on_quit:
                     await ws.send(reply)
+        self.close_code = ws.close_code
 
     def check_wire(self, chunk_bytes: int) -> None:
         """join first, then binary frames of exactly chunk_bytes except the last, then quit."""
@@ -122,6 +124,7 @@ async def test_audio_arrives_complete_in_order_and_finish_returns_the_final_resu
         events = await stream.finish()
     assert bytes(peer.audio) == pcm
     peer.check_wire(chunk_bytes=1600)
+    assert peer.close_code == 1000  # a clean closing handshake, not a dropped socket
     assert events[0] == SessionReady()
     assert events[-3:] == [EndOfSpeech(), RecognitionResult("주변 맛집", 0.87), SessionClosed()]
     assert await stream.next_event(timeout=0) == SessionClosed()
