@@ -166,7 +166,7 @@ def _closest_key(loc: Loc) -> str | None:
     """The known key an unknown key at `loc` was probably meant to be."""
     model = _model_at(loc[:-1])
     close = difflib.get_close_matches(
-        str(loc[-1]), list(model.model_fields) if model else [], n=1, cutoff=0.5
+        str(loc[-1]), list(model.model_fields) if model else [], n=1, cutoff=0.7
     )
     return close[0] if close else None
 
@@ -205,7 +205,9 @@ def _describe(error: ErrorDetails) -> str:
         message = f"'{error['input']}' is not one of {', '.join(expected)}" if expected else message
         message += f" (did you mean '{nearest[0]}'?)" if nearest else ""
     elif kind != "value_error":
-        message = f"{message[:1].lower()}{message[1:]} (got {error['input']!r})"
+        message = re.sub(r"valid dictionary( or instance of \w+)?", "mapping of keys", message)
+        got = "nothing" if error["input"] is None else repr(error["input"])
+        message = f"{message[:1].lower()}{message[1:]} (got {got})"
     return _prefixed(_where(loc), message)
 
 

@@ -74,6 +74,11 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
      "asr vendor: 'mediazn' is not one of mediazen, cpqd, amivoice (did you mean 'mediazen'?)"),
     ("route matching nothing", '      - say: [상담원]\n        dtmf: "0"\n', "      - say: []\n", 7,
      "step 'menu' route 1 matches nothing: give it say, phrases or dtmf"),
+    ("unknown key unlike any", "    play: agent.wav\n", "    play: agent.wav\n    colour: red\n", 14,
+     "step 'agent': unknown key 'colour' "
+     "(known: play, listen, routes, no_input, no_match, transfer, hangup, goto)"),
+    ("step is not a mapping", "  agent:\n    play: agent.wav\n    transfer: sip:agents@127.0.0.1:5070\n",
+     "  agent: agent.wav\n", 12, "step 'agent': input should be a mapping of keys (got 'agent.wav')"),
     ("not a mapping", BASE, "- just\n- a list\n", 1,
      "a dialplan is a mapping of keys: name, asr, start, steps, prompts"),
 ]  # fmt: skip
