@@ -104,6 +104,9 @@ class RecognizerStream:
         except (OSError, WebSocketException) as exc:
             await self.close()
             raise RecognizerError(f"cannot connect to {self._codec.vendor}: {exc}") from exc
+        except asyncio.CancelledError:
+            await self.close()
+            raise
         self._log.debug("asr.connected")
         self._reader = asyncio.create_task(self._read(self._ws))
         try:
