@@ -1,0 +1,243 @@
+"""SDP offer parsing and answer building for one G.711 audio stream (RFC 4566, RFC 3264), sans-I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MediaFormat",
+    "Negotiated",
+    "SdpError",
+    "SdpNotAcceptable",
+    "SessionDescription",
+    "build_answer",
+    "negotiate",
+    "parse_sdp",
+]
+
+
+class SdpError(ValueError):
+    pass
+
+
+class SdpNotAcceptable(SdpError):
+    """No acceptable audio stream in the offer: the caller gets 488 (RFC 3261 §13.3.1.3)."""
+
+
+@dataclass(frozen=True)
+class MediaFormat:
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    fmtp: str | None = None
+
+
+# RFC 3551 §6 static payload types that may appear without an rtpmap.
+_STATIC = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    18: ("G729", 8000),
+}
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+
+@dataclass
+class SessionDescription:
+    """The first audio stream of an SDP body, plus the m= lines of all streams (an answer must echo each)."""
+
+    connection: str
+    port: int
+    proto: str
+    formats: list[MediaFormat]
+    direction: str = "sendrecv"
+    ptime: int | None = None
+    media_lines: list[str] = field(default_factory=list)  # "audio 49170 RTP/AVP 0 8" per m= line, in order
+    audio_index: int = 0
+
+    @property
+    def connection_address(self) -> str:
+        return self.connection
+
+    @property
+    def media_port(self) -> int:
+        return self.port
+
+
+@dataclass
+class _Media:
+    line: str
+    kind: str
+    port: int
+    proto: str
+    pts: list[str]
+    connection: str | None = None
+    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    direction: str | None = None
+    ptime: int | None = None
+
+
+def _connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(f"bad c= line: {value!r}")
+    return parts[2].split("/")[0]
+
+
+def parse_sdp(body: bytes) -> SessionDescription:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SdpError("SDP is not UTF-8") from exc
+    session_conn: str | None = None
+    session_dir: str | None = None
+    media: list[_Media] = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"bad SDP line: {line!r}")
+        kind, value = line[0], line[2:].strip()
+        current = media[-1] if media else None
+        if kind == "m":
+            parts = value.split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise SdpError(f"bad m= line: {line!r}")
+            media.append(_Media(value, parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:]))
+        elif kind == "c":
+            if current is None:
+                session_conn = _connection(value)
+            else:
+                current.connection = _connection(
+                    value
+                )  # media-level c= overrides session level (RFC 4566 §5.7)
+        elif kind == "a":
+            name, _, arg = value.partition(":")
+            if name in _DIRECTIONS:
+                if current is None:
+                    session_dir = name
+                else:
+                    current.direction = name
+            elif current is not None:
+                _media_attribute(current, name, arg)
+    audio = [i for i, m in enumerate(media) if m.kind == "audio"]
+    if not audio:
+        raise SdpError("no audio stream in SDP")
+    index = next((i for i in audio if media[i].port != 0), audio[0])
+    chosen = media[index]
+    conn = chosen.connection or session_conn
+    if conn is None:
+        raise SdpError("no c= line for the audio stream")
+    formats = []
+    for pt_text in chosen.pts:
+        if not pt_text.isdigit():
+            continue
+        pt = int(pt_text)
+        enc, rate = chosen.rtpmap.get(pt) or _STATIC.get(pt, ("", 0))
+        if enc:
+            formats.append(MediaFormat(pt, enc, rate, chosen.fmtp.get(pt)))
+    return SessionDescription(
+        connection=conn,
+        port=chosen.port,
+        proto=chosen.proto,
+        formats=formats,
+        direction=chosen.direction or session_dir or "sendrecv",
+        ptime=chosen.ptime,
+        media_lines=[m.line for m in media],
+        audio_index=index,
+    )
+
+
+def _media_attribute(media: _Media, name: str, arg: str) -> None:
+    if name == "rtpmap":
+        pt_text, _, spec = arg.partition(" ")
+        enc, _, rest = spec.strip().partition("/")
+        rate = rest.split("/")[0]
+        if pt_text.isdigit() and rate.isdigit() and enc:
+            media.rtpmap[int(pt_text)] = (enc, int(rate))
+    elif name == "fmtp":
+        pt_text, _, params = arg.partition(" ")
+        if pt_text.isdigit():
+            media.fmtp[int(pt_text)] = params.strip()
+    elif name == "ptime" and arg.strip().isdigit():
+        media.ptime = int(arg.strip())
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    payload_type: int
+    encoding: str
+    dtmf_payload_type: int | None
+    remote_host: str
+    remote_port: int
+    ptime: int  # the offerer's a=ptime (default 20); we always send 20 ms frames and say so in the answer
+    direction: str = "sendrecv"  # our direction in the answer (RFC 3264 §6.1)
+    offer_media: tuple[str, ...] = ()  # offer m= lines, echoed with port 0 except the audio stream
+    audio_index: int = 0
+
+
+def negotiate(offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCMA")) -> Negotiated:
+    """Pick the first offered codec we support (the offerer's preference order, RFC 3264 §6.1)."""
+    if offer.port == 0 or offer.proto.upper() != "RTP/AVP":
+        raise SdpNotAcceptable(f"no usable RTP/AVP audio stream (proto {offer.proto}, port {offer.port})")
+    wanted = {name.upper() for name in supported}
+    codec = next((f for f in offer.formats if f.encoding.upper() in wanted and f.clock_rate == 8000), None)
+    if codec is None:
+        offered = ", ".join(f"{f.encoding}/{f.clock_rate}" for f in offer.formats) or "none"
+        raise SdpNotAcceptable(f"no supported audio codec offered ({offered})")
+    dtmf = next(
+        (f for f in offer.formats if f.encoding.lower() == "telephone-event" and f.clock_rate == 8000), None
+    )
+    return Negotiated(
+        payload_type=codec.payload_type,
+        encoding=codec.encoding.upper(),
+        dtmf_payload_type=dtmf.payload_type if dtmf else None,
+        remote_host=offer.connection,
+        remote_port=offer.port,
+        ptime=offer.ptime or 20,
+        direction=_ANSWER_DIRECTION.get(offer.direction, "sendrecv"),
+        offer_media=tuple(offer.media_lines),
+        audio_index=offer.audio_index,
+    )
+
+
+def build_answer(negotiated: Negotiated, *, local_host: str, local_port: int, session_id: int) -> bytes:
+    family = "IP6" if ":" in local_host else "IP4"
+    n = negotiated
+    pts = [str(n.payload_type)] + ([str(n.dtmf_payload_type)] if n.dtmf_payload_type is not None else [])
+    audio = [
+        f"m=audio {local_port} RTP/AVP {' '.join(pts)}",
+        f"a=rtpmap:{n.payload_type} {n.encoding}/8000",
+    ]
+    if n.dtmf_payload_type is not None:
+        audio += [
+            f"a=rtpmap:{n.dtmf_payload_type} telephone-event/8000",
+            f"a=fmtp:{n.dtmf_payload_type} 0-16",
+        ]
+    audio += ["a=ptime:20", f"a={n.direction}"]
+    lines = [
+        "v=0",
+        f"o=ivr {session_id} {session_id} IN {family} {local_host}",
+        "s=ivr",
+        f"c=IN {family} {local_host}",
+        "t=0 0",
+    ]
+    if not n.offer_media:
+        lines += audio
+    for index, mline in enumerate(n.offer_media):
+        if index == n.audio_index:
+            lines += audio
+        else:
+            # Streams we decline stay in the answer with port 0, same order (RFC 3264 §6).
+            kind, _, proto, *fmts = mline.split()
+            lines.append(f"m={kind} 0 {proto} {' '.join(fmts)}")
+    return ("\r\n".join(lines) + "\r\n").encode()

@@ -1,0 +1,650 @@
+"""The UAS core the application drives: transactions + dialogs + a small registrar (RFC 3261), sans-I/O.
+
+Bytes and a `now` go in; events come back and datagrams queue up for `take_outgoing()`. Actions taken by the
+app (ring, answer, ...) queue their own events, returned by the next `receive`/`tick` or by `take_events()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable
+
+from ivr.sip.dialog import Dialog, build_request, destination
+from ivr.sip.events import (
+    CallCancelled,
+    CallEnded,
+    CallEstablished,
+    IncomingCall,
+    InfoDtmf,
+    Outgoing,
+    Peer,
+    ReferStatus,
+    Registered,
+    ReInvite,
+    SipEvent,
+    Transport,
+)
+from ivr.sip.message import (
+    MAX_CSEQ,
+    Request,
+    Response,
+    SipParseError,
+    SipVersionError,
+    make_response,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    serialize,
+)
+from ivr.sip.transaction import (
+    T1,
+    T2,
+    T4,
+    TIMEOUT_64T1,
+    ClientTransaction,
+    ServerTransaction,
+    TimerQueue,
+    new_tag,
+    server_key,
+)
+
+__all__ = ["ALLOW", "UserAgent"]
+
+ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REFER", "NOTIFY", "REGISTER")
+ALLOW_HEADER = ", ".join(ALLOW)
+SUPPORTED: frozenset[str] = frozenset()  # option tags we implement; any other Require gets 420 (§8.2.2.3)
+DEFAULT_EXPIRES = 3600
+_SDP_TYPES = ("application/sdp", "application/*", "*/*")
+
+
+def _content_type(msg: Request | Response) -> str:
+    return (msg.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _expires(text: str | None, default: int) -> int:
+    # Overlarge or malformed values fall back to the default (RFC 4475 scalar02 discussion).
+    if text is None:
+        return default
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) <= MAX_CSEQ else default
+
+
+def _dtmf_digit(req: Request) -> str | None:
+    ctype = _content_type(req)
+    text = req.body.decode("ascii", "replace")
+    value: str | None = None
+    if ctype == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, arg = line.partition("=")
+            if name.strip().lower() == "signal":
+                value = arg.strip()
+    elif ctype == "application/dtmf":
+        value = text.strip()
+    if value is None:
+        return None
+    value = {"10": "*", "11": "#"}.get(value, value).upper()
+    return value if len(value) == 1 and value in "0123456789*#ABCD" else None
+
+
+def _sipfrag_status(req: Request) -> tuple[int, bool] | None:
+    """Status and finality of a REFER NOTIFY (RFC 3515 §2.4.5)."""
+    event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
+    if event != "refer" or _content_type(req) != "message/sipfrag":
+        return None
+    match = re.match(rb"\s*SIP/2\.0 (\d{3})", req.body)
+    if match is None:
+        return None
+    status = int(match.group(1))
+    terminated = "terminated" in (req.headers.get("Subscription-State") or "").lower()
+    return status, status >= 200 or terminated
+
+
+class UserAgent:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user_agent: str = "ivr/0.1",
+        registrar_allow: Callable[[Peer], bool] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user_agent = user_agent
+        self.registrar_allow = registrar_allow
+        self._out: list[Outgoing] = []
+        self._events: list[SipEvent] = []
+        self._diagnostics: list[str] = []
+        self._timers = TimerQueue()
+        self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        self._server_by_id: dict[str, ServerTransaction] = {}
+        self._client: dict[str, ClientTransaction] = {}
+        self._calls: dict[str, Dialog] = {}
+        self._bindings: dict[str, dict[str, float]] = {}  # AOR -> contact URI -> expiry time
+        self._ids = itertools.count(1)
+
+    # ---- driving the core ----------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> list[SipEvent]:
+        events = self.take_events()
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:
+            self.reject_malformed(exc, peer)
+            return events
+        try:
+            if isinstance(msg, Request):
+                events += self._on_request(msg, peer, now)
+            else:
+                events += self._on_response(msg, now)
+        except Exception as exc:  # the contract: receive never raises; the transport logs diagnostics
+            self._diagnostics.append(f"internal error on message from {peer.host}:{peer.port}: {exc!r}")
+        return events
+
+    def reject_malformed(self, exc: SipParseError, peer: Peer) -> None:
+        """Answer 400 (505 for the version) statelessly when the partial request says where to (§18.2.2)."""
+        self._diagnostics.append(f"malformed message from {peer.host}:{peer.port}: {exc}")
+        req = exc.partial
+        if req is None or req.method == "ACK" or "Via" not in req.headers:
+            return
+        self._fix_via(req, peer)
+        status = 505 if isinstance(exc, SipVersionError) else 400
+        reason = None if status == 505 else exc.reason
+        resp = make_response(req, status, reason, to_tag=new_tag(), headers=[("Server", self.user_agent)])
+        self._out.append(Outgoing(self._response_peer(req, peer), serialize(resp)))
+
+    def take_outgoing(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[SipEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def take_diagnostics(self) -> list[str]:
+        """Human-readable notes on dropped/malformed input, for the adapter to log."""
+        notes, self._diagnostics = self._diagnostics, []
+        return notes
+
+    def next_deadline(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def tick(self, now: float) -> list[SipEvent]:
+        events = self.take_events()
+        for kind, ident in self._timers.pop_due(now):
+            try:
+                events += self._on_timer(kind, ident, now)
+            except Exception as exc:
+                self._diagnostics.append(f"internal error in timer {kind}: {exc!r}")
+        events += self.take_events()
+        return events
+
+    # ---- app actions ---------------------------------------------------------------------------------------
+
+    def ring(self, call_id: str, now: float) -> None:
+        found = self._pending(call_id)
+        if found is not None:
+            call, tx = found
+            headers = self._dialog_headers(call, initial=True)
+            self._send_response(tx, make_response(tx.request, 180, to_tag=call.local_tag, headers=headers))
+
+    def answer(self, call_id: str, sdp: bytes, now: float) -> None:
+        found = self._pending(call_id)
+        if found is None:
+            return
+        call, tx = found
+        call.local_sdp = sdp
+        call.state = "answered"
+        headers = self._dialog_headers(call, initial=True)
+        resp = make_response(
+            tx.request, 200, to_tag=call.local_tag, headers=headers, body=sdp, content_type="application/sdp"
+        )
+        self._send_2xx(call, tx, resp, now)
+
+    def reject(self, call_id: str, status: int, now: float, reason: str | None = None) -> None:
+        found = self._pending(call_id)
+        if found is not None:
+            call, tx = found
+            self._final(tx, status, now, reason, to_tag=call.local_tag)
+            self._events += self._end(call, "rejected", now)
+
+    def hangup(self, call_id: str, now: float) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return
+        if call.state == "pending":
+            self.reject(call_id, 480, now)
+        elif call.state == "answered":
+            # No BYE before the ACK (§15): it goes out when the ACK arrives or the ACK wait times out.
+            call.hangup_requested = True
+        else:
+            self._send_bye(call, now)
+
+    def refer(self, call_id: str, target: str, now: float) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.ended or call.state != "confirmed":
+            self._events.append(ReferStatus(call_id, 481 if call is None or call.ended else 491, True))
+            return
+        refer_to = target if target.startswith("<") else f"<{target}>"
+        extra = [
+            ("Refer-To", refer_to),
+            ("Referred-By", f"<{parse_name_addr(call.local_uri).uri}>"),
+            ("Contact", self._contact(call.peer.transport)),
+        ]
+        self._send_request(call, "REFER", now, extra)
+
+    # ---- requests ------------------------------------------------------------------------------------------
+
+    def _on_request(self, req: Request, peer: Peer, now: float) -> list[SipEvent]:
+        self._fix_via(req, peer)
+        if req.method == "ACK":
+            return self._on_ack(req, now)
+        existing = self._server.get(server_key(req))
+        if existing is not None:
+            # A retransmission: re-send the last response, nothing new for the app (§17.2.1, §17.2.2).
+            if existing.last_bytes is not None:
+                self._out.append(Outgoing(existing.peer, existing.last_bytes))
+            return []
+        tx = self._new_tx(req, self._response_peer(req, peer))
+        if req.method not in ALLOW:
+            self._final(tx, 501, now, headers=[("Allow", ALLOW_HEADER)])  # §8.2.1
+            return []
+        if not parse_uri(req.uri).is_sip:
+            self._final(tx, 416, now)  # §8.2.2.1
+            return []
+        unsupported = [tag for tag in req.headers.get_all("Require") if tag.lower() not in SUPPORTED]
+        if unsupported and req.method != "CANCEL":
+            self._final(tx, 420, now, headers=[("Unsupported", ", ".join(unsupported))])  # §8.2.2.3
+            return []
+        if req.method == "CANCEL":
+            return self._on_cancel(req, tx, now)
+        if req.method == "INVITE" and not self._acceptable_content(req, tx, now):
+            return []
+        if req.to_tag is not None:
+            return self._in_dialog(req, tx, now)
+        if req.method == "INVITE":
+            return self._on_invite(req, tx, peer, now)
+        if req.method == "OPTIONS":
+            self._final(tx, 200, now, headers=self._capabilities())
+            return []
+        if req.method == "REGISTER":
+            return self._on_register(req, tx, peer, now)
+        self._final(tx, 481, now)  # BYE/INFO/NOTIFY/REFER outside any dialog (§15.1.2)
+        return []
+
+    def _acceptable_content(self, req: Request, tx: ServerTransaction, now: float) -> bool:
+        if req.body and _content_type(req) != "application/sdp":
+            self._final(tx, 415, now, headers=[("Accept", "application/sdp")])  # §8.2.3, RFC 4475 invut
+            return False
+        accept = req.headers.get_all("Accept")
+        if accept and not any(a.split(";")[0].strip().lower() in _SDP_TYPES for a in accept):
+            # Our answer would be SDP, which the caller says it cannot take (RFC 4475 sdp01).
+            warning = f'399 {self.host} "only application/sdp bodies are supported"'
+            self._final(tx, 406, now, headers=[("Warning", warning), ("Accept", "application/sdp")])
+            return False
+        return True
+
+    def _on_invite(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> list[SipEvent]:
+        if req.call_id in self._calls:
+            self._final(tx, 482, now)  # same Call-ID on a new transaction: a merged/looped request (§8.2.2.2)
+            return []
+        tx.state = "proceeding"
+        self._send_response(tx, make_response(req, 100, headers=[("Server", self.user_agent)]))
+        call = Dialog.from_invite(req, peer, tx.id, new_tag())
+        self._calls[call.call_id] = call
+        return [IncomingCall(call.call_id, req, peer)]
+
+    def _on_cancel(self, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
+        invite_tx = self._server.get(server_key(req, "INVITE"))
+        if invite_tx is None:
+            self._final(tx, 481, now)  # §9.2
+            return []
+        call = self._calls.get(invite_tx.request.call_id)
+        self._final(tx, 200, now, to_tag=call.local_tag if call else None)
+        if call is None or call.ended or invite_tx.state not in ("trying", "proceeding"):
+            return []  # already answered: the CANCEL has no effect
+        self._final(invite_tx, 487, now, to_tag=call.local_tag)
+        self._finish(call, now)
+        return [CallCancelled(call.call_id)]
+
+    def _on_ack(self, req: Request, now: float) -> list[SipEvent]:
+        tx = self._server.get(server_key(req))
+        if tx is not None and tx.state == "completed":
+            # ACK for our non-2xx final response: absorbed by the transaction (§17.2.1).
+            tx.state = "confirmed"
+            self._timers.cancel(("G", tx.id))
+            self._timers.cancel(("H", tx.id))
+            self._timers.set(("I", tx.id), now + (0 if tx.reliable else T4))
+            return []
+        call = self._calls.get(req.call_id)
+        if call is None or req.to_tag != call.local_tag or call.pending_2xx is None:
+            return []
+        if req.cseq[0] != call.pending_2xx_cseq:
+            return []
+        call.pending_2xx = None
+        self._timers.cancel(("2xx", call.call_id))
+        self._timers.cancel(("ack", call.call_id))
+        if call.state != "answered":
+            return []  # ACK of a re-INVITE's 2xx
+        call.state = "confirmed"
+        if call.hangup_requested:
+            self._send_bye(call, now)
+            return []
+        return [CallEstablished(call.call_id)]
+
+    def _in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
+        call = self._calls.get(req.call_id)
+        if (
+            call is None
+            or call.ended
+            or req.to_tag != call.local_tag
+            or (req.from_tag or "") != call.remote_tag
+        ):
+            self._final(tx, 481, now)  # §12.2.2
+            return []
+        if req.cseq[0] < call.remote_cseq:
+            self._final(tx, 500, now, "CSeq out of order")  # §12.2.2
+            return []
+        call.remote_cseq = req.cseq[0]
+        if req.method == "BYE":
+            self._final(tx, 200, now)
+            invite_tx = self._server_by_id.get(call.invite_tx)
+            if invite_tx is not None and invite_tx.state in ("trying", "proceeding"):
+                self._final(invite_tx, 487, now, to_tag=call.local_tag)  # §15.1.2
+            return self._end(call, "remote-bye", now)
+        if req.method == "INVITE":
+            return self._on_reinvite(call, req, tx, now)
+        if req.method == "INFO":
+            self._final(tx, 200, now)
+            digit = _dtmf_digit(req)
+            return [InfoDtmf(call.call_id, digit)] if digit else []
+        if req.method == "NOTIFY":
+            self._final(tx, 200, now)
+            frag = _sipfrag_status(req)
+            return [ReferStatus(call.call_id, frag[0], frag[1])] if frag else []
+        if req.method == "OPTIONS":
+            self._final(tx, 200, now, headers=self._capabilities())
+            return []
+        self._final(tx, 403, now)  # REFER/REGISTER towards us inside a call: we do not take transfers
+        return []
+
+    def _on_reinvite(self, call: Dialog, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
+        if call.state == "pending" or call.pending_2xx is not None or call.local_sdp is None:
+            # An earlier INVITE of the peer is still in progress (§14.2).
+            self._final(tx, 500, now, headers=[("Retry-After", "1")])
+            return []
+        contacts = req.headers.get_all("Contact")
+        if contacts:
+            call.remote_target = parse_name_addr(contacts[0]).uri  # target refresh (§12.2.2)
+        tx.state = "proceeding"
+        resp = make_response(
+            req,
+            200,
+            to_tag=call.local_tag,
+            headers=self._dialog_headers(call, initial=False),
+            body=call.local_sdp,
+            content_type="application/sdp",
+        )
+        self._send_2xx(call, tx, resp, now)
+        return [ReInvite(call.call_id, req)]
+
+    def _on_register(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> list[SipEvent]:
+        if self.registrar_allow is None or not self.registrar_allow(peer):
+            self._final(tx, 403, now)
+            return []
+        to = parse_uri(parse_name_addr(req.headers.get("To") or "").uri)
+        if not to.is_sip:
+            self._final(tx, 400, now, "AOR must be a SIP or SIPS URI")  # §10.3 step 3, RFC 4475 unksm2
+            return []
+        aor = f"{to.scheme.lower()}:{to.user + '@' if to.user else ''}{to.host.lower()}"
+        default = _expires(req.headers.get("Expires"), DEFAULT_EXPIRES)
+        bindings = self._bindings.setdefault(aor, {})
+        contacts = req.headers.get_all("Contact")
+        events: list[SipEvent] = []
+        if any(c.strip() == "*" for c in contacts):
+            if len(contacts) != 1 or default != 0:
+                self._final(tx, 400, now, "Contact * needs Expires: 0")  # §10.3 step 6
+                return []
+            events += [Registered(aor, uri, 0, peer) for uri in bindings]
+            bindings.clear()
+        for contact in contacts:
+            if contact.strip() == "*":
+                continue
+            addr = parse_name_addr(contact)
+            expires = _expires(addr.param("expires"), default)
+            if expires == 0:
+                bindings.pop(addr.uri, None)
+            else:
+                bindings[addr.uri] = now + expires
+            events.append(Registered(aor, addr.uri, expires, peer))
+        for uri in [u for u, when in bindings.items() if when <= now]:
+            del bindings[uri]
+        headers = [("Contact", f"<{uri}>;expires={int(when - now)}") for uri, when in bindings.items()]
+        self._final(tx, 200, now, headers=headers)
+        return events
+
+    # ---- responses to our requests -------------------------------------------------------------------------
+
+    def _on_response(self, resp: Response, now: float) -> list[SipEvent]:
+        ctx = self._client.get(resp.via_branch or "")
+        if ctx is None or resp.cseq[1] != ctx.method:
+            return []  # no transaction: drop (§18.1.2; RFC 4475 bcast)
+        if resp.status < 200:
+            if ctx.state == "trying":
+                ctx.state = "proceeding"
+            return []
+        if ctx.state == "completed":
+            return []  # retransmitted final response
+        ctx.state = "completed"
+        self._timers.cancel(("E", ctx.branch))
+        self._timers.cancel(("F", ctx.branch))
+        self._timers.set(("K", ctx.branch), now + (0 if ctx.reliable else T4))
+        return self._client_done(ctx, resp.status, now)
+
+    def _client_done(self, ctx: ClientTransaction, status: int, now: float) -> list[SipEvent]:
+        call = self._calls.get(ctx.call_id)
+        if ctx.method == "BYE" and call is not None:
+            return self._end(call, "local-bye", now)
+        if ctx.method == "REFER" and status >= 300:
+            return [ReferStatus(ctx.call_id, status, True)]
+        return []
+
+    # ---- timers --------------------------------------------------------------------------------------------
+
+    def _on_timer(self, kind: str, ident: str, now: float) -> list[SipEvent]:
+        if kind in ("G", "H", "I", "J"):
+            tx = self._server_by_id.get(ident)
+            if tx is None:
+                return []
+            if kind == "G" and tx.state == "completed" and tx.last_bytes is not None:
+                self._out.append(Outgoing(tx.peer, tx.last_bytes))
+                tx.interval = min(tx.interval * 2, T2)
+                self._timers.set(("G", tx.id), now + tx.interval)
+            elif kind != "G":
+                self._server.pop(tx.key, None)
+                del self._server_by_id[tx.id]
+            return []
+        if kind in ("E", "F", "K"):
+            ctx = self._client.get(ident)
+            if ctx is None:
+                return []
+            if kind == "E" and ctx.state != "completed":
+                self._out.append(Outgoing(ctx.peer, ctx.data))
+                ctx.interval = T2 if ctx.state == "proceeding" else min(ctx.interval * 2, T2)
+                self._timers.set(("E", ctx.branch), now + ctx.interval)
+            elif kind == "F" and ctx.state != "completed":
+                del self._client[ctx.branch]
+                self._timers.cancel(("E", ctx.branch))
+                return self._client_done(ctx, 408, now)  # Timer F: treated as 408 (§8.1.3.1)
+            elif kind == "K":
+                del self._client[ctx.branch]
+            return []
+        call = self._calls.get(ident)
+        if call is None:
+            return []
+        if kind == "2xx" and call.pending_2xx is not None and call.pending_2xx_peer is not None:
+            self._out.append(Outgoing(call.pending_2xx_peer, call.pending_2xx))
+            call.retransmit_interval = min(call.retransmit_interval * 2, T2)
+            self._timers.set(("2xx", call.call_id), now + call.retransmit_interval)
+        elif kind == "ack" and call.pending_2xx is not None:
+            # No ACK within 64*T1: confirm and end the dialog with a BYE (§13.3.1.4).
+            call.pending_2xx = None
+            self._timers.cancel(("2xx", call.call_id))
+            call.state = "confirmed"
+            self._send_bye(call, now)
+            return self._end(call, "ack-timeout", now)
+        elif kind == "gc" and call.ended:
+            del self._calls[call.call_id]
+        return []
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    def _pending(self, call_id: str) -> tuple[Dialog, ServerTransaction] | None:
+        call = self._calls.get(call_id)
+        if call is None or call.ended or call.state != "pending":
+            return None
+        tx = self._server_by_id.get(call.invite_tx)
+        if tx is None or tx.state not in ("trying", "proceeding"):
+            return None
+        return call, tx
+
+    def _new_tx(self, req: Request, peer: Peer) -> ServerTransaction:
+        tx = ServerTransaction(f"s{next(self._ids)}", server_key(req), req, peer)
+        self._server[tx.key] = tx
+        self._server_by_id[tx.id] = tx
+        return tx
+
+    def _send_response(self, tx: ServerTransaction, resp: Response) -> None:
+        tx.last_response = resp
+        tx.last_bytes = serialize(resp)
+        self._out.append(Outgoing(tx.peer, tx.last_bytes))
+
+    def _final(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
+    ) -> None:
+        resp = make_response(
+            tx.request,
+            status,
+            reason,
+            to_tag=to_tag or new_tag(),
+            headers=[*headers, ("Server", self.user_agent)],
+        )
+        self._send_response(tx, resp)
+        if tx.is_invite:
+            tx.state = "completed"
+            if not tx.reliable:
+                tx.interval = T1
+                self._timers.set(("G", tx.id), now + T1)
+            self._timers.set(("H", tx.id), now + TIMEOUT_64T1)
+        else:
+            tx.state = "completed"
+            self._timers.set(("J", tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
+
+    def _send_2xx(self, call: Dialog, tx: ServerTransaction, resp: Response, now: float) -> None:
+        self._send_response(tx, resp)
+        tx.state = "accepted"  # RFC 6026: absorb INVITE retransmissions by re-sending the 2xx until Timer L
+        self._timers.set(("H", tx.id), now + TIMEOUT_64T1)
+        call.pending_2xx = tx.last_bytes
+        call.pending_2xx_cseq = tx.request.cseq[0]
+        call.pending_2xx_peer = tx.peer
+        call.retransmit_interval = T1
+        if not tx.reliable:
+            self._timers.set(("2xx", call.call_id), now + T1)  # §13.3.1.4: T1 doubling up to T2
+        self._timers.set(("ack", call.call_id), now + TIMEOUT_64T1)
+
+    def _send_request(
+        self, call: Dialog, method: str, now: float, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        dest = destination(call)
+        req, branch = build_request(
+            call,
+            method,
+            via_host=self.host,
+            via_port=self.port,
+            transport=dest.transport,
+            user_agent=self.user_agent,
+            extra=extra,
+        )
+        ctx = ClientTransaction(branch, method, call.call_id, serialize(req), dest)
+        self._client[branch] = ctx
+        self._out.append(Outgoing(dest, ctx.data))
+        if not ctx.reliable:
+            self._timers.set(("E", branch), now + T1)
+        self._timers.set(("F", branch), now + TIMEOUT_64T1)
+
+    def _send_bye(self, call: Dialog, now: float) -> None:
+        if not call.bye_sent:
+            call.bye_sent = True
+            self._send_request(call, "BYE", now)
+
+    def _finish(self, call: Dialog, now: float) -> None:
+        call.ended = True
+        call.pending_2xx = None
+        self._timers.cancel(("2xx", call.call_id))
+        self._timers.cancel(("ack", call.call_id))
+        # Keep the dialog a while so late retransmissions still match it, then forget it.
+        self._timers.set(("gc", call.call_id), now + TIMEOUT_64T1)
+
+    def _end(self, call: Dialog, cause: str, now: float) -> list[SipEvent]:
+        if call.ended:
+            return []
+        self._finish(call, now)
+        return [CallEnded(call.call_id, cause)]
+
+    def _contact(self, transport: Transport) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"<sip:{host}:{self.port}{';transport=tcp' if transport == 'tcp' else ''}>"
+
+    def _dialog_headers(self, call: Dialog, *, initial: bool) -> list[tuple[str, str]]:
+        headers = [("Contact", self._contact(call.peer.transport))]
+        if initial:
+            # The UAS copies Record-Route into dialog-creating responses (§12.1.1).
+            headers += [("Record-Route", rr) for rr in call.invite.headers.lines("Record-Route")]
+        headers += [("Allow", ALLOW_HEADER), ("Server", self.user_agent)]
+        return headers
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp")]
+
+    @staticmethod
+    def _fix_via(req: Request, peer: Peer) -> None:
+        """Add received/rport to the top Via (§18.2.1, RFC 3581 §4)."""
+        vias = req.headers.get_all("Via")
+        if not vias:
+            return
+        try:
+            top = parse_via(vias[0])
+        except SipParseError:
+            return
+        rport_key = next((k for k in top.params if k.lower() == "rport"), None)
+        if top.host == peer.host and rport_key is None:
+            return
+        for key in [k for k in top.params if k.lower() == "received"]:
+            del top.params[key]
+        top.params["received"] = peer.host
+        if rport_key is not None and top.params[rport_key] is None:
+            top.params[rport_key] = str(peer.port)
+        req.headers.remove("Via")
+        for value in [str(top), *vias[1:]]:
+            req.headers.add("Via", value)
+
+    @staticmethod
+    def _response_peer(req: Request, peer: Peer) -> Peer:
+        """Where a response goes (§18.2.2): the same connection on TCP; received/rport or sent-by on UDP."""
+        if peer.transport == "tcp":
+            return peer
+        via = req.top_via
+        if via is None:
+            return peer
+        host = via.received or via.host
+        port = via.rport or via.port or 5060
+        return Peer("udp", host, port)
