@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ivr.media.jitter import JitterBuffer
 from ivr.media.rtp import RtpPacket
@@ -76,3 +78,18 @@ def test_reset_forgets_the_stream() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError):
         JitterBuffer(depth=0)
+
+
+@given(st.integers(0, 65535), st.lists(st.integers(-4, 4), min_size=1, max_size=60), st.integers(1, 5))
+def test_output_is_ordered_unique_and_from_input(start: int, jitter: list[int], depth: int) -> None:
+    # each packet displaced by a few places, some duplicated or lost: what comes out is ordered and unique
+    order = sorted(range(len(jitter)), key=lambda i: i + jitter[i])
+    arrivals = [(start + i) % 65536 for i in order if jitter[i] != 4]
+    arrivals += [arrivals[k] for k in range(0, len(arrivals), 7)]
+    buffer = JitterBuffer(depth)
+    out = [p.sequence for s in arrivals for p in buffer.push(pkt(s))] + [p.sequence for p in buffer.flush()]
+    unwrapped = [(s - start) % 65536 for s in out]
+    assert unwrapped == sorted(set(unwrapped))
+    assert set(out) <= set(arrivals)
+    if all(j == 0 for j in jitter):
+        assert out == arrivals[: len(jitter)]

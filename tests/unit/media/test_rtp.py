@@ -1,6 +1,8 @@
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ivr.media.rtp import RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 
@@ -103,3 +105,26 @@ def test_stats_new_ssrc_and_restart_do_not_count_as_loss() -> None:
     stats.update(packet(20001, ssrc=2), 2.02)
     stats.update(packet(20002, ssrc=2), 2.04)
     assert stats.lost == 0
+
+
+@given(st.binary(max_size=64))
+def test_parse_arbitrary_bytes_raises_only_rtp_error(data: bytes) -> None:
+    try:
+        packet = parse_rtp(data)
+    except RtpError:
+        return
+    assert len(packet.payload) <= len(data) - 12
+
+
+@given(
+    st.integers(0, 127),
+    st.booleans(),
+    st.integers(0, 65535),
+    st.integers(0, 2**32 - 1),
+    st.binary(max_size=200),
+)
+def test_sender_parse_round_trip(pt: int, marker: bool, seq: int, ts: int, payload: bytes) -> None:
+    sender = RtpSender(pt, ssrc=99, sequence=seq, timestamp=ts)
+    assert parse_rtp(sender.packet(payload, 160, marker=marker)) == RtpPacket(
+        pt, marker, seq, ts, 99, payload
+    )
