@@ -31,6 +31,11 @@ class JitterBuffer:
         self._pending: dict[int, RtpPacket] = {}
         self._resync: int | None = None
 
+    @property
+    def held(self) -> int:
+        """Packets waiting for a gap before them to fill."""
+        return len(self._pending)
+
     def push(self, packet: RtpPacket) -> list[RtpPacket]:
         """Packets now releasable, in sequence order (possibly none)."""
         seq = packet.sequence

@@ -131,6 +131,7 @@ class RtpSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._timed_out = False
         self._closed = False
@@ -219,9 +220,10 @@ class RtpSession:
             return
         self._closed = True
         self.stop_playback()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._flush_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._flush_timer = None
         if self._transport is not None:
             self._transport.close()
             await asyncio.sleep(0)  # let the transport finish closing the socket
@@ -282,10 +284,22 @@ class RtpSession:
                 self._last_audio_seq = None
             for ready in self._jitter.push(packet):
                 self._deliver(ready)
+            if self._jitter.held and self._flush_timer is None:
+                # Packets leave the buffer only when later ones arrive; if the caller goes quiet (silence
+                # suppression, hold) right after a loss, release what is held instead of keeping it.
+                self._flush_timer = self._loop.call_later(
+                    2 * self._jitter.depth * self._ptime, self._flush_jitter
+                )
         elif packet.payload_type == self.dtmf_payload_type:
             digit = self._dtmf.feed(packet)
             if digit is not None:
                 self._on_dtmf(digit.digit)
+
+    def _flush_jitter(self) -> None:
+        self._flush_timer = None
+        if not self._closed:
+            for held in self._jitter.flush():
+                self._deliver(held)
 
     def _deliver(self, packet: RtpPacket) -> None:
         previous = self._last_audio_seq

@@ -93,3 +93,11 @@ def test_output_is_ordered_unique_and_from_input(start: int, jitter: list[int], 
     assert set(out) <= set(arrivals)
     if all(j == 0 for j in jitter):
         assert out == arrivals[: len(jitter)]
+
+
+def test_held_counts_waiting_packets() -> None:
+    buffer = JitterBuffer()
+    run(buffer, [1, 3, 4])
+    assert buffer.held == 2
+    buffer.flush()
+    assert buffer.held == 0

@@ -306,3 +306,13 @@ def test_port_allocator_even_round_robin_skipping_ports_in_use() -> None:
     assert ports.acquire() == 10006
     with pytest.raises(ValueError):
         PortAllocator(10001, 10001)
+
+
+async def test_packets_held_behind_a_loss_are_released_when_the_caller_goes_quiet(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, recorder = session_and_recorder
+    for seq in (1, 3):  # 2 lost, then silence suppression: nothing more arrives to push 3 out
+        peer.send(rtp(seq, frame(seq)), session.local_port)
+    await recorder.until(lambda: len(recorder.audio) == 3 * 320)
+    assert bytes(recorder.audio) == pcm_of(1) + SILENCE_FRAME + pcm_of(3)
