@@ -1,8 +1,8 @@
 """One call: the only module that joins sip + media + asr + dialplan (DESIGN.md, dependency rule 3).
 
-The dialplan engine decides; this module carries its actions out on the call's RTP session, recognizer streams and
-SIP dialog, and feeds back what happened as engine events. Everything the call starts runs in its own TaskGroup, so
-a hangup (ours or the caller's) cancels all of it at once.
+The dialplan engine decides; this module carries its actions out on the call's RTP session, recognizer
+streams and SIP dialog, and feeds back what happened as engine events. Every task the call starts is cancelled
+when the call ends, whichever side hangs up.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ivr.dialplan.schema import Dialplan
 from ivr.media.prompt import load_prompt
 from ivr.media.session import PortAllocator, RtpSession
 from ivr.sip.message import Request, parse_name_addr
-from ivr.sip.sdp import SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
+from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
 from ivr.sip.transport import SipTransport
 
 
@@ -135,7 +135,7 @@ class Call:
         self._cause: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------------------------
+    # ---- lifecycle
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run(), name=f"call {self.call_id}")
@@ -175,22 +175,12 @@ class Call:
         if self._settings.ring_time > 0:
             self._sip.ring(self.call_id)
             await asyncio.sleep(self._settings.ring_time)  # a CANCEL meanwhile cancels this task
-        self._port = self._ports.acquire()
-        self._rtp = RtpSession(
-            local_host=self._settings.rtp_host,
-            port=self._port,
-            remote_host=media.remote_host,
-            remote_port=media.remote_port,
-            payload_type=media.payload_type,
-            dtmf_payload_type=media.dtmf_payload_type,
-            on_audio=self._on_audio,
-            on_dtmf=self._on_dtmf,
-            on_timeout=self._on_rtp_timeout,
-            inactivity_timeout=self._settings.rtp_timeout,
-        )
-        await self._rtp.start()
+        self._rtp = await self._open_media(media)
         answer = build_answer(
-            media, local_host=self._settings.sdp_host, local_port=self._port, session_id=int(time.time())
+            media,
+            local_host=self._settings.sdp_host,
+            local_port=self._rtp.local_port,
+            session_id=int(time.time()),
         )
         self._sip.answer(self.call_id, answer)
         self.record.answer = utc_now()
@@ -200,6 +190,31 @@ class Call:
         if self._ended.is_set():
             return
         await self._drive(DialplanEngine(self._dialplan))
+
+    async def _open_media(self, media: Negotiated) -> RtpSession:
+        # A port from our range can still be taken by another process: try the next ones before giving up.
+        for _ in range(8):
+            port = self._ports.acquire()
+            rtp = RtpSession(
+                local_host=self._settings.rtp_host,
+                port=port,
+                remote_host=media.remote_host,
+                remote_port=media.remote_port,
+                payload_type=media.payload_type,
+                dtmf_payload_type=media.dtmf_payload_type,
+                on_audio=self._on_audio,
+                on_dtmf=self._on_dtmf,
+                on_timeout=self._on_rtp_timeout,
+                inactivity_timeout=self._settings.rtp_timeout,
+            )
+            try:
+                await rtp.start()
+            except OSError:
+                self._ports.release(port)
+                continue
+            self._port = port
+            return rtp
+        raise OSError("no free RTP port")
 
     async def _drive(self, engine: DialplanEngine) -> None:
         actions = engine.start()
@@ -245,7 +260,7 @@ class Call:
             self._cause = self._cause or action.cause
             await self._hangup()
 
-    # ---- prompts ---------------------------------------------------------------------------------------------
+    # ---- prompts
 
     async def _play(self, action: Play) -> None:
         assert self._rtp is not None
@@ -265,7 +280,7 @@ class Call:
     def _playing(self) -> bool:
         return self._play_task is not None and not self._play_task.done()
 
-    # ---- listening -------------------------------------------------------------------------------------------
+    # ---- listening
 
     async def _listen(self, listening: _Listening) -> None:
         action = listening.action
@@ -342,7 +357,7 @@ class Call:
         self._listen_task = None
         self._listening = None
 
-    # ---- media callbacks (called from the RTP datagram handler: never block) ---------------------------------
+    # ---- media callbacks (called from the RTP datagram handler: never block)
 
     def _on_audio(self, pcm: bytes) -> None:
         listening = self._listening
@@ -364,7 +379,7 @@ class Call:
         self._cause = self._cause or "rtp-timeout"
         self._hangup_now()
 
-    # ---- SIP events, delivered by the server ------------------------------------------------------------------
+    # ---- SIP events, delivered by the server
 
     def on_established(self) -> None:
         self._acked.set()
@@ -393,7 +408,7 @@ class Call:
             # Remote BYE or cancel: stop whatever the call is doing; _run's finally cleans up.
             self._task.cancel()
 
-    # ---- SIP actions -----------------------------------------------------------------------------------------
+    # ---- SIP actions
 
     async def _transfer(self, target: str) -> None:
         self._stop_listening()

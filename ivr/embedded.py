@@ -35,7 +35,15 @@ class EmbeddedEmulator:
         return f"ws://{self.host}:{self.port}"
 
     async def start(self, timeout: float = 120.0) -> None:
-        argv = [sys.executable, "-m", EMULATOR_MODULES[self.vendor], "--host", self.host, "--port", str(self.port)]
+        argv = [
+            sys.executable,
+            "-m",
+            EMULATOR_MODULES[self.vendor],
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         if self.phrases:
             with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
                 f.write("\n".join(self.phrases) + "\n")

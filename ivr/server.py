@@ -58,14 +58,19 @@ class Bridge:
 
     async def start(self) -> None:
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
-        log.info("bridge listening", host=self.settings.sip_host, port=self.sip.port, dialplan=str(self.dialplan_path))
+        log.info(
+            "bridge listening",
+            host=self.settings.sip_host,
+            port=self.sip.port,
+            dialplan=str(self.dialplan_path),
+        )
 
     @property
     def port(self) -> int:
         return self.sip.port
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new calls with 503 and wait for the live ones to finish (Kamailio marks the node inactive)."""
+        """Refuse new calls with 503 and wait for the live ones to finish."""
         self.draining = True
         log.info("draining", live_calls=len(self.calls))
         try:
@@ -129,7 +134,9 @@ class Bridge:
         )
         self.calls[call.call_id] = call
         self._idle.clear()
-        call.log.info("incoming call", caller=call.record.caller, callee=call.record.callee, source=event.peer.host)
+        call.log.info(
+            "incoming call", caller=call.record.caller, callee=call.record.callee, source=event.peer.host
+        )
         call.start()
 
     def _call_done(self, call: Call) -> None:

@@ -1,4 +1,4 @@
-"""Real processes for the integration tests: the bridge (`ivr serve`), the Mediazen emulator, sipp, test speech."""
+"""Real processes for the integration tests: `ivr serve`, the Mediazen emulator, sipp, test speech."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def speak(
     tail: float = 1.5,
     ulaw_raw: bool = False,
 ) -> Path:
-    """espeak-ng speech at 8 kHz through a µ-law round trip (what a G.711 trunk delivers), padded with silence."""
+    """espeak-ng speech at 8 kHz through a µ-law round trip (as a G.711 trunk delivers it), silence-padded."""
     require_tool("espeak-ng")
     require_tool("sox")
     wav = out.with_suffix(".espeak.wav")
