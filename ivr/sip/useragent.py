@@ -319,10 +319,14 @@ class UserAgent:
             self._timers.set(("I", tx.id), now + (0 if tx.reliable else T4))
             return []
         call = self._calls.get(req.call_id)
-        if call is None or req.to_tag != call.local_tag or call.pending_2xx is None:
+        if call is None or call.pending_2xx is None or req.cseq[0] != call.pending_2xx_cseq:
             return []
-        if req.cseq[0] != call.pending_2xx_cseq:
+        if (req.from_tag or "") != call.remote_tag:
             return []
+        if req.to_tag != call.local_tag:
+            # Some UAs (pyVoIP 1.6.8) put a fresh To tag in the ACK. A UAS never forks, so Call-ID, From tag and
+            # CSeq already name the one dialog; accepting it beats tearing down an answered call after 32 s.
+            self._diagnostics.append(f"ACK for {call.call_id} with a wrong To tag accepted")
         call.pending_2xx = None
         self._timers.cancel(("2xx", call.call_id))
         self._timers.cancel(("ack", call.call_id))

@@ -310,3 +310,21 @@ def test_fuzz_receive_never_raises(data: bytes) -> None:
 
 def test_request_helper_is_parseable() -> None:
     assert isinstance(parse_message(request("INVITE", body=OFFER)), Request)
+
+
+
+def test_ack_with_a_fresh_to_tag_still_confirms_the_dialog() -> None:
+    # pyVoIP 1.6.8 sends its 2xx ACK with a random To tag; Call-ID, From tag and CSeq still name our dialog.
+    ua = UserAgent(host="192.0.2.1", port=5060)
+    new_call(ua)
+    ack = request("ACK", branch="z9hG4bK-ack", to_tag="not-ours")
+    assert ua.receive(ack, CALLER, 0.1) == [CallEstablished("call-1")]
+    sent, events = run_timers(ua, 100.0)
+    assert sent == [] and events == []  # no 2xx retransmission, no ack-timeout BYE
+
+
+def test_ack_from_another_party_does_not_confirm_the_dialog() -> None:
+    ua = UserAgent(host="192.0.2.1", port=5060)
+    new_call(ua)
+    ack = request("ACK", branch="z9hG4bK-ack", to_tag="not-ours", from_tag="someone-else")
+    assert ua.receive(ack, CALLER, 0.1) == []
