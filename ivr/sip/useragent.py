@@ -324,8 +324,8 @@ class UserAgent:
         if (req.from_tag or "") != call.remote_tag:
             return []
         if req.to_tag != call.local_tag:
-            # Some UAs (pyVoIP 1.6.8) put a fresh To tag in the ACK. A UAS never forks, so Call-ID, From tag and
-            # CSeq already name the one dialog; accepting it beats tearing down an answered call after 32 s.
+            # Some UAs (pyVoIP 1.6.8) put a fresh To tag in the ACK. A UAS never forks, so Call-ID, From tag
+            # and CSeq already name the one dialog; accepting it beats dropping an answered call after 32 s.
             self._diagnostics.append(f"ACK for {call.call_id} with a wrong To tag accepted")
         call.pending_2xx = None
         self._timers.cancel(("2xx", call.call_id))

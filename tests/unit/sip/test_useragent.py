@@ -312,7 +312,6 @@ def test_request_helper_is_parseable() -> None:
     assert isinstance(parse_message(request("INVITE", body=OFFER)), Request)
 
 
-
 def test_ack_with_a_fresh_to_tag_still_confirms_the_dialog() -> None:
     # pyVoIP 1.6.8 sends its 2xx ACK with a random To tag; Call-ID, From tag and CSeq still name our dialog.
     ua = UserAgent(host="192.0.2.1", port=5060)
