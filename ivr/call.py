@@ -283,29 +283,36 @@ class Call:
     # ---- listening
 
     async def _listen(self, listening: _Listening) -> None:
+        result = await self._recognize_with(listening)
+        if isinstance(result, RecognizerFailed):
+            # Fallback when the vendor is down or fails mid-call: the prompt plays to the end and the keypad
+            # still works; only when the no-input timer runs out does the dialplan take its no_input route.
+            await self._wait_no_input(listening.action)
+        self._events.put_nowait(result)
+
+    async def _recognize_with(self, listening: _Listening) -> Event:
         action = listening.action
         url = self._settings.asr_urls.get(action.vendor)
         if url is None:
             self.log.error("no URL configured for recognizer", vendor=action.vendor)
-            self._events.put_nowait(RecognizerFailed(f"no URL for {action.vendor}"))
-            return
-        codec = make_codec(action.vendor, language=action.language)
-        stream = RecognizerStream(url, codec)
+            return RecognizerFailed(f"no URL for {action.vendor}")
+        stream = RecognizerStream(url, make_codec(action.vendor, language=action.language))
         # Audio that arrives while the session is being set up is buffered by the driver, not lost.
         listening.stream = stream
         try:
             await stream.open()
+            return await self._recognize(listening, stream)
         except RecognizerError as e:
             self.log.warning("recognizer unavailable", vendor=action.vendor, error=str(e))
-            self._events.put_nowait(RecognizerFailed(str(e)))
-            listening.stream = None
-            await stream.close()
-            return
-        try:
-            self._events.put_nowait(await self._recognize(listening, stream))
+            return RecognizerFailed(str(e))
         finally:
             listening.stream = None
             await stream.close()
+
+    async def _wait_no_input(self, action: Listen) -> None:
+        if self._play_task is not None:
+            await asyncio.wait({self._play_task})
+        await asyncio.sleep(action.timeout)
 
     async def _recognize(self, listening: _Listening, stream: RecognizerStream) -> Event:
         """Wait for one final result. The no-input timer starts when the prompt ends, not while it plays."""

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import SIPP_SHARE, bridge, require_tool, run_sipp, scenario_with, speak
+from tests.integration.harness import (
+    SIPP_SHARE,
+    bridge,
+    free_port,
+    require_tool,
+    run_sipp,
+    scenario_with,
+    speak,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +79,32 @@ def _plain(name: str) -> Path:
     from tests.integration.harness import SIPP_DIR
 
     return SIPP_DIR / name
+
+
+def test_no_rtp_from_caller_hangs_up_with_bye(tmp_path: Path, mediazen_url: str) -> None:
+    with bridge(tmp_path, mediazen_url, rtp_timeout=1.5) as b:
+        result = run_sipp(_plain("silent_caller.xml"), b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["hangup_cause"] == "rtp-timeout", cdr
+
+
+def test_recognizer_down_falls_back_to_agent_instead_of_a_dead_line(tmp_path: Path) -> None:
+    # Nothing listens on this port: every recognizer session fails to connect.
+    audio = speak("네", tmp_path / "yes.ulaw", ulaw_raw=True)
+    scenario = scenario_with("speech_agent.xml", tmp_path, AUDIO=str(audio))
+    with bridge(tmp_path, f"ws://127.0.0.1:{free_port()}") as b:
+        result = run_sipp(scenario, b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["route"] == ["greeting<start", "agent<recognizer_failed"], cdr
+    assert cdr["transfer_status"] == 200, cdr
+
+
+def test_keypad_still_works_when_the_recognizer_is_down(tmp_path: Path) -> None:
+    scenario = scenario_with("dtmf_balance.xml", tmp_path, DTMF=str(SIPP_SHARE / "dtmf_2833_1.pcap"))
+    with bridge(tmp_path, f"ws://127.0.0.1:{free_port()}") as b:
+        result = run_sipp(scenario, b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["route"][-1] == "balance<dtmf:1", cdr
