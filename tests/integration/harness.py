@@ -214,11 +214,14 @@ def speak(
     require_tool("espeak-ng")
     require_tool("sox")
     wav = out.with_suffix(".espeak.wav")
+    ulaw = out.with_suffix(".ulaw.wav")
     subprocess.run(["espeak-ng", "-v", voice, *args, "-w", str(wav), text], check=True, capture_output=True)
-    effects = ["pad", str(lead), str(tail)]
-    if ulaw_raw:
-        fmt = ["-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", "-t", "raw"]
-    else:
-        fmt = ["-r", "8000", "-c", "1", "-e", "signed", "-b", "16"]
-    subprocess.run(["sox", str(wav), *fmt, str(out), *effects], check=True, capture_output=True)
+    subprocess.run(
+        ["sox", str(wav), "-r", "8000", "-c", "1", "-e", "u-law", str(ulaw), "pad", str(lead), str(tail)],
+        check=True,
+        capture_output=True,
+    )
+    # Headerless µ-law is what sipp's rtp_stream sends byte for byte; otherwise a 16-bit WAV.
+    fmt = ["-e", "u-law", "-b", "8", "-t", "raw"] if ulaw_raw else ["-e", "signed", "-b", "16"]
+    subprocess.run(["sox", str(ulaw), *fmt, str(out)], check=True, capture_output=True)
     return out

@@ -8,11 +8,11 @@ import itertools
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ivr.emulators.mediazen import AudioReceived, JoinRequested, MediazenServerProtocol, SendMessage
+from tests.integration.harness import speak
 
 pytestmark = pytest.mark.integration
 
@@ -39,24 +40,14 @@ SPOKEN = ["상담원 연결해 주세요", "메인 메뉴", "네"]  # reliable w
 FRAME = 320  # 20 ms of 16-bit 8 kHz
 TIMEOUT = 15.0
 
-needs_audio_tools = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="espeak-ng and sox are needed"
-)
-
 
 def _speech(text: str, directory: Path, *, trailing_silence: float) -> bytes:
-    """espeak-ng Korean, as a phone would carry it: 8 kHz mono, through a µ-law round trip, raw 16-bit PCM."""
-    stem = directory / f"{abs(hash((text, trailing_silence)))}"
-    subprocess.run(["espeak-ng", "-v", "ko", "-w", f"{stem}.wav", text], check=True)
-    subprocess.run(
-        ["sox", f"{stem}.wav", "-r", "8000", "-c", "1", "-e", "u-law", f"{stem}.ul.wav"], check=True
+    """espeak-ng Korean as a phone carries it (8 kHz, µ-law round trip), as raw 16-bit PCM."""
+    wav = speak(
+        text, directory / f"{abs(hash((text, trailing_silence)))}.wav", lead=0.0, tail=trailing_silence
     )
-    subprocess.run(
-        ["sox", f"{stem}.ul.wav", "-e", "signed", "-b", "16", "-t", "raw", f"{stem}.raw"]
-        + (["pad", "0", str(trailing_silence)] if trailing_silence else []),
-        check=True,
-    )
-    return Path(f"{stem}.raw").read_bytes()
+    with wave.open(str(wav)) as w:
+        return w.readframes(w.getnframes())
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +144,6 @@ async def test_join_reply_has_the_document_shape(emulator: str) -> None:
         assert await _quit(ws) == [{"topic": "asr:ko", "payload": {}, "event": "close"}]
 
 
-@needs_audio_tools
 async def test_utterance_gives_partials_then_final_then_close(emulator: str, clips: dict[str, bytes]) -> None:
     async with connect(emulator, compression=None) as ws:
         await _join(ws)
@@ -171,7 +161,6 @@ async def test_utterance_gives_partials_then_final_then_close(emulator: str, cli
         assert await _quit(ws) == [{"topic": "asr:ko", "payload": {}, "event": "close"}]
 
 
-@needs_audio_tools
 async def test_second_utterance_in_the_same_session(emulator: str, clips: dict[str, bytes]) -> None:
     async with connect(emulator, compression=None) as ws:
         await _join(ws)
@@ -182,7 +171,6 @@ async def test_second_utterance_in_the_same_session(emulator: str, clips: dict[s
         await _quit(ws)
 
 
-@needs_audio_tools
 async def test_odd_frame_sizes_keep_sample_alignment(emulator: str, clips: dict[str, bytes]) -> None:
     async with connect(emulator, compression=None) as ws:
         await _join(ws)
@@ -191,7 +179,6 @@ async def test_odd_frame_sizes_keep_sample_alignment(emulator: str, clips: dict[
         await _quit(ws)
 
 
-@needs_audio_tools
 async def test_quit_flushes_the_pending_utterance(emulator: str, tmp_path: Path) -> None:
     speech = _speech(
         "상담원 연결해 주세요", tmp_path, trailing_silence=0
@@ -205,7 +192,6 @@ async def test_quit_flushes_the_pending_utterance(emulator: str, tmp_path: Path)
         assert messages[1] == {"topic": "asr:ko", "payload": {}, "event": "close"}
 
 
-@needs_audio_tools
 async def test_two_concurrent_sessions_get_their_own_text(emulator: str, clips: dict[str, bytes]) -> None:
     async def session(text: str) -> str:
         async with connect(emulator, compression=None) as ws:
@@ -228,7 +214,6 @@ def _assert_error(message: dict[str, Any], topic: str = "asr:ko") -> None:
     assert isinstance(message["payload"]["message"], str) and message["payload"]["message"]
 
 
-@needs_audio_tools
 async def test_malformed_json_gets_an_error_and_the_session_goes_on(
     emulator: str, clips: dict[str, bytes]
 ) -> None:
