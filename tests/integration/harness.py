@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,26 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 SIPP_SHARE = Path("/usr/share/sip-tester")
 DEMO = REPO / "dialplans" / "demo.yaml"
-
-
-def require_tool(name: str) -> str:
-    """Fail (under CI) or skip (on a laptop) with a clear message when a Debian test tool is missing."""
-    path = shutil.which(name)
-    if path is None:
-        message = (
-            f"{name} is not installed: `make test` installs it (Debian packages sip-tester, espeak-ng, sox)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import wave
 from pathlib import Path
 
@@ -10,10 +9,14 @@ import pytest
 
 from ivr.dialplan import load_dialplan
 from ivr.prompts import main, referenced_prompts
+from tests.tools import require_tool
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
-)
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    require_tool("espeak-ng")
+    require_tool("sox")
+
 
 FLOW = """\
 name: p

@@ -5,6 +5,7 @@ import pytest
 
 from ivr.media.dtmf import DtmfDigit, DtmfReceiver, encode_event
 from ivr.media.rtp import RtpPacket, parse_rtp
+from tests.tools import require_tool
 
 SIPP_PCAP = Path("/usr/share/sip-tester")
 
@@ -110,9 +111,8 @@ def read_pcap_udp_payloads(path: Path) -> list[bytes]:
 
 @pytest.mark.parametrize(("name", "digit"), [("1", "1"), ("pound", "#"), ("star", "*"), ("0", "0")])
 def test_sipp_shipped_pcap(name: str, digit: str) -> None:
+    require_tool("sipp")
     path = SIPP_PCAP / f"dtmf_2833_{name}.pcap"
-    if not path.exists():
-        pytest.skip("sipp (Debian sip-tester) is not installed")
     packets = [parse_rtp(p) for p in read_pcap_udp_payloads(path)]
     assert len(packets) >= 4
     assert {p.payload_type for p in packets} == {101}

@@ -1,4 +1,3 @@
-import shutil
 import struct
 import subprocess
 import wave
@@ -9,6 +8,7 @@ import pytest
 
 from ivr.media import g711
 from ivr.media.prompt import PromptError, frames, load_prompt
+from tests.tools import require_tool
 
 
 def tone(rate: int, seconds: float = 0.5, freq: float = 400.0, amplitude: float = 0.5) -> np.ndarray:
@@ -70,9 +70,9 @@ def test_g711_wav_format_tags(tmp_path: Path, tag: int) -> None:
     check_tone(load_prompt(write_g711_wav(tmp_path / "law.wav", tone(8000), tag)))
 
 
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
 @pytest.mark.parametrize("args", [["-e", "u-law"], ["-e", "a-law"], ["-b", "24"], ["-c", "2", "-b", "32"]])
 def test_files_written_by_sox(tmp_path: Path, args: list[str]) -> None:
+    require_tool("sox")
     source = write_wav(tmp_path / "in.wav", tone(22050), 22050, 2)
     out = tmp_path / "out.wav"
     subprocess.run(["sox", str(source), *args, str(out)], check=True)

@@ -1,0 +1,21 @@
+"""Debian test tools (sipp, espeak-ng, sox): `make test` installs them; a test that needs one says so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require_tool(name: str) -> str:
+    """Fail under CI, skip on a developer's machine, with a message saying how to get the tool."""
+    path = shutil.which(name)
+    if path is None:
+        message = (
+            f"{name} is not installed: `make test` installs it (Debian packages sip-tester, espeak-ng, sox)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
