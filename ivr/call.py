@@ -51,6 +51,14 @@ from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, build_answer, ne
 from ivr.sip.transport import SipTransport
 
 
+def _address_of(header: str | None) -> str:
+    """The URI of a From/To value for the CDR, or the raw value when it does not parse."""
+    try:
+        return str(parse_name_addr(header or "").uri)
+    except ValueError:
+        return header or ""
+
+
 def new_channel_id() -> str:
     """32 hex characters, shared by every recognizer session of the call (CPQD `Channel-Identifier`)."""
     return secrets.token_hex(16)
@@ -113,13 +121,11 @@ class Call:
         self._cdr = cdr
         self._on_done = on_done
         self.log = structlog.get_logger().bind(call_id=self.call_id, channel_id=self.channel_id)
-        caller = parse_name_addr(invite.headers.get("From") or "")
-        callee = parse_name_addr(invite.headers.get("To") or "")
         self.record = CallRecord(
             call_id=self.call_id,
             channel_id=self.channel_id,
-            caller=str(caller.uri),
-            callee=str(callee.uri),
+            caller=_address_of(invite.headers.get("From")),
+            callee=_address_of(invite.headers.get("To")),
             dialplan=str(dialplan_path),
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue()
