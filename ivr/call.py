@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -93,7 +93,7 @@ class PromptCache:
 class _Listening:
     action: Listen
     stream: RecognizerStream | None = None
-    speech_started: asyncio.Event = field(default_factory=asyncio.Event)
+    speech_started: bool = False
 
 
 class Call:
@@ -328,7 +328,7 @@ class Call:
         speech_deadline: float | None = None
         while True:
             now = loop.time()
-            started = listening.speech_started.is_set()
+            started = listening.speech_started
             if no_input_at is None and not self._playing():
                 no_input_at = now + action.timeout
             if started and speech_deadline is None and action.max_speech:
@@ -348,7 +348,7 @@ class Call:
                 continue
             if isinstance(event, StartOfSpeech) or (isinstance(event, PartialResult) and event.text):
                 if not started:
-                    listening.speech_started.set()
+                    listening.speech_started = True
                     if action.barge_in:
                         self._stop_playback()
             elif isinstance(event, RecognitionResult):
@@ -356,7 +356,7 @@ class Call:
                     self.log.info("recognized", text=event.text, confidence=event.confidence)
                     return Heard(event.text, event.confidence)
                 # An empty final (noise) is not an answer: keep listening under the same no-input timer.
-                listening.speech_started.clear()
+                listening.speech_started = False
                 speech_deadline = None
             elif isinstance(event, RecognitionError):
                 self.log.warning("recognizer error", reason=event.reason)
@@ -439,7 +439,8 @@ class Call:
 
     async def _hangup(self) -> None:
         self._hangup_now()
-        await self._wait_either(self._ended, self._settings.bye_timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), self._settings.bye_timeout)
 
     def _hangup_now(self) -> None:
         if not self._ended.is_set():

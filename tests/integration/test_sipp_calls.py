@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import (
+    SIPP_DIR,
     SIPP_SHARE,
     bridge,
     free_port,
@@ -76,8 +77,6 @@ def test_malformed_request_gets_400_and_bridge_keeps_serving(
 
 
 def _plain(name: str) -> Path:
-    from tests.integration.harness import SIPP_DIR
-
     return SIPP_DIR / name
 
 
