@@ -1,8 +1,10 @@
 """One call: the only module that joins sip + media + asr + dialplan (DESIGN.md, dependency rule 3).
 
-The dialplan engine decides; this module carries its actions out on the call's RTP session, recognizer
-streams and SIP dialog, and feeds back what happened as engine events. Every task the call starts is cancelled
-when the call ends, whichever side hangs up.
+The dialplan engine decides; this module carries its actions out, one small handler per kind of effect
+(prompt, recognition, transfer, hang up), and reports each outcome back as an engine event echoing the
+action's id. The engine's timers are deadlines this loop sleeps until; nothing polls. Every task the call
+starts is cancelled when the call ends, whichever side hangs up, and whatever fails while it ends, the call
+is removed from the bridge and its CDR is written.
 """
 
 from __future__ import annotations
@@ -12,43 +14,55 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from ivr.asr.base import (
-    PartialResult,
-    RecognitionError,
-    RecognitionResult,
-    RecognizerError,
-    SessionClosed,
+    AsrEvent,
+    AudioFormat,
+    EndOfSpeech,
+    Final,
+    ResultStatus,
     StartOfSpeech,
 )
-from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream
 from ivr.cdr import CallRecord, CdrWriter, Transcript, utc_now
 from ivr.dialplan.engine import (
     Action,
+    Cancel,
     DialplanEngine,
     Digit,
     Event,
     Hangup,
-    Heard,
     Listen,
-    NoInput,
+    NotRecognized,
     Play,
     PromptFinished,
-    RecognizerFailed,
+    Recognized,
     Routed,
+    SpeechEnded,
+    SpeechStarted,
+    StartInputTimers,
     Transfer,
+    TransferEnded,
 )
 from ivr.dialplan.schema import Dialplan
 from ivr.media.prompt import load_prompt
 from ivr.media.session import PortAllocator, RtpSession
+from ivr.sip.events import (
+    CallCancelled,
+    CallEnded,
+    CallEstablished,
+    InfoDtmf,
+    ReferStatus,
+    ReInvite,
+    SipEvent,
+)
 from ivr.sip.message import Request, parse_name_addr
 from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
-from ivr.sip.transport import SipTransport
 
 
 def _address_of(header: str | None) -> str:
@@ -64,36 +78,75 @@ def new_channel_id() -> str:
     return secrets.token_hex(16)
 
 
+class CallSignalling(Protocol):
+    """What a call asks of SIP (``SipTransport`` on the wire, an in-memory user agent in tests)."""
+
+    def ring(self, call_id: str) -> None: ...
+    def answer(self, call_id: str, sdp: bytes) -> None: ...
+    def reject(
+        self, call_id: str, status: int, reason: str | None = None, warning: str | None = None
+    ) -> None: ...
+    def hangup(self, call_id: str) -> None: ...
+    def refer(self, call_id: str, target: str) -> None: ...
+
+
+# vendor, event sink -> the call's stream for that vendor; None when no URL is configured for it.
+RecognizerFactory = Callable[[str, Callable[[AsrEvent], None]], RecognizerStream | None]
+
+
 @dataclass
 class CallSettings:
     rtp_host: str
     sdp_host: str
     rtp_timeout: float
     refer_timeout: float
-    asr_urls: dict[str, str]
     ring_time: float = 0.0
     ack_timeout: float = 32.0
     bye_timeout: float = 5.0
 
 
 class PromptCache:
-    """Prompts are decoded and resampled once per process, not once per call."""
+    """Prompts decoded and resampled once per process, off the event loop (loaded at start, or on first use
+    in a worker thread), never once per call."""
 
     def __init__(self) -> None:
         self._pcm: dict[Path, bytes] = {}
 
-    def get(self, path: Path) -> bytes:
+    async def preload(self, paths: list[Path]) -> list[str]:
+        """Load every prompt a dialplan plays; the errors, one line each (a broken prompt is logged, and
+        the call skips it rather than stall)."""
+        errors = []
+        for path in dict.fromkeys(paths):
+            try:
+                await self.get(path)
+            except Exception as exc:
+                errors.append(str(exc))
+        return errors
+
+    async def get(self, path: Path) -> bytes:
         pcm = self._pcm.get(path)
         if pcm is None:
-            pcm = self._pcm[path] = load_prompt(path)
+            pcm = self._pcm[path] = await asyncio.to_thread(load_prompt, path)
         return pcm
 
 
 @dataclass
-class _Listening:
-    action: Listen
-    stream: RecognizerStream | None = None
-    speech_started: bool = False
+class _Recognition:
+    """The listen in progress: its id, where its audio goes, in which format."""
+
+    id: int
+    stream: RecognizerStream
+    audio_format: AudioFormat
+
+
+@dataclass
+class _Effects:
+    """What runs for the engine right now, by action id."""
+
+    prompts: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    recognition: _Recognition | None = None
+    starting: set[asyncio.Task[None]] = field(default_factory=set)  # recognize() calls still connecting
+    transfer: asyncio.Task[None] | None = None
 
 
 class Call:
@@ -101,13 +154,14 @@ class Call:
         self,
         *,
         invite: Request,
-        sip: SipTransport,
+        sip: CallSignalling,
         dialplan: Dialplan,
         dialplan_path: Path,
         settings: CallSettings,
         ports: PortAllocator,
         prompts: PromptCache,
         cdr: CdrWriter,
+        recognizers: RecognizerFactory,
         on_done: Callable[[Call], None] = lambda call: None,
     ) -> None:
         self.call_id = invite.call_id
@@ -119,6 +173,7 @@ class Call:
         self._ports = ports
         self._prompts = prompts
         self._cdr = cdr
+        self._recognizers = recognizers
         self._on_done = on_done
         self.log = structlog.get_logger().bind(call_id=self.call_id, channel_id=self.channel_id)
         self.record = CallRecord(
@@ -134,9 +189,9 @@ class Call:
         self._refer_result: asyncio.Future[int] | None = None
         self._rtp: RtpSession | None = None
         self._port: int | None = None
-        self._play_task: asyncio.Task[None] | None = None
-        self._listen_task: asyncio.Task[None] | None = None
-        self._listening: _Listening | None = None
+        self._g711 = AudioFormat.PCMU
+        self._streams: dict[str, RecognizerStream] = {}
+        self._effects = _Effects()
         self._step = ""
         self._cause: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -167,17 +222,17 @@ class Call:
 
     async def _answer_and_run(self) -> None:
         try:
-            offer = parse_sdp(self.invite.body)
-            media = negotiate(offer)
+            media = negotiate(parse_sdp(self.invite.body))
         except SdpNotAcceptable as e:
-            self.log.info("no acceptable codec", reason=str(e))
-            self._reject(488, "rejected-488")
+            self.log.info("offer not acceptable", reason=str(e))
+            self._reject(488, "rejected-488", warning=str(e))
             return
         except SdpError as e:
             self.log.info("bad SDP offer", reason=str(e))
-            self._reject(488, "rejected-488")
+            self._reject(488, "rejected-488", warning=f"bad SDP offer: {e}")
             return
         self.record.codec = media.encoding
+        self._g711 = AudioFormat.PCMA if media.payload_type == 8 else AudioFormat.PCMU
         if self._settings.ring_time > 0:
             self._sip.ring(self.call_id)
             await asyncio.sleep(self._settings.ring_time)  # a CANCEL meanwhile cancels this task
@@ -195,7 +250,7 @@ class Call:
         await self._wait_either(self._acked, self._settings.ack_timeout)
         if self._ended.is_set():
             return
-        await self._drive(DialplanEngine(self._dialplan))
+        await self._drive(DialplanEngine(self._dialplan, channel_id=self.channel_id, g711=self._g711))
 
     async def _open_media(self, media: Negotiated) -> RtpSession:
         # A port from our range can still be taken by another process: try the next ones before giving up.
@@ -218,12 +273,18 @@ class Call:
             except OSError:
                 self._ports.release(port)
                 continue
+            except BaseException:
+                # Cancelled while binding (the caller hung up): the port goes back, the socket is closed.
+                self._ports.release(port)
+                await asyncio.shield(rtp.close())
+                raise
             self._port = port
             return rtp
         raise OSError("no free RTP port")
 
     async def _drive(self, engine: DialplanEngine) -> None:
-        actions = engine.start()
+        loop = asyncio.get_running_loop()
+        actions = engine.start(loop.time())
         while True:
             for action in actions:
                 await self._perform(action)
@@ -231,160 +292,147 @@ class Call:
                     return
             if engine.finished or self._ended.is_set():
                 return
-            getter = asyncio.ensure_future(self._events.get())
-            ended = asyncio.ensure_future(self._ended.wait())
-            done, _ = await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                ended.cancel()
+            deadline = engine.next_deadline
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            event = await self._next_event(timeout)
+            if self._ended.is_set():
                 return
-            ended.cancel()
-            event = getter.result()
-            if isinstance(event, Heard):
+            now = loop.time()
+            if event is None:
+                actions = engine.tick(now)
+                continue
+            if isinstance(event, Recognized):
                 self.record.transcripts.append(Transcript(self._step, event.text, event.confidence))
             elif isinstance(event, Digit):
                 self.record.digits.append(event.digit)
-            actions = engine.handle(event)
+            actions = engine.handle(event, now)
+
+    async def _next_event(self, timeout: float | None) -> Event | None:
+        if not self._events.empty():
+            return self._events.get_nowait()
+        getter = asyncio.ensure_future(self._events.get())
+        ended = asyncio.ensure_future(self._ended.wait())
+        done, _ = await asyncio.wait({getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None
 
     async def _perform(self, action: Action) -> None:
         if isinstance(action, Routed):
             self._step = action.step
             self.record.route.append(f"{action.step}<{action.via}")
             self.log.info("routed", step=action.step, via=action.via)
-            self._stop_listening()
-            self._stop_playback()
         elif isinstance(action, Play):
-            self._stop_playback()
-            self._play_task = asyncio.create_task(self._play(action))
+            self._start_prompt(action)
         elif isinstance(action, Listen):
-            self._stop_listening()
-            self._listening = _Listening(action)
-            self._listen_task = asyncio.create_task(self._listen(self._listening))
+            self._start_recognition(action)
+        elif isinstance(action, StartInputTimers):
+            recognition = self._effects.recognition
+            if recognition is not None and recognition.id == action.id:
+                recognition.stream.start_timers()
+        elif isinstance(action, Cancel):
+            self._cancel(action.id)
         elif isinstance(action, Transfer):
-            await self._transfer(action.target)
+            self._effects.transfer = asyncio.create_task(self._transfer(action))
         elif isinstance(action, Hangup):
             self._cause = self._cause or action.cause
             await self._hangup()
 
     # ---- prompts
 
+    def _start_prompt(self, action: Play) -> None:
+        for task in self._effects.prompts.values():
+            task.cancel()  # one prompt at a time; the cut one still reports its end
+        self._effects.prompts[action.id] = asyncio.create_task(self._play(action))
+
     async def _play(self, action: Play) -> None:
-        assert self._rtp is not None
+        completed = False
         try:
-            pcm = self._prompts.get(action.path)
-        except Exception as e:  # a missing or broken prompt must not leave the caller in silence forever
-            self.log.error("prompt unreadable", path=str(action.path), error=str(e))
-        else:
+            assert self._rtp is not None
+            pcm = await self._prompts.get(action.path)
             completed = await self._rtp.play(pcm)
             self.log.debug("prompt done", path=action.path.name, completed=completed)
-        self._events.put_nowait(PromptFinished())
-
-    def _stop_playback(self) -> None:
-        if self._play_task is not None and not self._play_task.done() and self._rtp is not None:
-            self._rtp.stop_playback()
-
-    def _playing(self) -> bool:
-        return self._play_task is not None and not self._play_task.done()
-
-    # ---- listening
-
-    async def _listen(self, listening: _Listening) -> None:
-        result = await self._recognize_with(listening)
-        if isinstance(result, RecognizerFailed):
-            # Fallback when the vendor is down or fails mid-call: the prompt plays to the end and the keypad
-            # still works; only when the no-input timer runs out does the dialplan take its no_input route.
-            await self._wait_no_input(listening.action)
-        self._events.put_nowait(result)
-
-    async def _recognize_with(self, listening: _Listening) -> Event:
-        action = listening.action
-        url = self._settings.asr_urls.get(action.vendor)
-        if url is None:
-            self.log.error("no URL configured for recognizer", vendor=action.vendor)
-            return RecognizerFailed(f"no URL for {action.vendor}")
-        stream = RecognizerStream(url, make_codec(action.vendor, language=action.language))
-        # Audio that arrives while the session is being set up is buffered by the driver, not lost.
-        listening.stream = stream
-        try:
-            await stream.open()
-            return await self._recognize(listening, stream)
-        except RecognizerError as e:
-            self.log.warning("recognizer unavailable", vendor=action.vendor, error=str(e))
-            return RecognizerFailed(str(e))
+        except asyncio.CancelledError:
+            if self._rtp is not None:
+                self._rtp.stop_playback()
+            raise
+        except Exception as e:  # a missing or broken prompt must not leave the caller in silence forever
+            self.log.error("prompt failed", path=str(action.path), error=str(e))
         finally:
-            listening.stream = None
-            await stream.close()
+            self._effects.prompts.pop(action.id, None)
+            self._events.put_nowait(PromptFinished(action.id, completed))
 
-    async def _wait_no_input(self, action: Listen) -> None:
-        if self._play_task is not None:
-            await asyncio.wait({self._play_task})
-        await asyncio.sleep(action.timeout)
+    # ---- recognition
 
-    async def _recognize(self, listening: _Listening, stream: RecognizerStream) -> Event:
-        """Wait for one final result. The no-input timer starts when the prompt ends, not while it plays."""
-        action = listening.action
-        loop = asyncio.get_running_loop()
-        no_input_at: float | None = None
-        speech_deadline: float | None = None
-        while True:
-            now = loop.time()
-            started = listening.speech_started
-            if no_input_at is None and not self._playing():
-                no_input_at = now + action.timeout
-            if started and speech_deadline is None and action.max_speech:
-                speech_deadline = now + action.max_speech
-            if not started and no_input_at is not None and now >= no_input_at:
-                return NoInput()
-            if speech_deadline is not None and now >= speech_deadline:
-                return NoInput()
-            if no_input_at is None:
-                wait = 0.1  # prompt still playing: look again soon so the no-input timer starts on time
-            elif started:
-                wait = speech_deadline - now if speech_deadline is not None else 1.0
+    def _stream(self, vendor: str) -> RecognizerStream | None:
+        stream = self._streams.get(vendor)
+        if stream is None:
+            stream = self._recognizers(vendor, self._on_asr_event)
+            if stream is not None:
+                self._streams[vendor] = stream
+        return stream
+
+    def _start_recognition(self, action: Listen) -> None:
+        self._stop_recognition()
+        stream = self._stream(action.vendor)
+        if stream is None:
+            self.log.error("no URL configured for recognizer", vendor=action.vendor)
+            reason = f"no URL configured for {action.vendor}"
+            self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
+            return
+        self._effects.recognition = _Recognition(action.id, stream, action.request.audio_format)
+        task = asyncio.create_task(stream.recognize(action.request))
+        self._effects.starting.add(task)
+        task.add_done_callback(self._effects.starting.discard)
+
+    def _stop_recognition(self) -> None:
+        recognition = self._effects.recognition
+        if recognition is not None:
+            self._effects.recognition = None
+            recognition.stream.cancel(recognition.id)
+
+    def _cancel(self, action_id: int) -> None:
+        task = self._effects.prompts.get(action_id)
+        if task is not None and self._rtp is not None:
+            self._rtp.stop_playback()  # the play task ends at once and reports PromptFinished
+        recognition = self._effects.recognition
+        if recognition is not None and recognition.id == action_id:
+            self._stop_recognition()
+
+    def _on_asr_event(self, event: AsrEvent) -> None:
+        """Recognizer events, as engine events that echo the recognition id."""
+        if isinstance(event, StartOfSpeech):
+            self._events.put_nowait(SpeechStarted(event.recognition))
+        elif isinstance(event, EndOfSpeech):
+            self._events.put_nowait(SpeechEnded(event.recognition))
+        elif isinstance(event, Final):
+            recognition = self._effects.recognition
+            if recognition is not None and recognition.id == event.recognition:
+                self._effects.recognition = None
+            if event.status is ResultStatus.RECOGNIZED:
+                self.log.info("recognized", text=event.text, confidence=event.confidence)
+                self._events.put_nowait(
+                    Recognized(
+                        event.recognition, event.text, event.confidence, event.alternatives, event.classification
+                    )
+                )
             else:
-                wait = no_input_at - now
-            event = await stream.next_event(timeout=wait)
-            if event is None:
-                continue
-            if isinstance(event, StartOfSpeech) or (isinstance(event, PartialResult) and event.text):
-                if not started:
-                    listening.speech_started = True
-                    if action.barge_in:
-                        self._stop_playback()
-            elif isinstance(event, RecognitionResult):
-                if event.text.strip():
-                    self.log.info("recognized", text=event.text, confidence=event.confidence)
-                    return Heard(event.text, event.confidence)
-                # An empty final (noise) is not an answer: keep listening under the same no-input timer.
-                listening.speech_started = False
-                speech_deadline = None
-            elif isinstance(event, RecognitionError):
-                self.log.warning("recognizer error", reason=event.reason)
-                return RecognizerFailed(event.reason)
-            elif isinstance(event, SessionClosed):
-                return RecognizerFailed("recognizer closed the session")
-
-    def _stop_listening(self) -> None:
-        if self._listen_task is not None and not self._listen_task.done():
-            self._listen_task.cancel()
-        self._listen_task = None
-        self._listening = None
+                reason = str(event.error) if event.error else ""
+                if event.status is ResultStatus.ERROR:
+                    self.log.warning("recognizer failed", reason=reason)
+                self._events.put_nowait(NotRecognized(event.recognition, event.status, reason))
 
     # ---- media callbacks (called from the RTP datagram handler: never block)
 
     def _on_audio(self, pcm: bytes) -> None:
-        listening = self._listening
-        if listening is not None and listening.stream is not None:
-            try:
-                listening.stream.send_audio(pcm)
-            except RecognizerError as e:
-                self.log.warning("recognizer backlog", error=str(e))
+        recognition = self._effects.recognition
+        if recognition is not None:
+            recognition.stream.audio(pcm)
 
     def _on_dtmf(self, digit: str) -> None:
         self.log.info("dtmf", digit=digit)
-        listening = self._listening
-        if listening is not None and listening.action.barge_in:
-            self._stop_playback()
         self._events.put_nowait(Digit(digit))
 
     def _on_rtp_timeout(self) -> None:
@@ -394,11 +442,20 @@ class Call:
 
     # ---- SIP events, delivered by the server
 
-    def on_established(self) -> None:
-        self._acked.set()
-
-    def on_info_dtmf(self, digit: str) -> None:
-        self._on_dtmf(digit)
+    def on_sip_event(self, event: SipEvent) -> None:
+        """A SIP event of this call's dialog."""
+        if isinstance(event, CallEstablished):
+            self._acked.set()
+        elif isinstance(event, CallCancelled):
+            self.on_ended("cancelled")
+        elif isinstance(event, CallEnded):
+            self.on_ended(event.cause)
+        elif isinstance(event, ReferStatus):
+            self.on_refer_status(event.status, event.final)
+        elif isinstance(event, InfoDtmf):
+            self._on_dtmf(event.digit)
+        elif isinstance(event, ReInvite):
+            self.on_reinvite(event.invite)
 
     def on_refer_status(self, status: int, final: bool) -> None:
         self.log.info("transfer progress", status=status, final=final)
@@ -423,19 +480,18 @@ class Call:
 
     # ---- SIP actions
 
-    async def _transfer(self, target: str) -> None:
-        self._stop_listening()
-        self.record.transfer_target = target
+    async def _transfer(self, action: Transfer) -> None:
+        self._stop_recognition()
+        self.record.transfer_target = action.target
         self._refer_result = asyncio.get_running_loop().create_future()
-        self.log.info("transfer", target=target)
-        self._sip.refer(self.call_id, target)
+        self.log.info("transfer", target=action.target)
+        self._sip.refer(self.call_id, action.target)
         try:
             status = await asyncio.wait_for(asyncio.shield(self._refer_result), self._settings.refer_timeout)
         except TimeoutError:
             status = 408
         self.record.transfer_status = status
-        self._cause = "transferred" if 200 <= status < 300 else f"transfer-failed-{status}"
-        await self._hangup()
+        self._events.put_nowait(TransferEnded(action.id, status))
 
     async def _hangup(self) -> None:
         self._hangup_now()
@@ -446,9 +502,9 @@ class Call:
         if not self._ended.is_set():
             self._sip.hangup(self.call_id)
 
-    def _reject(self, status: int, cause: str) -> None:
+    def _reject(self, status: int, cause: str, warning: str | None = None) -> None:
         self._cause = cause
-        self._sip.reject(self.call_id, status)
+        self._sip.reject(self.call_id, status, warning=warning)
         self._ended.set()
 
     async def _wait_either(self, event: asyncio.Event, timeout: float) -> None:
@@ -458,19 +514,47 @@ class Call:
             w.cancel()
 
     async def _cleanup(self) -> None:
-        self._stop_listening()
-        self._stop_playback()
-        for task in (self._play_task, self._listen_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-        if self._rtp is not None:
-            await self._rtp.close()
-        if self._port is not None:
-            self._ports.release(self._port)
-        self.record.end = utc_now()
-        self.record.hangup_cause = self._cause or "normal"
-        self._cdr.write(self.record)
-        self.log.info("call ended", cause=self.record.hangup_cause, route=self.record.route)
-        self._on_done(self)
+        # Each part on its own: one that fails must not keep the call in the registry or lose its CDR.
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("stop recognition", self._stop_recognition),
+            ("stop tasks", self._cancel_tasks),
+            ("close recognizers", self._close_streams),
+            ("close media", self._close_media),
+        ]
+        for name, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except BaseException as exc:  # noqa: BLE001 - cleanup must reach the CDR and on_done
+                self.log.error("cleanup step failed", step=name, error=repr(exc))
+        try:
+            self.record.end = utc_now()
+            self.record.hangup_cause = self._cause or "normal"
+            self._cdr.write(self.record)
+            self.log.info("call ended", cause=self.record.hangup_cause, route=self.record.route)
+        except Exception as exc:
+            self.log.error("CDR not written", error=repr(exc))
+        finally:
+            self._on_done(self)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [*self._effects.prompts.values(), *self._effects.starting]
+        if self._effects.transfer is not None:
+            tasks.append(self._effects.transfer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_streams(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        await asyncio.gather(*(stream.close() for stream in streams), return_exceptions=True)
+
+    async def _close_media(self) -> None:
+        try:
+            if self._rtp is not None:
+                await self._rtp.close()
+        finally:
+            if self._port is not None:
+                self._ports.release(self._port)
+                self._port = None

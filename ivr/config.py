@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,35 @@ class Settings(BaseModel):
 
 
 _ENV_PREFIX = "IVR_"
+
+
+@dataclass(frozen=True)
+class VendorEndpoint:
+    """Where a vendor is and how to prove who we are; the secrets never appear in a repr or a log."""
+
+    vendor: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent on the WebSocket handshake
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)  # for the codec (AmiVoice APPKEY)
+
+
+def vendor_endpoint(
+    settings: Settings, vendor: str, environ: Mapping[str, str] = os.environ
+) -> VendorEndpoint | None:
+    """The endpoint of ``vendor``: URL from settings (``IVR_<VENDOR>_URL`` overrides), credentials from the
+    environment only: ``IVR_<VENDOR>_USER`` / ``IVR_<VENDOR>_PASSWORD`` become HTTP Basic on the handshake
+    (CPQD), ``IVR_<VENDOR>_APPKEY`` goes to the codec (AmiVoice ``authorization``)."""
+    prefix = f"{_ENV_PREFIX}{vendor.upper()}_"
+    url = environ.get(prefix + "URL") or settings.asr_urls.get(vendor)
+    if not url:
+        return None
+    headers: dict[str, str] = {}
+    user, password = environ.get(prefix + "USER"), environ.get(prefix + "PASSWORD")
+    if user is not None or password is not None:
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    credentials = {"appkey": environ[prefix + "APPKEY"]} if prefix + "APPKEY" in environ else {}
+    return VendorEndpoint(vendor, url, headers, credentials)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
+from ivr.asr.base import AsrEvent
+from ivr.asr.registry import make_codec
+from ivr.asr.stream import RecognizerStream, websocket_connector
 from ivr.call import Call, CallSettings, PromptCache
 from ivr.cdr import CdrWriter
-from ivr.config import Settings
+from ivr.config import Settings, vendor_endpoint
 from ivr.dialplan.schema import Dialplan
 from ivr.media.session import PortAllocator
-from ivr.sip.events import (
-    CallCancelled,
-    CallEnded,
-    CallEstablished,
-    IncomingCall,
-    InfoDtmf,
-    ReferStatus,
-    Registered,
-    ReInvite,
-    SipEvent,
-)
+from ivr.sip.events import IncomingCall, Registered, SipEvent
 from ivr.sip.transport import SipTransport
 from ivr.sip.useragent import UserAgent
 
@@ -47,7 +41,6 @@ class Bridge:
             rtp_timeout=settings.rtp_timeout,
             refer_timeout=settings.refer_timeout,
             ring_time=settings.ring_time,
-            asr_urls=dict(settings.asr_urls),
         )
         ua = UserAgent(
             host=settings.contact_host,
@@ -57,6 +50,10 @@ class Bridge:
         self.sip = SipTransport(ua, self._on_sip_event)
 
     async def start(self) -> None:
+        # Prompts are read and converted once, here, off the event loop: no call waits on a file.
+        paths = [self.dialplan.prompt_path(p) for step in self.dialplan.steps.values() for _, p in step.prompts()]
+        for error in await self._prompts.preload(paths):
+            log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
         log.info(
             "bridge listening",
@@ -86,6 +83,19 @@ class Bridge:
         # Let the BYEs of the cancelled calls leave before the sockets close.
         await asyncio.sleep(0.05)
         await self.sip.close()
+        await self._cdr.aclose()
+
+    def _recognizer(self, vendor: str, on_event: Callable[[AsrEvent], None]) -> RecognizerStream | None:
+        endpoint = vendor_endpoint(self.settings, vendor)
+        if endpoint is None:
+            return None
+        credentials = endpoint.credentials
+        return RecognizerStream(
+            vendor,
+            websocket_connector(endpoint.url, headers=endpoint.headers),
+            lambda request: make_codec(vendor, dict(request.options), **credentials),
+            on_event,
+        )
 
     def _on_sip_event(self, event: SipEvent) -> None:
         if isinstance(event, IncomingCall):
@@ -95,20 +105,8 @@ class Bridge:
             log.info("registered", aor=event.aor, expires=event.expires, source=event.peer.host)
             return
         call = self.calls.get(event.call_id)
-        if call is None:
-            return
-        if isinstance(event, CallEstablished):
-            call.on_established()
-        elif isinstance(event, CallCancelled):
-            call.on_ended("cancelled")
-        elif isinstance(event, CallEnded):
-            call.on_ended(event.cause)
-        elif isinstance(event, ReferStatus):
-            call.on_refer_status(event.status, event.final)
-        elif isinstance(event, InfoDtmf):
-            call.on_info_dtmf(event.digit)
-        elif isinstance(event, ReInvite):
-            call.on_reinvite(event.invite)
+        if call is not None:
+            call.on_sip_event(event)
 
     def _admit(self, event: IncomingCall) -> None:
         if not self.settings.allows(event.peer.host):
@@ -130,6 +128,7 @@ class Bridge:
             ports=self._ports,
             prompts=self._prompts,
             cdr=self._cdr,
+            recognizers=self._recognizer,
             on_done=self._call_done,
         )
         self.calls[call.call_id] = call

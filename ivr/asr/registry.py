@@ -1,34 +1,82 @@
-"""Vendor name -> codec factory, so configuration picks a recognizer by name (CPQD, AmiVoice later)."""
+"""Vendor name -> what the rest of the bridge may know of it: a codec factory, its languages, its options.
+
+``ivr check`` asks here whether a vendor can do what a dialplan step wants, so a step that would fail at
+call time (a language the vendor lacks, an unknown option) is refused at load with ``file:line``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from ivr.asr.base import RecognizerCodec
-from ivr.asr.mediazen import MediazenCodec
-
-
-def _make_mediazen(language: str, options: dict[str, object]) -> RecognizerCodec:
-    chunk_ms = options.pop("chunk_ms", 100)
-    if options:
-        raise ValueError(f"unknown Mediazen options: {sorted(options)} (known: ['chunk_ms'])")
-    if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, int):
-        raise ValueError(f"chunk_ms must be an int, not {chunk_ms!r}")
-    return MediazenCodec(language=language, chunk_ms=chunk_ms)
+from ivr.asr import mediazen
+from ivr.asr.base import AudioFormat, OptionValue, RecognizerCodec
 
 
-_FACTORIES: dict[str, Callable[[str, dict[str, object]], RecognizerCodec]] = {
-    "mediazen": _make_mediazen,
+@dataclass(frozen=True)
+class VendorInfo:
+    """One recognizer vendor as configuration and ``ivr check`` see it."""
+
+    name: str
+    language: Callable[[str], str | None]  # BCP 47 -> the vendor's code, None if it has none
+    languages: tuple[str, ...]  # what to suggest in an error message
+    audio_formats: frozenset[AudioFormat]
+    validate_options: Callable[[dict[str, object]], Mapping[str, object]]  # ValueError when wrong
+    make: Callable[[Mapping[str, object]], RecognizerCodec]  # a fresh codec for one connection
+
+
+def _make_mediazen(options: Mapping[str, object]) -> RecognizerCodec:
+    return mediazen.MediazenCodec(**mediazen.validate_options(dict(options)))
+
+
+_VENDORS: dict[str, VendorInfo] = {
+    "mediazen": VendorInfo(
+        name="mediazen",
+        language=mediazen.vendor_language,
+        languages=("ko", "en", "ja"),
+        audio_formats=frozenset({AudioFormat.PCM16}),
+        validate_options=mediazen.validate_options,
+        make=_make_mediazen,
+    ),
 }
 
 
 def known_vendors() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted(_VENDORS)
 
 
-def make_codec(vendor: str, *, language: str, **options: object) -> RecognizerCodec:
-    """A fresh codec for one recognition session of ``vendor``; ValueError for unknown vendors or options."""
-    factory = _FACTORIES.get(vendor.lower())
-    if factory is None:
+def vendor_info(vendor: str) -> VendorInfo:
+    info = _VENDORS.get(vendor.lower())
+    if info is None:
         raise ValueError(f"unknown recognizer vendor {vendor!r}; known: {', '.join(known_vendors())}")
-    return factory(language, dict(options))
+    return info
+
+
+def make_codec(
+    vendor: str, options: Mapping[str, OptionValue] | None = None, **credentials: str
+) -> RecognizerCodec:
+    """A fresh codec for one connection to ``vendor``; ValueError for unknown vendors or options.
+
+    ``credentials`` (from the environment: an AmiVoice APPKEY) go to codecs that put them in a message;
+    Mediazen has none."""
+    return vendor_info(vendor).make(dict(options or {}))
+
+
+def check_step(vendor: str, language: str, audio: AudioFormat, options: Mapping[str, object]) -> list[str]:
+    """What ``vendor`` cannot do of a listen step, one message per problem (empty when it can)."""
+    info = _VENDORS.get(vendor.lower())
+    if info is None:
+        return [f"recognizer vendor '{vendor}' is not available in this build (available: {', '.join(known_vendors())})"]
+    problems: list[str] = []
+    if info.language(language) is None:
+        problems.append(
+            f"{vendor} does not recognize language '{language}' (it offers {', '.join(info.languages)})"
+        )
+    if audio not in info.audio_formats:
+        offered = ", ".join(sorted(f.value for f in info.audio_formats))
+        problems.append(f"{vendor} cannot take {audio.value} audio (it takes {offered})")
+    try:
+        info.validate_options(dict(options))
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems

@@ -1,15 +1,20 @@
-"""The asyncio WebSocket driver of a recognizer codec: connect, pump audio, surface events, close.
+"""The asyncio driver of a recognizer codec: connect, send what the codec queues, feed it what arrives.
 
-The codec (``ivr.asr.base.RecognizerCodec``) knows the vendor's wire format; this module only moves frames,
-bounds every network await with a timeout and turns a dead connection into events rather than a hang.
+One ``RecognizerStream`` per call and vendor. It keeps the vendor session across the call's listen steps
+where the codec allows it (CPQD: one session, many recognitions; AmiVoice: ``s ... e`` repeated) and opens a
+new connection with a fresh codec where the codec's session is over (Mediazen: one utterance per join).
+Whatever happens, every request gets exactly one ``Final``: a refused request, an unreachable or stalled
+vendor, a dropped connection and a codec bug all end as ``Final(ERROR)`` with the reason, never as silence.
+The codec owns the protocol state; this module keeps no flags of its own beyond the request in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from types import TracebackType
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -18,282 +23,493 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocke
 
 from ivr.asr.base import (
     AsrEvent,
+    Final,
     Frame,
-    RecognitionError,
+    RecognitionRequest,
     RecognizerCodec,
     RecognizerError,
+    ResultStatus,
     SessionClosed,
+    SessionState,
+    UnsupportedRequest,
+    VendorError,
 )
 
-PCM16_BYTES_PER_SECOND = 8000 * 2
+__all__ = ["Connection", "ConnectionLost", "Connector", "RecognizerStream", "websocket_connector"]
+
+
+class ConnectionLost(Exception):
+    """The connection ended; ``error`` is None for a clean close by the vendor."""
+
+    def __init__(self, error: VendorError | None) -> None:
+        super().__init__(str(error) if error else "closed")
+        self.error = error
+
+
+class Connection(Protocol):
+    """The few things the driver needs of a WebSocket (and what an in-memory pair offers in tests)."""
+
+    async def send(self, frame: Frame) -> None: ...
+
+    async def recv(self) -> Frame:
+        """The next frame; ConnectionLost when the connection is over."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+Connector = Callable[[], Awaitable[Connection]]
+CodecFactory = Callable[[RecognitionRequest], RecognizerCodec]
+
+
+class _WebSocket:
+    """``websockets`` client connection as a ``Connection``."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def send(self, frame: Frame) -> None:
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed as exc:
+            raise ConnectionLost(VendorError("", f"connection lost: {exc}")) from exc
+
+    async def recv(self) -> Frame:
+        try:
+            return await self._ws.recv()
+        except ConnectionClosedOK as exc:
+            raise ConnectionLost(None) from exc
+        except ConnectionClosed as exc:
+            raise ConnectionLost(VendorError(str(exc.rcvd.code if exc.rcvd else ""), str(exc))) from exc
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    def abort(self) -> None:
+        self._ws.transport.abort()
+
+
+def websocket_connector(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    connect_timeout: float = 5.0,
+    ping_timeout: float = 5.0,
+    close_timeout: float = 3.0,
+) -> Connector:
+    """Connections to ``url``; handshake ``headers`` (credentials) are sent and never logged."""
+    vendorless = urlsplit(url).hostname
+
+    async def open_connection() -> Connection:
+        try:
+            # Audio does not compress: permessage-deflate would only cost CPU (DESIGN.md, Decisions).
+            ws = await connect(
+                url,
+                compression=None,
+                additional_headers=headers,
+                open_timeout=connect_timeout,
+                close_timeout=close_timeout,
+                ping_timeout=ping_timeout,
+            )
+        except TimeoutError as exc:
+            raise RecognizerError(f"no connection to {vendorless} within {connect_timeout} s") from exc
+        except (OSError, WebSocketException) as exc:
+            raise RecognizerError(f"cannot connect to {vendorless}: {exc}") from exc
+        return _WebSocket(ws)
+
+    return open_connection
 
 
 class RecognizerStream:
-    """One recognition session over one WebSocket.
-
-    ``send_audio`` never blocks: it appends to a buffer that a writer task drains in ``codec.chunk_bytes``
-    chunks once the vendor has accepted the session. Events come out of ``next_event`` in arrival order; a
-    connection that dies yields RecognitionError then SessionClosed, and SessionClosed is sticky afterwards.
-    """
+    """Recognitions of one call on one vendor; events go to ``on_event`` as they happen."""
 
     # Past this much unsent audio the vendor is not keeping up with real time; fail instead of growing.
     MAX_BACKLOG_SECONDS: float = 5.0
 
     def __init__(
         self,
-        url: str,
-        codec: RecognizerCodec,
+        vendor: str,
+        connector: Connector,
+        codec_factory: CodecFactory,
+        on_event: Callable[[AsrEvent], None],
         *,
-        connect_timeout: float = 5.0,
         reply_timeout: float = 5.0,
         close_timeout: float = 3.0,
-        headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._url = url
-        self._codec = codec
-        self._connect_timeout = connect_timeout
+        self.vendor = vendor
+        self._connector = connector
+        self._codec_factory = codec_factory
+        self._on_event = on_event
         self._reply_timeout = reply_timeout
         self._close_timeout = close_timeout
-        self._headers = headers
-        self._ws: ClientConnection | None = None
-        self._events: asyncio.Queue[AsrEvent] = asyncio.Queue()
-        self._buffer = bytearray()
-        self._audio_waiting = asyncio.Event()
-        self._settled = asyncio.Event()  # the session is ready, refused or over
-        self._close_done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._codec: RecognizerCodec | None = None
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
-        self._refusal: str | None = None
-        self._finishing = False
-        self._ended = False  # SessionClosed has been queued
-        self._closing = False
-        self._bytes_sent = 0
-        self._log = structlog.get_logger().bind(vendor=codec.vendor, asr_host=urlsplit(url).hostname)
+        self._outbox: deque[Frame] = deque()
+        self._outbox_bytes = 0
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()  # set after every codec call: wakes whoever waits on its state
+        self._deadline: asyncio.TimerHandle | None = None
+        self._start_guard: asyncio.TimerHandle | None = None
+        self._request: RecognitionRequest | None = None  # the recognition whose audio we take
+        self._open: set[int] = set()  # requests without a Final yet
+        self._pending = bytearray()  # audio of the request not yet given to the codec
+        self._ending: int | None = None  # end() came before the vendor listened: end once it does
+        self._starting: set[asyncio.Task[None]] = set()
+        self._chunk_bytes = 1600
+        self._max_backlog = 80000
+        self._closed = False
+        self.bytes_sent = 0
+        self._log = structlog.get_logger().bind(vendor=vendor)
 
-    async def __aenter__(self) -> RecognizerStream:
-        await self.open()
-        return self
+    # ---- what a call does
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
+    def recognize(self, request: RecognitionRequest) -> asyncio.Task[None]:
+        """Start ``request``: its audio is taken from now on (held until the vendor listens). The task
+        connects if needed; it never raises for vendor trouble: that comes out as the request's Final(ERROR)."""
+        if self._request is not None:
+            self.cancel(self._request.id)
+        self._open.add(request.id)
+        if self._closed:
+            self._deliver_final(request.id, "the call's recognizer stream is closed")
+        else:
+            self._request = request
+            self._ending = None
+            self._pending.clear()
+            self._max_backlog = int(self.MAX_BACKLOG_SECONDS * request.audio_format.bytes_per_second)
+        task = asyncio.ensure_future(self._start(request))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return task
 
-    async def open(self) -> None:
-        if self._ws is not None or self._closing:
-            raise RuntimeError("a RecognizerStream is opened once")
+    async def _start(self, request: RecognitionRequest) -> None:
+        if self._request is not request:
+            return
+        per_second = request.audio_format.bytes_per_second
         try:
-            # Audio does not compress: permessage-deflate would only cost CPU (DESIGN.md, Decisions).
-            self._ws = await connect(
-                self._url,
-                compression=None,
-                additional_headers=self._headers,
-                open_timeout=self._connect_timeout,
-                close_timeout=self._close_timeout,
-                ping_timeout=self._reply_timeout,
-            )
-        except TimeoutError as exc:
-            await self.close()
-            raise RecognizerError(
-                f"no connection to {self._codec.vendor} within {self._connect_timeout} s"
-            ) from exc
-        except (OSError, WebSocketException) as exc:
-            await self.close()
-            raise RecognizerError(f"cannot connect to {self._codec.vendor}: {exc}") from exc
+            await self._ready_for(request)
+            codec = self._codec
+            if self._request is not request or codec is None:
+                return  # cancelled or failed meanwhile: its Final is out already
+            self._chunk_bytes = max(2, codec.chunk_ms * per_second // 1000)
+            self._dispatch(codec.send(request, self._loop.time()))
+        except UnsupportedRequest as exc:
+            self._log.warning("asr.request_refused", reason=str(exc))
+            self._finish_request(request.id, VendorError("", str(exc)))
+            return
+        except (RecognizerError, ConnectionLost, OSError) as exc:
+            self._fail(VendorError("", str(exc)))
+            return
         except asyncio.CancelledError:
-            await self.close()
+            if self._connecting is not None:
+                self._teardown()  # a half-open connection must not outlive its caller
             raise
-        self._log.debug("asr.connected")
-        self._reader = asyncio.create_task(self._read(self._ws))
-        try:
-            await self._send(self._ws, self._codec.open())
-            async with asyncio.timeout(self._reply_timeout):
-                await self._settled.wait()
-        except TimeoutError as exc:
-            await self.close()
-            raise RecognizerError(
-                f"no reply from {self._codec.vendor} within {self._reply_timeout} s"
-            ) from exc
-        except (RecognizerError, asyncio.CancelledError):
-            # Cancelled too (the caller hung up while we connected): __aexit__ does not run after a failed
-            # __aenter__, so the socket and the reader task are released here.
-            await self.close()
-            raise
-        if not self._codec.ready:
-            await self.close()
-            raise RecognizerError(
-                self._refusal or f"{self._codec.vendor} closed the session before accepting it"
-            )
-        self._log.debug("asr.ready")
-        self._writer = asyncio.create_task(self._write(self._ws))
+        except Exception as exc:  # a codec bug must end the recognition, not leave the caller waiting
+            self._log.exception("asr.codec_failed")
+            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            return
+        self._after()
+        if self._codec is not None and self._codec.state is SessionState.STARTING:
+            self._start_guard = self._loop.call_later(self._reply_timeout, self._check_started, request.id)
 
-    def send_audio(self, pcm: bytes) -> None:
-        """Queue PCM16 8 kHz audio without blocking; RecognizerError when the backlog overflows."""
-        if len(pcm) % 2:
-            raise ValueError(f"PCM16 audio must be whole samples, got {len(pcm)} bytes")
-        if self._ended or self._finishing or self._closing:
-            return  # the session is over or ending: there is nowhere to send it
-        self._buffer += pcm
-        if len(self._buffer) > self.MAX_BACKLOG_SECONDS * PCM16_BYTES_PER_SECOND:
-            backlog = len(self._buffer) / PCM16_BYTES_PER_SECOND
-            self._buffer.clear()
-            reason = f"{self._codec.vendor} is not keeping up: {backlog:.1f} s of audio unsent"
-            self._fail(reason)
-            raise RecognizerError(reason)  # once; the events say it too, and later audio is ignored
-        self._audio_waiting.set()
+    def audio(self, chunk: bytes) -> None:
+        """Audio of the current request, in its format; held while the vendor is not listening yet."""
+        if self._request is None:
+            return
+        pending = self._pending
+        pending += chunk
+        codec = self._codec
+        if codec is not None and codec.state is SessionState.LISTENING:
+            if len(pending) >= self._chunk_bytes:
+                self._pump(codec)
+        elif len(pending) > self._max_backlog:
+            self._overflow(len(pending))
 
-    async def next_event(self, timeout: float | None = None) -> AsrEvent | None:
-        if self._ended and self._events.empty():
-            return SessionClosed()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._events.get()
-        except TimeoutError:
-            return None
+    def start_timers(self) -> None:
+        codec = self._codec
+        if codec is not None and self._request is not None and codec.recognition == self._request.id:
+            codec.start_timers(self._loop.time())
+            self._after()
 
-    async def finish(self) -> list[AsrEvent]:
-        self._finishing = True
-        ws = self._ws
-        if ws is not None and not self._ended:
-            self._audio_waiting.set()
-            if self._writer is not None:
-                done, _ = await asyncio.wait({self._writer}, timeout=self._reply_timeout)
-                if not done:
-                    self._fail(f"{self._codec.vendor} did not take the remaining audio in time")
-            if not self._ended:
-                try:
-                    await self._send(ws, self._codec.finish())
-                except RecognizerError as exc:
-                    self._fail(str(exc))
-        events: list[AsrEvent] = []
-        if ws is None:
-            await self.close()  # never opened: nothing to wait for
-        try:
-            async with asyncio.timeout(self._close_timeout):
-                while not (self._ended and self._events.empty()):
-                    event = await self._events.get()
-                    events.append(event)
-                    if isinstance(event, SessionClosed):
-                        break
-        except TimeoutError:
-            self._log.warning("asr.no_close", timeout=self._close_timeout)
-        await self.close()
-        while not self._events.empty():
-            events.append(self._events.get_nowait())
-        if not events or not isinstance(events[-1], SessionClosed):
-            events.append(SessionClosed())
-        return events
+    def end(self, recognition: int) -> None:
+        """The caller's audio for ``recognition`` is over; its last results and Final follow."""
+        codec = self._codec
+        if self._request is None or self._request.id != recognition:
+            return
+        if codec is None or codec.state in (SessionState.READY, SessionState.STARTING):
+            self._ending = recognition  # the held audio goes out first, when the vendor listens
+            return
+        if codec.state is SessionState.LISTENING:
+            self._pump(codec, everything=True)
+        self._request = None
+        self._pending.clear()
+        self._call(lambda now: codec.end(now))
+
+    def cancel(self, recognition: int) -> None:
+        """The step moved on: the recognition's Final(CANCELLED) comes out now."""
+        if self._request is not None and self._request.id == recognition:
+            self._request = None
+            self._pending.clear()
+        codec = self._codec
+        if codec is not None and codec.recognition == recognition:
+            self._call(lambda now: codec.cancel(now))
+        if recognition in self._open:
+            self._open.discard(recognition)
+            self._on_event(Final(recognition, ResultStatus.CANCELLED))
 
     async def close(self) -> None:
-        if self._closing:
-            await self._close_done.wait()
+        """End the session politely (the vendor's goodbye, bounded by close_timeout), then the socket."""
+        if self._closed:
             return
-        self._closing = True
-        current = asyncio.current_task()
-        tasks = [
-            t for t in (self._writer, self._reader) if t is not None and t is not current and not t.done()
-        ]
+        self._closed = True
+        if self._request is not None:
+            self.cancel(self._request.id)
+        codec, conn = self._codec, self._conn
         try:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._ws is not None:
+            if codec is not None and conn is not None and codec.state is not SessionState.CLOSED:
+                self._call(lambda now: codec.close(now))
                 async with asyncio.timeout(self._close_timeout):
-                    await self._ws.close()
-        except (TimeoutError, OSError, WebSocketException):
-            pass  # the transport is aborted below
+                    while self._codec is codec and _state(codec) is not SessionState.CLOSED:
+                        self._changed.clear()
+                        await self._changed.wait()
+                    while self._outbox and self._writer is not None and not self._writer.done():
+                        await asyncio.sleep(0.01)
+                    await conn.close()
+        except (TimeoutError, ConnectionLost, OSError, WebSocketException):
+            self._log.info("asr.close_unclean")
         finally:
-            # Also when this close() is itself cancelled: a later close() waits on _close_done.
-            if self._ws is not None:
-                self._ws.transport.abort()
-            self._buffer.clear()
-            self._end()
-            self._log.debug("asr.closed", audio_bytes_sent=self._bytes_sent)
-            self._close_done.set()
+            self._teardown()
+            for task in self._starting:
+                task.cancel()
+            for recognition in sorted(self._open):
+                self._deliver_final(recognition, "the call ended", ResultStatus.CANCELLED)
 
-    async def _send(self, ws: ClientConnection, frames: list[Frame]) -> None:
-        for frame in frames:
-            try:
-                # A vendor that stops reading fills the TCP window and send() waits: bound it.
-                async with asyncio.timeout(self._reply_timeout):
-                    await ws.send(frame)
-            except TimeoutError as exc:
-                raise RecognizerError(
-                    f"{self._codec.vendor} stopped reading for {self._reply_timeout} s"
-                ) from exc
-            except ConnectionClosed as exc:
-                raise RecognizerError(f"connection to {self._codec.vendor} lost: {exc}") from exc
-            if isinstance(frame, bytes):
-                self._bytes_sent += len(frame)
+    # ---- internals
 
-    async def _read(self, ws: ClientConnection) -> None:
-        # No timeout on the wait for messages: silence is legitimate; the keepalive pings (ping_timeout)
-        # close a dead connection, which ends this loop.
-        try:
-            async for message in ws:
-                for event in self._codec.receive(message):
-                    if isinstance(event, SessionClosed):
-                        self._end()
-                        continue
-                    if isinstance(event, RecognitionError):
-                        self._log.warning("asr.error", reason=event.reason)
-                        if not self._codec.ready:
-                            self._refusal = event.reason
-                    self._events.put_nowait(event)
-                if self._codec.ready or self._refusal is not None:
-                    self._settled.set()
-                if self._codec.closed:
-                    return
-        except ConnectionClosedOK:
-            pass
-        except ConnectionClosed as exc:
-            self._fail(f"connection to {self._codec.vendor} lost: {exc}")
+    async def _ready_for(self, request: RecognitionRequest) -> None:
+        """A codec that can take ``request``: the current session's, or a new connection's."""
+        codec = self._codec
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._reply_timeout):
+                while codec is not None and codec.state not in (SessionState.READY, SessionState.CLOSED):
+                    self._changed.clear()
+                    await self._changed.wait()
+                    codec = self._codec
+        if codec is not None and codec.state is SessionState.READY:
             return
-        except Exception as exc:  # a codec bug must end the session, not leave the caller waiting
+        if self._closed:
+            raise RecognizerError("the call's recognizer stream is closed")
+        for earlier in sorted(self._open - {request.id}):
+            self._finish_request(earlier, VendorError("", f"{self.vendor} did not finish the recognition"))
+        self._teardown()
+        codec = self._codec_factory(request)
+        self._connecting = asyncio.ensure_future(self._connector())
+        await asyncio.wait({self._connecting})
+        if self._connecting.cancelled():
+            return  # failed meanwhile (backlog, close): the Final is out already
+        conn = self._connecting.result()  # raises the connect error
+        self._connecting = None
+        if self._closed:
+            conn.abort()
+            return
+        self._codec, self._conn = codec, conn
+        self._log.debug("asr.connected")
+        self._reader = asyncio.create_task(self._read(codec, conn))
+        self._writer = asyncio.create_task(self._write(conn))
+        def open_session(now: float) -> list[AsrEvent]:
+            codec.open(now)
+            return []
+
+        self._call(open_session)
+        async with asyncio.timeout(self._reply_timeout):
+            while self._codec is codec and _state(codec) is SessionState.OPENING:
+                self._changed.clear()
+                await self._changed.wait()
+        if self._codec is not codec or codec.state is not SessionState.READY:
+            raise RecognizerError(f"{self.vendor} did not open a session")
+
+    def _call(self, step: Callable[[float], list[AsrEvent]]) -> None:
+        try:
+            events = step(self._loop.time())
+        except Exception as exc:
+            self._log.exception("asr.codec_failed")
+            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            return
+        self._dispatch(events)
+        self._after()
+
+    def _after(self) -> None:
+        """After any codec call: send what it queued, honour its deadline, let waiters look again."""
+        codec = self._codec
+        if codec is None:
+            return
+        for frame in codec.data_to_send():
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
+        if self._outbox:
+            self._wake.set()
+        if self._outbox_bytes > self._max_backlog:
+            self._overflow(self._outbox_bytes)
+            return
+        deadline = codec.deadline()
+        if self._deadline is not None and (deadline is None or deadline != self._deadline.when()):
+            self._deadline.cancel()
+            self._deadline = None
+        if deadline is not None and self._deadline is None:
+            self._deadline = self._loop.call_at(deadline, self._on_deadline)
+        if codec.state is SessionState.LISTENING:
+            if self._ending is not None and self._request is not None and self._ending == self._request.id:
+                self._ending = None
+                self.end(self._request.id)
+                return
+            if len(self._pending) >= self._chunk_bytes:
+                self._pump(codec)
+        self._changed.set()
+
+    def _pump(self, codec: RecognizerCodec, *, everything: bool = False) -> None:
+        pending, size = self._pending, self._chunk_bytes
+        now = self._loop.time()
+        try:
+            while len(pending) >= size or (everything and pending):
+                codec.audio(bytes(pending[:size]), now)
+                del pending[:size]
+        except Exception as exc:
+            self._log.exception("asr.codec_failed")
+            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            return
+        frames = codec.data_to_send()
+        if frames:
+            for frame in frames:
+                self._outbox_bytes += len(frame)
+            self._outbox.extend(frames)
+            self._wake.set()  # once per chunk, not per packet
+            if self._outbox_bytes > self._max_backlog:
+                self._overflow(self._outbox_bytes)
+
+    def _overflow(self, backlog: int) -> None:
+        seconds = backlog / (self._request.audio_format.bytes_per_second if self._request else 16000)
+        self._fail(VendorError("", f"{self.vendor} is not keeping up: {seconds:.1f} s of audio unsent"))
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        codec = self._codec
+        if codec is not None:
+            self._call(lambda now: codec.timeout(now))
+
+    def _check_started(self, recognition: int) -> None:
+        self._start_guard = None
+        codec = self._codec
+        if codec is not None and codec.recognition == recognition and codec.state is SessionState.STARTING:
+            self._fail(VendorError("", f"{self.vendor} did not start listening within {self._reply_timeout} s"))
+
+    def _dispatch(self, events: list[AsrEvent]) -> None:
+        for event in events:
+            if isinstance(event, Final):
+                if event.recognition not in self._open:
+                    continue  # cancelled already: its Final went out then
+                self._open.discard(event.recognition)
+                if self._request is not None and self._request.id == event.recognition:
+                    self._request = None
+                    self._pending.clear()
+                if event.error is not None:
+                    self._log.warning("asr.recognition_failed", status=event.status.value, error=str(event.error))
+            elif isinstance(event, SessionClosed):
+                if event.error is not None:
+                    self._log.warning("asr.session_closed", error=str(event.error))
+                continue  # the driver's own business: the next request opens a new connection
+            self._on_event(event)
+
+    async def _read(self, codec: RecognizerCodec, conn: Connection) -> None:
+        # No timeout on the wait for frames: silence is legitimate; keepalive pings close a dead connection.
+        try:
+            while codec.state is not SessionState.CLOSED:
+                frame = await conn.recv()
+                self._call(lambda now, frame=frame: codec.receive(frame, now))  # type: ignore[misc]
+        except ConnectionLost as exc:
+            if self._codec is codec:
+                self._dispatch(codec.connection_lost(exc.error))
+                self._changed.set()
+        except Exception as exc:
             self._log.exception("asr.reader_failed")
-            self._fail(f"internal error reading from {self._codec.vendor}: {exc!r}")
+            self._fail(VendorError("", f"internal error reading from {self.vendor}: {exc!r}"))
             return
-        if self._finishing:
-            self._end()  # closed after our quit without the vendor's close message: not a failure
-        else:
-            self._fail(f"{self._codec.vendor} closed the connection mid-session")
+        if codec.state is SessionState.CLOSED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._close_timeout):
+                    await conn.close()  # the WebSocket closing handshake after the vendor's goodbye
+        if self._codec is codec:
+            self._teardown()
 
-    async def _write(self, ws: ClientConnection) -> None:
-        size = self._codec.chunk_bytes
+    async def _write(self, conn: Connection) -> None:
+        outbox = self._outbox
         try:
-            while not self._ended:
-                await self._audio_waiting.wait()
-                self._audio_waiting.clear()
-                while not self._ended and (len(self._buffer) >= size or (self._finishing and self._buffer)):
-                    chunk = bytes(self._buffer[:size])
-                    del self._buffer[:size]
-                    await self._send(ws, self._codec.audio(chunk))
-                if self._finishing:
-                    return
-        except RecognizerError as exc:
-            self._fail(str(exc))
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while outbox:
+                    frame = outbox.popleft()
+                    self._outbox_bytes -= len(frame)
+                    # A vendor that stops reading fills the TCP window and send() waits: bound it.
+                    async with asyncio.timeout(self._reply_timeout):
+                        await conn.send(frame)
+                    if isinstance(frame, bytes):
+                        self.bytes_sent += len(frame)
+        except TimeoutError:
+            self._fail(VendorError("", f"{self.vendor} stopped reading for {self._reply_timeout} s"))
+        except ConnectionLost as exc:
+            self._fail(exc.error or VendorError("", f"{self.vendor} closed the connection"))
 
-    def _fail(self, reason: str) -> None:
-        if self._ended:
-            return
-        self._log.warning("asr.failed", reason=reason)
-        if not self._codec.ready:
-            self._refusal = reason
-        self._events.put_nowait(RecognitionError(reason))
-        self._end()
+    def _fail(self, error: VendorError) -> None:
+        """The session is unusable: end every open request with Final(ERROR) and drop the connection."""
+        self._log.warning("asr.failed", reason=str(error))
+        codec = self._codec
+        if codec is not None:
+            self._dispatch(codec.connection_lost(error))
+        for recognition in sorted(self._open):
+            self._finish_request(recognition, error)
+        self._teardown()
 
-    def _end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._events.put_nowait(SessionClosed())
-        self._settled.set()
-        self._audio_waiting.set()
-        if not self._closing:
-            # Without a running loop (audio before open) open() or close() cleans up instead.
-            with contextlib.suppress(RuntimeError):
-                self._closer = asyncio.get_running_loop().create_task(self.close())
+    def _finish_request(self, recognition: int, error: VendorError) -> None:
+        if self._request is not None and self._request.id == recognition:
+            self._request = None
+            self._pending.clear()
+        if recognition in self._open:
+            self._open.discard(recognition)
+            self._on_event(Final(recognition, ResultStatus.ERROR, error=error))
+
+    def _deliver_final(
+        self, recognition: int, reason: str, status: ResultStatus = ResultStatus.ERROR
+    ) -> None:
+        self._open.discard(recognition)
+        error = VendorError("", reason) if status is ResultStatus.ERROR else None
+        self._on_event(Final(recognition, status, error=error))
+
+    def _teardown(self) -> None:
+        """Drop the connection and everything running for it (also mid-connect): nothing leaks."""
+        current = asyncio.current_task()
+        for task in (self._connecting, self._reader, self._writer):
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+        for timer in (self._deadline, self._start_guard):
+            if timer is not None:
+                timer.cancel()
+        self._connecting = self._reader = self._writer = None
+        self._deadline = self._start_guard = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.abort()
+        self._conn = None
+        self._codec = None
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._changed.set()
+
+
+def _state(codec: RecognizerCodec) -> SessionState:
+    """The codec's state now (a call, so a type checker does not carry a narrowing across an await)."""
+    return codec.state

@@ -1,19 +1,21 @@
-"""The dialplan as a pure state machine: call events in, actions out. No I/O, no clock.
+"""The dialplan as a pure state machine: call events in, actions with ids out. No I/O; time is passed in.
 
-Contract with `ivr/call.py`:
+Contract with `ivr/call.py` (the call's effect boundary):
+- Every action carries an `id`. The events that report an action's outcome (`PromptFinished`,
+  `SpeechStarted`, `SpeechEnded`, `Recognized`, `NotRecognized`, `TransferEnded`) echo it; an event whose id
+  is not the engine's current prompt, recognition or transfer is stale and dropped, so a result or a
+  prompt end already queued when a step ended can never act on the next step.
+- `Cancel(id)` asks the call to stop a running prompt or recognition; the call still reports the
+  prompt's `PromptFinished` (harmless: the id is no longer current).
 - Entering a step emits `Routed`, then `Play` (if the step has a prompt) and `Listen` (if it listens).
-  With barge-in the `Listen` comes together with the `Play` (listen while the prompt plays); without, it
-  comes after `PromptFinished`. The no-input timer (`Listen.timeout`) runs from the end of the prompt;
-  when `max_speech` passes without a final result the call reports `NoInput`.
-- The call reports exactly one `PromptFinished` per `Play`, also for a prompt cut by barge-in or stopped
-  because the flow moved on. The engine counts them and acts only on the one answering its latest `Play`, so
-  the end of a superseded prompt can never end the next step's prompt early.
-- Events that do not fit the current state (a `Heard` after the step moved on, a `Digit` while a prompt plays
-  without barge-in) are ignored.
-- `RecognizerFailed` (vendor unreachable) goes straight to the step's no_input target, without reprompts: a
-  caller must never be left on a dead line while retries wait on a recognizer that is gone. Validation
-  guarantees that following no_input targets always ends in a transfer or a hangup.
-- An empty `Heard` text counts as no input (recognizers return one for noise).
+  With barge-in the `Listen` comes together with the `Play`; without, it comes after the prompt ends.
+- Timers are deadlines the engine owns (`next_deadline`, `tick(now)`): the no-input timer runs from the
+  end of the prompt (the call is told with `StartInputTimers`), max-speech from the start of speech.
+- A recognizer that fails (`NotRecognized` with status ERROR) leaves the prompt playing and the keypad
+  working; only when the no-input timer runs out does the caller take the step's no_input target, without
+  reprompts (a caller must never wait on retries of a recognizer that is gone). Validation guarantees that
+  following no_input targets always ends in a transfer or a hangup.
+- An empty recognized text counts as no input (recognizers return one for noise).
 """
 
 from __future__ import annotations
@@ -23,64 +25,118 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ivr.asr.base import (
+    Alternative,
+    AudioFormat,
+    Classification,
+    Classifier,
+    Grammar,
+    RecognitionRequest,
+    ResultStatus,
+    Timers,
+)
 from ivr.dialplan.schema import Dialplan, Fallback, Step, step_vocabulary
+
+# ---- events (what happened), reported by the call
 
 
 @dataclass(frozen=True)
 class PromptFinished:
-    """The prompt ran to the end (or was cut by barge-in)."""
+    """Prompt `id` ended: ran to the end, or was cut (barge-in, cancel, send trouble)."""
+
+    id: int
+    completed: bool = True
 
 
 @dataclass(frozen=True)
-class Heard:
-    """A final recognition result."""
+class SpeechStarted:
+    id: int
 
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    id: int
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """Recognition `id` ended with a result."""
+
+    id: int
     text: str
     confidence: float
+    alternatives: tuple[Alternative, ...] = ()
+    classification: Classification | None = None
+
+
+@dataclass(frozen=True)
+class NotRecognized:
+    """Recognition `id` ended without a result: no-match, no-input, max-speech, cancelled or error."""
+
+    id: int
+    status: ResultStatus
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class Digit:
+    """A DTMF key (not the outcome of an action: it applies to whatever step is listening)."""
+
     digit: str
 
 
 @dataclass(frozen=True)
-class NoInput:
-    """Listen timeout without speech or digit, or max_speech passed without a final result."""
+class TransferEnded:
+    """Transfer `id` ended with the final status the transfer target reported (408 when none came)."""
+
+    id: int
+    status: int
 
 
-@dataclass(frozen=True)
-class RecognizerFailed:
-    reason: str
+Event = PromptFinished | SpeechStarted | SpeechEnded | Recognized | NotRecognized | Digit | TransferEnded
 
 
-Event = PromptFinished | Heard | Digit | NoInput | RecognizerFailed
+# ---- actions (what to do), carried out by the call
 
 
 @dataclass(frozen=True)
 class Play:
+    id: int
     path: Path
     barge_in: bool
 
 
 @dataclass(frozen=True)
 class Listen:
+    id: int
     vendor: str
-    language: str
-    timeout: float
-    max_speech: float | None
-    phrases: tuple[str, ...]
-    dtmf: bool
+    request: RecognitionRequest
     barge_in: bool
 
 
 @dataclass(frozen=True)
+class StartInputTimers:
+    """The prompt of listen `id` has ended: the vendor's input timers start now."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop prompt or recognition `id`: the flow has moved on."""
+
+    id: int
+
+
+@dataclass(frozen=True)
 class Transfer:
+    id: int
     target: str
 
 
 @dataclass(frozen=True)
 class Hangup:
+    id: int
     cause: str
 
 
@@ -89,11 +145,12 @@ class Routed:
     """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>, no_input,
     no_match, recognizer_failed. A reprompt re-enters the same step with reason no_input or no_match."""
 
+    id: int
     step: str
     via: str
 
 
-Action = Play | Listen | Transfer | Hangup | Routed
+Action = Play | Listen | StartInputTimers | Cancel | Transfer | Hangup | Routed
 
 
 def normalize(text: str) -> str:
@@ -101,20 +158,45 @@ def normalize(text: str) -> str:
     return "".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
+# A step without max_speech still gets an answer this long after speech starts: a vendor that never sends
+# its result must not hold the caller on a silent line.
+SPEECH_GUARD = 30.0
+
+
 class _Phase(Enum):
-    PLAYING = "playing"  # waiting for PromptFinished before doing the step's next thing
-    LISTENING = "listening"  # waiting for Heard / Digit / NoInput
+    PLAYING = "playing"  # a prompt without barge-in: waiting for its end before listening
+    LISTENING = "listening"  # waiting for speech, a result, a digit or the no-input deadline
+    TRANSFERRING = "transferring"
     DONE = "done"
 
 
+class _Timer(Enum):
+    NO_INPUT = "no-input"
+    MAX_SPEECH = "max-speech"
+
+
 class DialplanEngine:
-    def __init__(self, dialplan: Dialplan) -> None:
+    """One call's walk through a dialplan."""
+
+    def __init__(
+        self, dialplan: Dialplan, *, channel_id: str = "", g711: AudioFormat = AudioFormat.PCMU
+    ) -> None:
         self._dialplan = dialplan
+        self._channel_id = channel_id
+        self._g711 = g711  # the call's codec, for steps that pass the caller's audio through
         self._name = dialplan.start
         self._phase = _Phase.PLAYING
         self._no_input = 0
         self._no_match = 0
-        self._prompts_playing = 0
+        self._next_id = 0
+        self._prompt: int | None = None  # the prompt playing
+        self._listen: int | None = None  # the recognition whose outcome we wait for
+        self._listening_barge_in = False
+        self._transfer: int | None = None
+        self._speaking = False
+        self._recognizer_failed = False
+        self._deadline: float | None = None
+        self._timer: _Timer | None = None
 
     @property
     def finished(self) -> bool:
@@ -125,74 +207,192 @@ class DialplanEngine:
         """The current step's name."""
         return self._name
 
-    def start(self) -> list[Action]:
-        return self._enter(self._dialplan.start, "start")
+    @property
+    def next_deadline(self) -> float | None:
+        """When the call must call `tick` (the loop time it passes in)."""
+        return self._deadline
 
-    def handle(self, event: Event) -> list[Action]:
+    def start(self, now: float) -> list[Action]:
+        return self._enter(self._dialplan.start, "start", now)
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        if self._phase is _Phase.DONE:
+            return []
         step = self._dialplan.steps[self._name]
         if isinstance(event, PromptFinished):
-            if self._prompts_playing == 0:
-                return []  # more reports than prompts: nothing to act on
-            self._prompts_playing -= 1
-            if self._prompts_playing or self._phase is not _Phase.PLAYING:
+            return self._prompt_finished(step, event, now)
+        if isinstance(event, TransferEnded):
+            if event.id != self._transfer:
                 return []
-            return self._after_prompt(step)
+            self._phase = _Phase.DONE
+            cause = "transferred" if 200 <= event.status < 300 else f"transfer-failed-{event.status}"
+            return [Hangup(self._new_id(), cause)]
         if self._phase is not _Phase.LISTENING:
             return []
-        if isinstance(event, NoInput) or (isinstance(event, Heard) and not normalize(event.text)):
-            return self._fallback(step, "no_input")
-        if isinstance(event, RecognizerFailed):
-            assert step.no_input is not None  # validated: every listening step has no_input
-            return self._enter(step.no_input.goto, "recognizer_failed")
-        match = self._match(step, event)
-        if match is None:
-            return self._fallback(step, "no_match")
-        target, via = match
-        return self._enter(target, via)
+        if isinstance(event, Digit):
+            if self._prompt is not None and not self._listening_barge_in:
+                return []
+            return self._matched(step, self._match_digit(step, event.digit), now)
+        if event.id != self._listen:
+            return []  # stale: an outcome of a recognition that has been replaced or cancelled
+        if isinstance(event, SpeechStarted):
+            return self._speech_started(step, now)
+        if isinstance(event, SpeechEnded):
+            # The vendor heard an end but no result yet (or noise): keep listening, never forever.
+            self._speaking = False
+            self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
+            return []
+        self._listen = None
+        if isinstance(event, NotRecognized):
+            return self._not_recognized(step, event, now)
+        if not normalize(event.text):
+            return self._fallback(step, "no_input", now)
+        if event.confidence < step.settings.min_confidence:
+            return self._fallback(step, "no_match", now)
+        return self._matched(step, self._match_text(step, event.text), now)
 
-    def _enter(self, name: str, via: str) -> list[Action]:
+    def tick(self, now: float) -> list[Action]:
+        """The deadline has come: the no-input or max-speech timer ran out."""
+        if self._deadline is None or now < self._deadline or self._phase is not _Phase.LISTENING:
+            return []
+        timer = self._timer
+        self._deadline = self._timer = None
+        step = self._dialplan.steps[self._name]
+        if timer is _Timer.NO_INPUT and self._recognizer_failed:
+            assert step.no_input is not None  # validated: every listening step has no_input
+            return self._enter(step.no_input.goto, "recognizer_failed", now)
+        return self._fallback(step, "no_input", now)
+
+    # ---- steps
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _arm(self, timer: _Timer | None, deadline: float | None) -> None:
+        self._timer, self._deadline = (timer, deadline) if deadline is not None else (None, None)
+
+    def _stop_all(self) -> list[Action]:
+        """Cancel whatever still runs of the step being left."""
+        stops: list[Action] = [Cancel(i) for i in (self._prompt, self._listen) if i is not None]
+        self._prompt = self._listen = None
+        self._speaking = False
+        self._arm(None, None)
+        return stops
+
+    def _enter(self, name: str, via: str, now: float) -> list[Action]:
+        stops = self._stop_all()
         self._name = name
         self._no_input = self._no_match = 0
+        self._recognizer_failed = False
         step = self._dialplan.steps[name]
-        return [Routed(name, via), *self._prompt(step, step.play)]
+        return [*stops, Routed(self._new_id(), name, via), *self._prompt_then(step, step.play, now)]
 
-    def _prompt(self, step: Step, prompt: str | None) -> list[Action]:
+    def _prompt_then(self, step: Step, prompt: str | None, now: float) -> list[Action]:
         """Play `prompt` (if any), then whatever the step does next."""
         if prompt is None:
-            return self._after_prompt(step)
+            return self._after_prompt(step, now)
         barge_in = step.listens and step.settings.barge_in
-        play = Play(self._dialplan.prompt_path(prompt), barge_in)
-        self._prompts_playing += 1
+        play = Play(self._new_id(), self._dialplan.prompt_path(prompt), barge_in)
+        self._prompt = play.id
         if barge_in:
             self._phase = _Phase.LISTENING
-            return [play, self._listen(step)]
+            return [play, self._start_listening(step)]
         self._phase = _Phase.PLAYING
         return [play]
 
-    def _after_prompt(self, step: Step) -> list[Action]:
+    def _prompt_finished(self, step: Step, event: PromptFinished, now: float) -> list[Action]:
+        if event.id != self._prompt:
+            return []  # a superseded prompt: its end must not end the next step's prompt early
+        self._prompt = None
+        if self._phase is _Phase.PLAYING:
+            return self._after_prompt(step, now)
+        if self._phase is _Phase.LISTENING and not self._speaking:
+            self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
+            return [StartInputTimers(self._listen)] if self._listen is not None else []
+        return []
+
+    def _after_prompt(self, step: Step, now: float) -> list[Action]:
         if step.listens:
             self._phase = _Phase.LISTENING
-            return [self._listen(step)]
+            listen = self._start_listening(step)
+            self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
+            return [listen, StartInputTimers(listen.id)]
         if step.goto is not None:
-            return self._enter(step.goto, "goto")
-        self._phase = _Phase.DONE
+            return self._enter(step.goto, "goto", now)
         if step.transfer is not None:
-            return [Transfer(step.transfer)]
-        return [Hangup("normal")]
+            self._phase = _Phase.TRANSFERRING
+            transfer = Transfer(self._new_id(), step.transfer)
+            self._transfer = transfer.id
+            return [transfer]
+        self._phase = _Phase.DONE
+        return [Hangup(self._new_id(), "normal")]
 
-    def _listen(self, step: Step) -> Listen:
+    def _start_listening(self, step: Step) -> Listen:
+        recognition = self._new_id()
+        listen = Listen(
+            recognition,
+            step.settings.vendor or self._dialplan.asr.vendor,
+            self._request(step, recognition),
+            step.settings.barge_in,
+        )
+        self._listen = listen.id
+        self._listening_barge_in = listen.barge_in
+        self._speaking = False
+        return listen
+
+    def _request(self, step: Step, recognition: int) -> RecognitionRequest:
         settings = step.settings
-        return Listen(
-            vendor=settings.vendor or self._dialplan.asr.vendor,
+        grammar_file = settings.grammar_file
+        return RecognitionRequest(
+            id=recognition,
             language=settings.language or self._dialplan.asr.language,
-            timeout=settings.timeout,
-            max_speech=settings.max_speech,
-            phrases=step_vocabulary(step),
-            dtmf=any(route.dtmf is not None for route in step.routes),
-            barge_in=settings.barge_in,
+            grammar=Grammar(
+                phrases=step_vocabulary(step),
+                srgs=self._dialplan.grammar_text(grammar_file) if grammar_file else None,
+                uri=settings.grammar,
+            ),
+            dtmf=tuple(route.dtmf for route in step.routes if route.dtmf is not None),
+            timers=Timers(
+                no_input=settings.timeout,
+                speech_complete=settings.complete_timeout,
+                speech_incomplete=settings.incomplete_timeout,
+                max_speech=settings.max_speech,
+            ),
+            confidence_threshold=settings.min_confidence,
+            n_best=settings.n_best,
+            partial_results=settings.partial_results,
+            classifiers=frozenset(Classifier(name) for name in settings.classifiers),
+            verify_buffer=settings.verify_buffer,
+            options=tuple(sorted(settings.options.items())),
+            audio_format=AudioFormat.PCM16 if settings.audio == "pcm16" else self._g711,
+            channel_id=self._channel_id,
         )
 
-    def _fallback(self, step: Step, kind: str) -> list[Action]:
+    def _speech_started(self, step: Step, now: float) -> list[Action]:
+        self._speaking = True
+        self._arm(_Timer.MAX_SPEECH, now + (step.settings.max_speech or SPEECH_GUARD))
+        if self._listening_barge_in and self._prompt is not None:
+            stop = Cancel(self._prompt)
+            self._prompt = None  # cut: its PromptFinished is stale, and the no-input timer is not started
+            return [stop]
+        return []
+
+    def _not_recognized(self, step: Step, event: NotRecognized, now: float) -> list[Action]:
+        if event.status is ResultStatus.NO_MATCH:
+            return self._fallback(step, "no_match", now)
+        if event.status in (ResultStatus.NO_INPUT, ResultStatus.MAX_SPEECH):
+            return self._fallback(step, "no_input", now)
+        if event.status is ResultStatus.CANCELLED:
+            return []
+        # The recognizer is gone: keep the prompt and the keypad; the no-input deadline decides.
+        self._recognizer_failed = True
+        self._speaking = False
+        if self._prompt is None and (self._timer is not _Timer.NO_INPUT or self._deadline is None):
+            self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
+        return []
+
+    def _fallback(self, step: Step, kind: str, now: float) -> list[Action]:
         fallback: Fallback | None = getattr(step, kind)
         assert fallback is not None  # validated: every listening step has no_input and no_match
         if kind == "no_input":
@@ -202,21 +402,27 @@ class DialplanEngine:
             self._no_match += 1
             tries = self._no_match
         if tries > fallback.retries:
-            return self._enter(fallback.goto, kind)
-        return [Routed(self._name, kind), *self._prompt(step, fallback.reprompt or step.play)]
+            return self._enter(fallback.goto, kind, now)
+        stops = self._stop_all()
+        return [*stops, Routed(self._new_id(), self._name, kind), *self._prompt_then(step, fallback.reprompt or step.play, now)]
+
+    def _matched(self, step: Step, match: tuple[str, str] | None, now: float) -> list[Action]:
+        if match is None:
+            return self._fallback(step, "no_match", now)
+        return self._enter(*match, now)
 
     @staticmethod
-    def _match(step: Step, event: Heard | Digit) -> tuple[str, str] | None:
-        if isinstance(event, Digit):
-            for route in step.routes:
-                if route.dtmf == event.digit.upper():
-                    return route.goto, f"dtmf:{route.dtmf}"
-            return None
-        if event.confidence < step.settings.min_confidence:
-            return None
-        text = normalize(event.text)
+    def _match_digit(step: Step, digit: str) -> tuple[str, str] | None:
+        for route in step.routes:
+            if route.dtmf == digit.upper():
+                return route.goto, f"dtmf:{route.dtmf}"
+        return None
+
+    @staticmethod
+    def _match_text(step: Step, text: str) -> tuple[str, str] | None:
+        said = normalize(text)
         for route in step.routes:
             for word in (*route.say, *route.phrases):
-                if normalize(word) and normalize(word) in text:
+                if normalize(word) and normalize(word) in said:
                     return route.goto, f"say:{word}"
         return None

@@ -233,6 +233,23 @@ def _prompt_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, Path], list
     return found, missing
 
 
+def _grammar_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, str], list[tuple[Loc, str]]]:
+    texts: dict[str, str] = {}
+    problems: list[tuple[Loc, str]] = []
+    for name, step in dialplan.steps.items():
+        file = step.listen.grammar_file if step.listen is not None else None
+        if file is None or file in texts:
+            continue
+        loc: Loc = ("steps", name, "listen", "grammar_file")
+        try:
+            texts[file] = (base / file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append((loc, f"step '{name}' grammar '{file}' is not UTF-8 text"))
+        except OSError as exc:
+            problems.append((loc, f"step '{name}' grammar '{file}' cannot be read: {exc.strerror}"))
+    return texts, problems
+
+
 def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
     def fail(line: int, message: str) -> DialplanError:
         return DialplanError([Problem(shown, line, message)])
@@ -292,9 +309,12 @@ def _load(path: str | Path, check_prompts: bool) -> tuple[Dialplan | None, list[
     prompt_files, missing = _prompt_files(dialplan, base)
     if check_prompts:
         issues.extend((loc, message, False) for loc, message in missing)
+    grammars, unreadable = _grammar_files(dialplan, base)
+    issues.extend((loc, message, False) for loc, message in unreadable)
     found = problems(issues)
     dialplan._base_dir = base
     dialplan._prompt_files = prompt_files
+    dialplan._grammars = grammars
     dialplan._warnings = tuple(str(p) for p in found if p.warning)
     return dialplan, found
 

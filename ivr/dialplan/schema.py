@@ -51,6 +51,10 @@ class AsrSettings(_Model):
         return value
 
 
+AudioChoice = Literal["pcm16", "g711"]
+ClassifierName = Literal["emotion", "age", "gender"]
+
+
 class ListenSettings(_Model):
     timeout: float = Field(
         default=5.0, gt=0, le=600, description="no-input timeout (s) from the end of the prompt"
@@ -61,9 +65,35 @@ class ListenSettings(_Model):
         le=600,
         description="give up waiting for a final result this long (s) after speech starts",
     )
+    complete_timeout: float | None = Field(
+        default=None, gt=0, le=10, description="silence (s) that ends an utterance matching the grammar"
+    )
+    incomplete_timeout: float | None = Field(
+        default=None, gt=0, le=10, description="silence (s) that ends an utterance not (yet) matching it"
+    )
     barge_in: bool = Field(default=True, description="caller speech or DTMF stops the prompt")
     min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="results below this confidence do not match"
+    )
+    n_best: int = Field(default=1, ge=1, le=10, description="alternatives to ask the recognizer for")
+    partial_results: bool = Field(default=True, description="ask for interim results")
+    classifiers: list[ClassifierName] = Field(
+        default_factory=list, description="speaker classifiers to run: emotion, age, gender"
+    )
+    verify_buffer: bool = Field(
+        default=False, description="keep the utterance for voice biometrics (CPQD Verify-Buffer-Utterance)"
+    )
+    grammar: str | None = Field(
+        default=None, description="a vendor builtin grammar or language model URI, e.g. builtin:slm/general"
+    )
+    grammar_file: str | None = Field(
+        default=None, description="an SRGS grammar file beside the dialplan, read once at load"
+    )
+    audio: AudioChoice = Field(
+        default="pcm16", description="pcm16 (decoded) or g711 (the caller's audio as is, for vendors that take it)"
+    )
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="vendor options, checked against the vendor"
     )
     vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
     language: str | None = Field(default=None, description="overrides asr.language")
@@ -74,6 +104,23 @@ class ListenSettings(_Model):
         if value is not None and not _LANGUAGE.match(value):
             raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
         return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # The loader keeps YAML scalars as text (so `dtmf: 0` stays "0"); option values are typed by the
+        # vendor, so a number written as a number is one.
+        if isinstance(value, dict):
+            return {k: _number(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+def _number(text: str) -> str | int | float:
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return float(text)
+    return text
 
 
 def _as_list(value: Any) -> Any:
@@ -189,6 +236,7 @@ class Dialplan(_Model):
     # Set by the loader: where prompt files were found, so the engine never touches the file system.
     _base_dir: Path = PrivateAttr(default_factory=Path)
     _prompt_files: dict[str, Path] = PrivateAttr(default_factory=dict)
+    _grammars: dict[str, str] = PrivateAttr(default_factory=dict)  # grammar_file -> SRGS text
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
@@ -207,6 +255,10 @@ class Dialplan(_Model):
     def prompt_path(self, name: str) -> Path:
         found = self._prompt_files.get(name)
         return found if found is not None else self._base_dir / name
+
+    def grammar_text(self, name: str) -> str | None:
+        """The SRGS text of a step's grammar_file, read by the loader."""
+        return self._grammars.get(name)
 
     def phrases(self) -> list[str]:
         """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
@@ -286,6 +338,34 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
             seen_dtmf.setdefault(route.dtmf, i)
 
 
+def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
+    """Refuse at load what the step's vendor cannot do, rather than fail (in silence) during a call."""
+    from ivr.asr.base import AudioFormat
+    from ivr.asr.registry import check_step
+
+    for name, step in dialplan.steps.items():
+        if not step.listens:
+            continue
+        settings = step.settings
+        vendor = settings.vendor or dialplan.asr.vendor
+        language = settings.language or dialplan.asr.language
+        audio = AudioFormat.PCM16 if settings.audio == "pcm16" else AudioFormat.PCMU
+        at: Loc = ("steps", name, "listen") if step.listen is not None else ("steps", name)
+        for problem in check_step(vendor, language, audio, settings.options):
+            where = at
+            if "language" in problem:
+                where = (*at, "language") if settings.language else ("asr", "language")
+            elif "option" in problem:
+                where = (*at, "options")
+            elif "audio" in problem:
+                where = (*at, "audio")
+            elif settings.vendor is not None:
+                where = (*at, "vendor")
+            else:
+                where = ("asr", "vendor")
+            yield Issue(where, f"step '{name}': {problem}")
+
+
 def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:
     """The steps a silent caller walks from `name`; None if it reaches a transfer or hangup."""
     path: list[str] = []
@@ -321,6 +401,7 @@ def check(dialplan: Dialplan) -> list[Issue]:
                         f"step '{name}' routes to unknown step '{target}' (known: {_known(names)})",
                     )
                 )
+    issues.extend(_check_recognizers(dialplan))
     if issues:
         return issues  # the graph checks below assume a well-formed flow
     reported: set[str] = set()

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asr.base import PartialResult, RecognitionError, SessionClosed, SessionReady, StartOfSpeech
+from ivr.asr.base import (
+    Final,
+    Partial,
+    RecognitionRequest,
+    RecognitionStarted,
+    ResultStatus,
+    SessionClosed,
+    SessionState,
+    StartOfSpeech,
+)
 from ivr.asr.mediazen import MediazenCodec
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "shared" / "specs" / "000-mediazen-asr-websocket.md"
@@ -36,37 +45,42 @@ def squeeze(text: str) -> str:
 
 
 def test_the_documented_exchange() -> None:
-    codec = MediazenCodec(language="ko")
+    codec = MediazenCodec()
+    codec.open(0.0)
+    codec.send(RecognitionRequest(1, "ko"), 0.0)
 
-    [join] = codec.open()
+    [join] = codec.data_to_send()
     assert isinstance(join, str)
     assert squeeze(join) == squeeze(JOIN)
 
-    assert codec.receive(REPLY) == [SessionReady()]
-    assert codec.ready
+    assert codec.receive(REPLY, 0.0) == [RecognitionStarted(1)]
+    assert codec.state is SessionState.LISTENING
 
     pcm = b"\x00\x00" * 800  # "실시간 음성 데이터(16bit 8k mono raw data)": binary frames as is
-    assert codec.audio(pcm) == [pcm]
+    codec.audio(pcm, 0.0)
+    assert codec.data_to_send() == [pcm]
 
-    assert codec.receive(NEW_TEXT) == [StartOfSpeech(), PartialResult("주변", 0.0)]
+    assert codec.receive(NEW_TEXT, 0.0) == [StartOfSpeech(1), Partial(1, "주변", 0.0)]
 
-    [quit_] = codec.finish()
+    codec.end(0.0)
+    [quit_] = codec.data_to_send()
     assert isinstance(quit_, str)
     assert json.loads(quit_) == json.loads(QUIT)
     assert squeeze(quit_) == squeeze(QUIT)
 
-    assert codec.receive(CLOSE) == [SessionClosed()]
-    assert codec.closed
+    # Speech was heard but no end point came before the close: the recognition ends without a match.
+    assert codec.receive(CLOSE, 0.0) == [Final(1, ResultStatus.NO_MATCH), SessionClosed()]
+    assert codec.state is SessionState.CLOSED
 
 
 def test_close_example_as_printed_is_reported_not_raised() -> None:
     codec = MediazenCodec()
-    codec.open()
-    codec.receive(REPLY)
-    codec.finish()
-    [event] = codec.receive(CLOSE_AS_PRINTED)
-    assert isinstance(event, RecognitionError)
-    assert not codec.closed
+    codec.send(RecognitionRequest(1, "ko"), 0.0)
+    codec.receive(REPLY, 0.0)
+    codec.end(0.0)
+    [event] = codec.receive(CLOSE_AS_PRINTED, 0.0)
+    assert isinstance(event, Final) and event.status is ResultStatus.ERROR
+    assert codec.state is not SessionState.CLOSED
 
 
 @pytest.mark.skipif(not DOCUMENT.exists(), reason="vendor document not beside the repository")

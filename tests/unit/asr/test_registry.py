@@ -2,31 +2,42 @@ from __future__ import annotations
 
 import pytest
 
+from ivr.asr.base import AudioFormat
 from ivr.asr.mediazen import MediazenCodec
-from ivr.asr.registry import known_vendors, make_codec
+from ivr.asr.registry import check_step, known_vendors, make_codec
 
 
 def test_mediazen_by_name() -> None:
-    codec = make_codec("mediazen", language="en", chunk_ms=20)
-    assert isinstance(codec, MediazenCodec)
-    assert codec.language == "en" and codec.chunk_bytes == 320
-    assert isinstance(make_codec("Mediazen", language="ko"), MediazenCodec)
+    codec = make_codec("mediazen", {"chunk_ms": 20})
+    assert isinstance(codec, MediazenCodec) and codec.chunk_ms == 20
+    assert isinstance(make_codec("Mediazen"), MediazenCodec)
 
 
 def test_each_call_is_a_fresh_session() -> None:
-    assert make_codec("mediazen", language="ko") is not make_codec("mediazen", language="ko")
+    assert make_codec("mediazen") is not make_codec("mediazen")
 
 
 def test_unknown_vendor_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="mediazen"):
-        make_codec("acme", language="ko")
+        make_codec("acme")
     assert "mediazen" in known_vendors()
 
 
 def test_bad_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="colour"):
-        make_codec("mediazen", language="ko", colour="red")
+        make_codec("mediazen", {"colour": "red"})
     with pytest.raises(ValueError, match="chunk_ms"):
-        make_codec("mediazen", language="ko", chunk_ms="100")
-    with pytest.raises(ValueError, match="language"):
-        make_codec("mediazen", language="fr")
+        make_codec("mediazen", {"chunk_ms": "100"})
+
+
+def test_check_step_says_what_the_vendor_cannot_do() -> None:
+    assert check_step("mediazen", "ja", AudioFormat.PCM16, {}) == []  # sent as jp
+    assert check_step("mediazen", "ko-KR", AudioFormat.PCM16, {"chunk_ms": 40}) == []
+    [language] = check_step("mediazen", "pt-BR", AudioFormat.PCM16, {})
+    assert "language 'pt-BR'" in language and "ko, en, ja" in language
+    [audio] = check_step("mediazen", "ko", AudioFormat.PCMA, {})
+    assert "pcma" in audio
+    [option] = check_step("mediazen", "ko", AudioFormat.PCM16, {"speed": 2})
+    assert "speed" in option
+    [vendor] = check_step("cpqd", "pt-BR", AudioFormat.PCM16, {})
+    assert "not available" in vendor
