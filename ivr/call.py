@@ -145,7 +145,6 @@ class _Effects:
 
     prompts: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     recognition: _Recognition | None = None
-    starting: set[asyncio.Task[None]] = field(default_factory=set)  # recognize() calls still connecting
     transfer: asyncio.Task[None] | None = None
 
 
@@ -383,9 +382,7 @@ class Call:
             self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
             return
         self._effects.recognition = _Recognition(action.id, stream, action.request.audio_format)
-        task = asyncio.create_task(stream.recognize(action.request))
-        self._effects.starting.add(task)
-        task.add_done_callback(self._effects.starting.discard)
+        stream.recognize(action.request)  # its audio is taken from now on; the stream owns the task
 
     def _stop_recognition(self) -> None:
         recognition = self._effects.recognition
@@ -415,7 +412,11 @@ class Call:
                 self.log.info("recognized", text=event.text, confidence=event.confidence)
                 self._events.put_nowait(
                     Recognized(
-                        event.recognition, event.text, event.confidence, event.alternatives, event.classification
+                        event.recognition,
+                        event.text,
+                        event.confidence,
+                        event.alternatives,
+                        event.classification,
                     )
                 )
             else:
@@ -526,7 +527,7 @@ class Call:
                 result = step()
                 if asyncio.iscoroutine(result):
                     await result
-            except BaseException as exc:  # noqa: BLE001 - cleanup must reach the CDR and on_done
+            except BaseException as exc:
                 self.log.error("cleanup step failed", step=name, error=repr(exc))
         try:
             self.record.end = utc_now()
@@ -539,7 +540,7 @@ class Call:
             self._on_done(self)
 
     async def _cancel_tasks(self) -> None:
-        tasks = [*self._effects.prompts.values(), *self._effects.starting]
+        tasks = list(self._effects.prompts.values())
         if self._effects.transfer is not None:
             tasks.append(self._effects.transfer)
         for task in tasks:

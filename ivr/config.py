@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,12 @@ class VendorEndpoint:
 
     vendor: str
     url: str
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent on the WebSocket handshake
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)  # for the codec (AmiVoice APPKEY)
+    headers: Mapping[str, str] = dataclasses.field(
+        default_factory=dict, repr=False
+    )  # sent on the WebSocket handshake
+    credentials: Mapping[str, str] = dataclasses.field(
+        default_factory=dict, repr=False
+    )  # for the codec (AmiVoice APPKEY)
 
 
 def vendor_endpoint(

@@ -51,7 +51,9 @@ class Bridge:
 
     async def start(self) -> None:
         # Prompts are read and converted once, here, off the event loop: no call waits on a file.
-        paths = [self.dialplan.prompt_path(p) for step in self.dialplan.steps.values() for _, p in step.prompts()]
+        paths = [
+            self.dialplan.prompt_path(p) for step in self.dialplan.steps.values() for _, p in step.prompts()
+        ]
         for error in await self._prompts.preload(paths):
             log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)

@@ -137,7 +137,9 @@ class MediazenCodec(CodecBase):
             events: list[AsrEvent] = []
             if self._recognition is not None:
                 # Closed before any result: speech that never became text is no match, else no input.
-                events.append(self._final(ResultStatus.NO_MATCH if self._in_speech else ResultStatus.NO_INPUT))
+                events.append(
+                    self._final(ResultStatus.NO_MATCH if self._in_speech else ResultStatus.NO_INPUT)
+                )
             self._state = SessionState.CLOSED
             return [*events, SessionClosed()]
         # The document's own new:text example has no "event" key: a payload with "stt" is a result too.

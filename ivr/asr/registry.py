@@ -66,7 +66,10 @@ def check_step(vendor: str, language: str, audio: AudioFormat, options: Mapping[
     """What ``vendor`` cannot do of a listen step, one message per problem (empty when it can)."""
     info = _VENDORS.get(vendor.lower())
     if info is None:
-        return [f"recognizer vendor '{vendor}' is not available in this build (available: {', '.join(known_vendors())})"]
+        return [
+            f"recognizer vendor '{vendor}' is not available in this build "
+            f"(available: {', '.join(known_vendors())})"
+        ]
     problems: list[str] = []
     if info.language(language) is None:
         problems.append(

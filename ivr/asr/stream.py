@@ -170,8 +170,10 @@ class RecognizerStream:
     # ---- what a call does
 
     def recognize(self, request: RecognitionRequest) -> asyncio.Task[None]:
-        """Start ``request``: its audio is taken from now on (held until the vendor listens). The task
-        connects if needed; it never raises for vendor trouble: that comes out as the request's Final(ERROR)."""
+        """Start ``request``: its audio is taken from now on (held until the vendor listens).
+
+        The task connects if needed; it never raises for vendor trouble, which comes out as the request's
+        Final(ERROR)."""
         if self._request is not None:
             self.cancel(self._request.id)
         self._open.add(request.id)
@@ -279,7 +281,8 @@ class RecognizerStream:
                         await self._changed.wait()
                     while self._outbox and self._writer is not None and not self._writer.done():
                         await asyncio.sleep(0.01)
-                    await conn.close()
+                    if self._conn is conn:  # else the reader has closed it after the goodbye
+                        await conn.close()
         except (TimeoutError, ConnectionLost, OSError, WebSocketException):
             self._log.info("asr.close_unclean")
         finally:
@@ -321,6 +324,7 @@ class RecognizerStream:
         self._log.debug("asr.connected")
         self._reader = asyncio.create_task(self._read(codec, conn))
         self._writer = asyncio.create_task(self._write(conn))
+
         def open_session(now: float) -> list[AsrEvent]:
             codec.open(now)
             return []
@@ -405,7 +409,9 @@ class RecognizerStream:
         self._start_guard = None
         codec = self._codec
         if codec is not None and codec.recognition == recognition and codec.state is SessionState.STARTING:
-            self._fail(VendorError("", f"{self.vendor} did not start listening within {self._reply_timeout} s"))
+            self._fail(
+                VendorError("", f"{self.vendor} did not start listening within {self._reply_timeout} s")
+            )
 
     def _dispatch(self, events: list[AsrEvent]) -> None:
         for event in events:
@@ -417,7 +423,9 @@ class RecognizerStream:
                     self._request = None
                     self._pending.clear()
                 if event.error is not None:
-                    self._log.warning("asr.recognition_failed", status=event.status.value, error=str(event.error))
+                    self._log.warning(
+                        "asr.recognition_failed", status=event.status.value, error=str(event.error)
+                    )
             elif isinstance(event, SessionClosed):
                 if event.error is not None:
                     self._log.warning("asr.session_closed", error=str(event.error))

@@ -4,11 +4,15 @@ Symmetric RTP (RFC 4961): packets go to the address from the SDP until the first
 the caller, then to the source address of the caller's packets, which is what gets through a NAT. After
 latching, a packet from another address is accepted (and re-latched to) only if it carries the latched SSRC
 (a NAT rebinding); a new SSRC from the latched address is accepted as the same caller restarting its stream.
+
+A send that fails (an SDP address the socket cannot use, ICMP errors, a full buffer) is counted, never raised:
+the prompt still "plays" on schedule, so the dialplan moves on instead of stalling on a dead media path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +86,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while the caller's RTP port is not open yet: RTP carries on regardless.
-        self._session.send_errors += 1
+        self._session._send_failed(f"{type(exc).__name__}: {exc}")
 
 
 class RtpSession:
@@ -110,6 +114,7 @@ class RtpSession:
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP from a foreign source, or of a payload type we do not use
         self.send_errors = 0
+        self.last_send_error: str | None = None  # the latest send failure, for the call to log once
         self._on_audio = on_audio
         self._on_dtmf = on_dtmf
         self._on_timeout = on_timeout
@@ -118,6 +123,8 @@ class RtpSession:
         self._samples_per_frame = SAMPLE_RATE * ptime_ms // 1000
         self._sdp_remote: tuple[Any, ...] = (remote_host, remote_port)
         self._send_to: tuple[Any, ...] = self._sdp_remote
+        # Why _send_to cannot be sent to: checked when it changes, not per packet.
+        self._unusable_remote: str | None = None
         self._source: tuple[Any, ...] | None = None  # latched caller address
         self._source_ssrc: int | None = None
         self._accepted = {payload_type, _COMFORT_NOISE}
@@ -156,6 +163,7 @@ class RtpSession:
         self._loop = loop
         self._transport = transport
         self.local_port = transport.get_extra_info("sockname")[1]
+        self._unusable_remote = self._check_remote(self._send_to)
         self._last_rx = loop.time()
         self._timer = loop.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
 
@@ -164,6 +172,8 @@ class RtpSession:
         self._sdp_remote = self._send_to = (host, port)
         self._source = None
         self._source_ssrc = None
+        if self._transport is not None:
+            self._unusable_remote = self._check_remote(self._send_to)
 
     async def play(self, pcm: bytes) -> bool:
         """Send PCM16 8 kHz mono as paced G.711 frames. True if it ran to the end, False if stopped.
@@ -239,12 +249,37 @@ class RtpSession:
             handle.cancel()
             token.waiter = None
 
+    def _check_remote(self, addr: tuple[Any, ...]) -> str | None:
+        """Why the socket cannot send to this SDP address, or None.
+
+        Only an IP literal of the socket's own family is usable: uvloop raises ValueError for anything else,
+        and the stock loop resolves a host name inside sendto, a blocking DNS lookup on the event loop.
+        """
+        assert self._transport is not None
+        sockname = self._transport.get_extra_info("sockname")
+        family = 6 if len(sockname) == 4 else 4  # an IPv6 sockname is a 4-tuple
+        host = addr[0]
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            return f"remote address {host!r} is not an IP address (no DNS lookups on the media path)"
+        if version != family:
+            return f"remote address {host!r} is IPv{version}; this RTP socket is IPv{family}"
+        return None
+
     def _send(self, data: bytes) -> None:
         assert self._transport is not None
+        if self._unusable_remote is not None:
+            self._send_failed(self._unusable_remote)
+            return
         try:
             self._transport.sendto(data, self._send_to)
-        except OSError:
-            self.send_errors += 1
+        except (OSError, ValueError, TypeError) as exc:  # ValueError/TypeError: uvloop, for a bad address
+            self._send_failed(f"{type(exc).__name__}: {exc}")
+
+    def _send_failed(self, reason: str) -> None:
+        self.send_errors += 1
+        self.last_send_error = reason
 
     def _check_inactivity(self) -> None:
         assert self._loop is not None
@@ -271,6 +306,7 @@ class RtpSession:
                 self.ignored += 1
                 return
             self._source = self._send_to = addr
+            self._unusable_remote = None  # the caller's own source address: the socket can always reach it
         self._source_ssrc = packet.ssrc
         assert self._loop is not None
         now = self._last_rx = self._loop.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -62,6 +63,7 @@ class SessionDescription:
     ptime: int | None = None
     media_lines: list[str] = field(default_factory=list)  # "audio 49170 RTP/AVP 0 8" per m= line, in order
     audio_index: int = 0
+    connection_type: str = "IP4"  # the c= addrtype ("IP4" or "IP6") that goes with `connection`
 
     @property
     def connection_address(self) -> str:
@@ -79,18 +81,24 @@ class _Media:
     port: int
     proto: str
     pts: list[str]
-    connection: str | None = None
+    connection: tuple[str, str] | None = None  # (addrtype, address)
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
     fmtp: dict[int, str] = field(default_factory=dict)
     direction: str | None = None
     ptime: int | None = None
 
 
-def _connection(value: str) -> str:
+def _is_number(text: str) -> bool:
+    # RFC 4566 §9 DIGIT is %x30-39; str.isdigit() also takes "²", which int() then refuses.
+    return text.isascii() and text.isdigit()
+
+
+def _connection(value: str) -> tuple[str, str]:
+    """(addrtype, address) of a c= line, without a multicast /ttl/count suffix (RFC 4566 §5.7)."""
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(f"bad c= line: {value!r}")
-    return parts[2].split("/")[0]
+    return parts[1], parts[2].split("/")[0]
 
 
 def parse_sdp(body: bytes) -> SessionDescription:
@@ -98,7 +106,7 @@ def parse_sdp(body: bytes) -> SessionDescription:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SdpError("SDP is not UTF-8") from exc
-    session_conn: str | None = None
+    session_conn: tuple[str, str] | None = None
     session_dir: str | None = None
     media: list[_Media] = []
     for line in text.splitlines():
@@ -110,16 +118,14 @@ def parse_sdp(body: bytes) -> SessionDescription:
         current = media[-1] if media else None
         if kind == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            if len(parts) < 4 or not _is_number(parts[1].split("/")[0]):
                 raise SdpError(f"bad m= line: {line!r}")
             media.append(_Media(value, parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:]))
         elif kind == "c":
             if current is None:
                 session_conn = _connection(value)
             else:
-                current.connection = _connection(
-                    value
-                )  # media-level c= overrides session level (RFC 4566 §5.7)
+                current.connection = _connection(value)  # overrides the session level (RFC 4566 §5.7)
         elif kind == "a":
             name, _, arg = value.partition(":")
             if name in _DIRECTIONS:
@@ -139,14 +145,14 @@ def parse_sdp(body: bytes) -> SessionDescription:
         raise SdpError("no c= line for the audio stream")
     formats = []
     for pt_text in chosen.pts:
-        if not pt_text.isdigit():
+        if not _is_number(pt_text):
             continue
         pt = int(pt_text)
         enc, rate = chosen.rtpmap.get(pt) or _STATIC.get(pt, ("", 0))
         if enc:
             formats.append(MediaFormat(pt, enc, rate, chosen.fmtp.get(pt)))
     return SessionDescription(
-        connection=conn,
+        connection=conn[1],
         port=chosen.port,
         proto=chosen.proto,
         formats=formats,
@@ -154,6 +160,7 @@ def parse_sdp(body: bytes) -> SessionDescription:
         ptime=chosen.ptime,
         media_lines=[m.line for m in media],
         audio_index=index,
+        connection_type=conn[0],
     )
 
 
@@ -162,13 +169,13 @@ def _media_attribute(media: _Media, name: str, arg: str) -> None:
         pt_text, _, spec = arg.partition(" ")
         enc, _, rest = spec.strip().partition("/")
         rate = rest.split("/")[0]
-        if pt_text.isdigit() and rate.isdigit() and enc:
+        if _is_number(pt_text) and _is_number(rate) and enc:
             media.rtpmap[int(pt_text)] = (enc, int(rate))
     elif name == "fmtp":
         pt_text, _, params = arg.partition(" ")
-        if pt_text.isdigit():
+        if _is_number(pt_text):
             media.fmtp[int(pt_text)] = params.strip()
-    elif name == "ptime" and arg.strip().isdigit():
+    elif name == "ptime" and _is_number(arg.strip()):
         media.ptime = int(arg.strip())
 
 
@@ -189,6 +196,14 @@ def negotiate(offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "
     """Pick the first offered codec we support (the offerer's preference order, RFC 3264 §6.1)."""
     if offer.port == 0 or offer.proto.upper() != "RTP/AVP":
         raise SdpNotAcceptable(f"no usable RTP/AVP audio stream (proto {offer.proto}, port {offer.port})")
+    if not _is_ipv4_literal(offer.connection_type, offer.connection):
+        # Our RTP sockets are IPv4 and the media path does no DNS lookups, so an IPv6 address or a host name
+        # would be answered 200 and then fail at the first RTP send; 488 tells the caller now (RFC 3264 §6).
+        # 0.0.0.0 (RFC 2543 hold) is an IPv4 literal and passes, as before.
+        shown = f"{offer.connection_type} {offer.connection}"
+        raise SdpNotAcceptable(
+            f"connection address {shown!r} is not an IPv4 address; this bridge's RTP is IPv4"
+        )
     wanted = {name.upper() for name in supported}
     codec = next((f for f in offer.formats if f.encoding.upper() in wanted and f.clock_rate == 8000), None)
     if codec is None:
@@ -208,6 +223,16 @@ def negotiate(offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "
         offer_media=tuple(offer.media_lines),
         audio_index=offer.audio_index,
     )
+
+
+def _is_ipv4_literal(addrtype: str, address: str) -> bool:
+    if addrtype != "IP4":
+        return False
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def build_answer(negotiated: Negotiated, *, local_host: str, local_port: int, session_id: int) -> bytes:

@@ -91,8 +91,10 @@ class SipTransport:
         self.ua.answer(call_id, sdp, time.monotonic())
         self._after()
 
-    def reject(self, call_id: str, status: int, reason: str | None = None) -> None:
-        self.ua.reject(call_id, status, time.monotonic(), reason)
+    def reject(
+        self, call_id: str, status: int, reason: str | None = None, warning: str | None = None
+    ) -> None:
+        self.ua.reject(call_id, status, time.monotonic(), reason, warning)
         self._after()
 
     def hangup(self, call_id: str) -> None:

@@ -64,11 +64,12 @@ def _content_type(msg: Request | Response) -> str:
 
 
 def _expires(text: str | None, default: int) -> int:
-    # Overlarge or malformed values fall back to the default (RFC 4475 scalar02 discussion).
+    # Overlarge or malformed values fall back to the default (RFC 4475 scalar02 discussion); isascii() because
+    # isdigit() also takes "²" (octets C2 B2), which int() refuses.
     if text is None:
         return default
     text = text.strip()
-    return int(text) if text.isdigit() and int(text) <= MAX_CSEQ else default
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_CSEQ else default
 
 
 def _dtmf_digit(req: Request) -> str | None:
@@ -86,6 +87,18 @@ def _dtmf_digit(req: Request) -> str | None:
         return None
     value = {"10": "*", "11": "#"}.get(value, value).upper()
     return value if len(value) == 1 and value in "0123456789*#ABCD" else None
+
+
+_CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _quoted_string(text: str) -> str:
+    """`text` as an RFC 3261 §25.1 quoted-string: '"' and '\\' escaped, no control characters (a CR or LF
+    cannot even be a quoted-pair), and a lone surrogate (an undecodable octet of a parsed header) shown as
+    text so the header stays valid UTF-8."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROL_RUN.sub(" ", text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _sipfrag_status(req: Request) -> tuple[int, bool] | None:
@@ -203,11 +216,16 @@ class UserAgent:
         )
         self._send_2xx(call, tx, resp, now)
 
-    def reject(self, call_id: str, status: int, now: float, reason: str | None = None) -> None:
+    def reject(
+        self, call_id: str, status: int, now: float, reason: str | None = None, warning: str | None = None
+    ) -> None:
+        """Final non-2xx answer to a pending INVITE; `warning` becomes a 399 Warning header (§20.43), so the
+        caller's logs say why (e.g. which SDP address we could not use)."""
         found = self._pending(call_id)
         if found is not None:
             call, tx = found
-            self._final(tx, status, now, reason, to_tag=call.local_tag)
+            headers = [("Warning", self._warning(warning))] if warning is not None else []
+            self._final(tx, status, now, reason, headers=headers, to_tag=call.local_tag)
             self._events += self._end(call, "rejected", now)
 
     def hangup(self, call_id: str, now: float) -> None:
@@ -281,7 +299,7 @@ class UserAgent:
         accept = req.headers.get_all("Accept")
         if accept and not any(a.split(";")[0].strip().lower() in _SDP_TYPES for a in accept):
             # Our answer would be SDP, which the caller says it cannot take (RFC 4475 sdp01).
-            warning = f'399 {self.host} "only application/sdp bodies are supported"'
+            warning = self._warning("only application/sdp bodies are supported")
             self._final(tx, 406, now, headers=[("Warning", warning), ("Accept", "application/sdp")])
             return False
         return True
@@ -603,6 +621,11 @@ class UserAgent:
             return []
         self._finish(call, now)
         return [CallEnded(call.call_id, cause)]
+
+    def _warning(self, text: str) -> str:
+        # warn-agent is a hostport (§20.43), so an IPv6 host goes in brackets; 399 is "miscellaneous".
+        agent = f"[{self.host}]" if ":" in self.host else self.host
+        return f"399 {agent} {_quoted_string(text)}"
 
     def _contact(self, transport: Transport) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -9,6 +9,11 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
+try:
+    import uvloop
+except ImportError:  # uvloop has a platform marker
+    uvloop = None
+
 from ivr.media import g711
 from ivr.media.dtmf import encode_event
 from ivr.media.rtp import RtpPacket, parse_rtp
@@ -316,3 +321,76 @@ async def test_packets_held_behind_a_loss_are_released_when_the_caller_goes_quie
         peer.send(rtp(seq, frame(seq)), session.local_port)
     await recorder.until(lambda: len(recorder.audio) == 3 * 320)
     assert bytes(recorder.audio) == pcm_of(1) + SILENCE_FRAME + pcm_of(3)
+
+
+# The bridge runs on uvloop, whose sendto raises ValueError for an address the socket cannot use; the stock
+# loop instead resolves host names inside sendto (blocking DNS on the loop) and reports a gaierror later.
+LOOPS = [
+    pytest.param(asyncio.new_event_loop, id="stock-loop"),
+    pytest.param(
+        uvloop.new_event_loop if uvloop else None,
+        id="uvloop",
+        marks=pytest.mark.skipif(uvloop is None, reason="uvloop not installed"),
+    ),
+]
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+@pytest.mark.parametrize(
+    "remote_host",
+    [
+        "::1",  # IPv6 on an IPv4 socket
+        "pbx.invalid",  # a host name that does not resolve
+        "localhost",  # one that does: sending there would need a DNS lookup on the loop, so it is refused too
+    ],
+)
+def test_unusable_remote_address_counts_send_errors_and_play_still_completes(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], remote_host: str
+) -> None:
+    async def scenario() -> None:
+        peer = await open_peer()
+        recorder = Recorder()
+        session = make_session(recorder, peer.port, remote_host=remote_host)
+        await session.start()
+        try:
+            # 60 ms: three frames, each failing; the prompt still "plays" so the dialplan moves on.
+            assert await asyncio.wait_for(session.play(bytes(2 * 480)), WAIT) is True
+            assert session.send_errors >= 3
+            assert session.last_send_error is not None and remote_host in session.last_send_error
+            assert peer.received.empty()
+            # The socket is intact: the caller's RTP still arrives, and latching to its source address
+            # (a usable one by construction) makes sending work again.
+            peer.send(rtp(1, frame(1)), session.local_port)
+            await recorder.until(lambda: len(recorder.audio) >= 320)
+            errors = session.send_errors
+            assert await asyncio.wait_for(session.play(bytes(320)), WAIT) is True
+            assert (await peer.next_packet()).marker
+            assert session.send_errors == errors
+        finally:
+            await session.close()
+            assert peer.transport is not None
+            peer.transport.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+
+
+async def test_a_send_that_raises_is_counted_and_playback_keeps_pacing(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever the loop's sendto raises for an address it cannot use (ValueError on uvloop, TypeError for a
+    # non-string host), play() must not end early with an exception.
+    session, _ = session_and_recorder
+    transport = session._transport
+    assert transport is not None
+    calls: list[float] = []
+
+    def failing_sendto(data: bytes, addr: Any = None) -> None:
+        calls.append(asyncio.get_running_loop().time())
+        raise (ValueError if len(calls) % 2 else TypeError)(f"cannot send to {addr!r}")
+
+    monkeypatch.setattr(transport, "sendto", failing_sendto)
+    assert await asyncio.wait_for(session.play(bytes(2 * 800)), WAIT) is True  # 100 ms: five frames
+    assert len(calls) == 5 and session.send_errors == 5
+    assert calls[-1] - calls[0] >= 4 * 0.02 - 0.005  # still paced, not dumped at once
+    assert session.last_send_error is not None and "cannot send to" in session.last_send_error

@@ -71,3 +71,52 @@ def test_answer_is_rfc3264() -> None:
     assert lines.index("m=video 0 RTP/AVP 31") > lines.index("m=audio 30000 RTP/AVP 8 101")
     again = negotiate(parse_sdp(answer.encode()))
     assert (again.payload_type, again.remote_port, again.dtmf_payload_type) == (8, 30000, 101)
+
+
+@pytest.mark.parametrize(
+    ("session_c", "media_c", "shown"),
+    [
+        ("c=IN IP6 ::1\r\n", "", "IP6 ::1"),
+        ("c=IN IP4 pbx.example.com\r\n", "", "IP4 pbx.example.com"),
+        ("c=IN IP6 2001:db8::5\r\n", "", "IP6 2001:db8::5"),
+        # A media-level c= overrides the session level (RFC 4566 §5.7), in both directions.
+        ("c=IN IP4 192.0.2.10\r\n", "c=IN IP6 2001:db8::5\r\n", "IP6 2001:db8::5"),
+        ("c=IN IP4 192.0.2.10\r\n", "c=IN IP4 media.example.com\r\n", "IP4 media.example.com"),
+        ("c=IN IP6 192.0.2.10\r\n", "", "IP6 192.0.2.10"),  # the address type itself says IPv6
+    ],
+)
+def test_connection_address_that_is_not_an_ipv4_literal_is_not_acceptable(
+    session_c: str, media_c: str, shown: str
+) -> None:
+    # Our RTP sockets are IPv4 and the media path does no DNS: a 200 would only fail at the first send.
+    with pytest.raises(SdpNotAcceptable) as info:
+        negotiate(parse_sdp(offer("0", media_c, session_c=session_c)))
+    assert (
+        str(info.value) == f"connection address {shown!r} is not an IPv4 address; this bridge's RTP is IPv4"
+    )
+
+
+def test_media_level_ipv4_overrides_a_session_level_ipv6_connection() -> None:
+    n = negotiate(parse_sdp(offer("0", "c=IN IP4 198.51.100.3\r\n", session_c="c=IN IP6 ::1\r\n")))
+    assert (n.remote_host, n.remote_port) == ("198.51.100.3", 40000)
+
+
+def test_ipv4_offers_still_negotiate_including_the_rfc2543_hold_address() -> None:
+    assert negotiate(parse_sdp(offer("0"))).remote_host == "192.0.2.10"
+    held = negotiate(parse_sdp(offer("0", session_c="c=IN IP4 0.0.0.0\r\n")))
+    assert (held.remote_host, held.direction) == ("0.0.0.0", "sendrecv")  # unchanged behaviour
+    assert parse_sdp(offer("0", session_c="c=IN IP6 ::1\r\n")).connection_type == "IP6"
+
+
+def _with(old: str, new: str) -> bytes:
+    return offer("0 96", "a=rtpmap:96 pcmu/8000\r\na=ptime:20\r\n").decode().replace(old, new).encode()
+
+
+def test_non_ascii_digits_are_an_sdp_error_or_ignored_never_a_crash() -> None:
+    # str.isdigit() is True for "²" (UTF-8 C2 B2) and "١" (Arabic-Indic one); int() refuses the first and
+    # reads the second as 1. Neither is an SDP digit (RFC 4566 §9: DIGIT is %x30-39).
+    with pytest.raises(SdpError, match="bad m= line"):
+        parse_sdp(_with("40000", "4²"))
+    assert parse_sdp(_with("a=ptime:20", "a=ptime:2²")).ptime is None
+    assert [f.payload_type for f in parse_sdp(_with("pcmu/8000", "pcmu/8²")).formats] == [0]
+    assert [f.payload_type for f in parse_sdp(_with("RTP/AVP 0 96", "RTP/AVP ١ 96")).formats] == [96]

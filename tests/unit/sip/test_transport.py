@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ivr.sip.events import SipEvent
+from ivr.sip.events import IncomingCall, SipEvent
 from ivr.sip.transport import SipTransport
 from ivr.sip.useragent import UserAgent
 
@@ -65,3 +65,25 @@ async def test_udp_and_tcp_options_and_malformed() -> None:
     finally:
         await transport.close()
     assert events == []
+
+
+async def test_reject_with_a_warning_reaches_the_caller() -> None:
+    events: list[SipEvent] = []
+    transport = SipTransport(UserAgent(host="127.0.0.1", port=0), events.append)
+    await transport.start("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    client = _Client()
+    udp, _ = await loop.create_datagram_endpoint(lambda: client, local_addr=("127.0.0.1", 0))
+    try:
+        via = f"127.0.0.1:{udp.get_extra_info('sockname')[1]}"
+        udp.sendto(request("INVITE", via_host=via), ("127.0.0.1", transport.port))
+        assert _status(await asyncio.wait_for(client.queue.get(), 5)) == 100
+        (incoming,) = events
+        assert isinstance(incoming, IncomingCall)
+        transport.reject(incoming.call_id, 488, warning="not IPv4")
+        final = await asyncio.wait_for(client.queue.get(), 5)
+        assert _status(final) == 488
+        assert b'\r\nWarning: 399 127.0.0.1 "not IPv4"\r\n' in final
+    finally:
+        udp.close()
+        await transport.close()

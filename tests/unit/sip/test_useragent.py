@@ -327,3 +327,50 @@ def test_ack_from_another_party_does_not_confirm_the_dialog() -> None:
     new_call(ua)
     ack = request("ACK", branch="z9hG4bK-ack", to_tag="not-ours", from_tag="someone-else")
     assert ua.receive(ack, CALLER, 0.1) == []
+
+
+def test_reject_with_a_warning_adds_a_quoted_escaped_399_warning_header() -> None:
+    ua = UserAgent(host="192.0.2.1", port=5060)
+    ua.receive(request("INVITE", body=OFFER), CALLER, 0.0)
+    ua.take_outgoing()
+    text = "connection address 'IP6 ::1' is \"not\" IPv4 \\ here\r\nInjected: x\x00\udcff"
+    ua.reject("call-1", 488, 0.0, None, warning=text)
+    assert ua.take_events() == [CallEnded("call-1", "rejected")]
+    (resp,) = responses(ua.take_outgoing())
+    assert resp.status == 488 and resp.reason == "Not Acceptable Here"
+    assert "Injected" not in resp.headers  # no control character survives to split the header (§20.43)
+    # quoted-string (§25.1): '"' and '\' escaped; a lone surrogate shown as text, not sent as a raw byte.
+    assert resp.headers.lines("Warning") == [
+        '399 192.0.2.1 "connection address \'IP6 ::1\' is \\"not\\" IPv4 \\\\ here Injected: x \\\\udcff"'
+    ]
+
+
+def test_reject_with_a_warning_brackets_an_ipv6_warn_agent_and_keeps_the_reason() -> None:
+    ua = UserAgent(host="2001:db8::1", port=5060)
+    ua.receive(request("INVITE", body=OFFER), CALLER, 0.0)
+    ua.take_outgoing()
+    ua.reject("call-1", 488, 0.0, "No IPv6 Media", warning="ipv4 only")
+    (resp,) = responses(ua.take_outgoing())
+    assert resp.reason == "No IPv6 Media"
+    assert resp.headers.lines("Warning") == ['399 [2001:db8::1] "ipv4 only"']  # warn-agent is a hostport
+
+
+def test_reject_without_a_warning_has_no_warning_header() -> None:
+    ua = UserAgent(host="192.0.2.1", port=5060)
+    ua.receive(request("INVITE", body=OFFER), CALLER, 0.0)
+    ua.take_outgoing()
+    ua.reject("call-1", 486, 0.0)
+    (resp,) = responses(ua.take_outgoing())
+    assert resp.status == 486 and "Warning" not in resp.headers
+
+
+def test_register_with_a_non_ascii_digit_in_expires_gets_the_default_not_silence() -> None:
+    # "6²0": the raw octets C2 B2 decode to "²", which str.isdigit() accepts and int() does not.
+    ua = UserAgent(host="192.0.2.1", port=5060, registrar_allow=lambda peer: True)
+    events = ua.receive(request("REGISTER", extra="Expires: 6²0\r\n".replace("²", "\u00b2")), CALLER, 0.0)
+    assert ua.take_diagnostics() == []
+    (ok,) = responses(ua.take_outgoing())
+    assert ok.status == 200 and ok.headers.get("Contact") == "<sip:alice@192.0.2.10:5070>;expires=3600"
+    assert [(e.contact, e.expires) for e in events if isinstance(e, Registered)] == [
+        ("sip:alice@192.0.2.10:5070", 3600)
+    ]
