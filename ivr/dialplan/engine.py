@@ -404,7 +404,11 @@ class DialplanEngine:
         if tries > fallback.retries:
             return self._enter(fallback.goto, kind, now)
         stops = self._stop_all()
-        return [*stops, Routed(self._new_id(), self._name, kind), *self._prompt_then(step, fallback.reprompt or step.play, now)]
+        return [
+            *stops,
+            Routed(self._new_id(), self._name, kind),
+            *self._prompt_then(step, fallback.reprompt or step.play, now),
+        ]
 
     def _matched(self, step: Step, match: tuple[str, str] | None, now: float) -> list[Action]:
         if match is None:

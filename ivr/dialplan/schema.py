@@ -90,7 +90,8 @@ class ListenSettings(_Model):
         default=None, description="an SRGS grammar file beside the dialplan, read once at load"
     )
     audio: AudioChoice = Field(
-        default="pcm16", description="pcm16 (decoded) or g711 (the caller's audio as is, for vendors that take it)"
+        default="pcm16",
+        description="pcm16 (decoded) or g711 (the caller's audio as is, for vendors that take it)",
     )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="vendor options, checked against the vendor"
