@@ -382,6 +382,8 @@ class Call:
             self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
             return
         self._effects.recognition = _Recognition(action.id, stream, action.request.audio_format)
+        if self._rtp is not None:
+            self._rtp.passthrough = action.request.audio_format is not AudioFormat.PCM16
         stream.recognize(action.request)  # its audio is taken from now on; the stream owns the task
 
     def _stop_recognition(self) -> None:

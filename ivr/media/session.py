@@ -114,6 +114,8 @@ class RtpSession:
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP from a foreign source, or of a payload type we do not use
         self.send_errors = 0
+        # True: on_audio gets the G.711 payload as received (for recognizers that take it), not PCM16.
+        self.passthrough = False
         self.last_send_error: str | None = None  # the latest send failure, for the call to log once
         self._on_audio = on_audio
         self._on_dtmf = on_dtmf
@@ -345,5 +347,11 @@ class RtpSession:
             # stays continuous.
             gap = (packet.sequence - previous - 1) & 0xFFFF
             if 0 < gap <= _MAX_FILL_FRAMES:
-                self._on_audio(bytes(2 * len(packet.payload) * gap))
-        self._on_audio(g711.decode(packet.payload, self.payload_type))
+                if self.passthrough:
+                    self._on_audio(g711.silence(self.payload_type, len(packet.payload) * gap))
+                else:
+                    self._on_audio(bytes(2 * len(packet.payload) * gap))
+        if self.passthrough:
+            self._on_audio(packet.payload)  # the caller's G.711 as received: no decode at all
+        else:
+            self._on_audio(g711.decode(packet.payload, self.payload_type))

@@ -506,3 +506,13 @@ async def test_an_ipv6_offer_is_refused_with_a_warning_before_any_port_is_taken(
     assert rig.ports.in_use == 0
     [record] = rig.records()
     assert record["hangup_cause"] == "rejected-488"
+
+
+async def test_prompts_are_read_once_and_a_broken_one_is_reported_not_raised(tmp_path: Path) -> None:
+    tone_wav(tmp_path / "a.wav", 0.1)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....not a wav")
+    cache = PromptCache()
+    errors = await cache.preload([tmp_path / "a.wav", tmp_path / "broken.wav", tmp_path / "missing.wav"])
+    assert len(errors) == 2 and "broken.wav" in errors[0] and "missing.wav" in errors[1]
+    first = await cache.get(tmp_path / "a.wav")
+    assert len(first) == 1600 and await cache.get(tmp_path / "a.wav") is first

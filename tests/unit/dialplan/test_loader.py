@@ -194,3 +194,41 @@ def test_single_keyword_may_be_written_without_brackets(tmp_path: Path) -> None:
 def test_unreadable_file_is_a_dialplan_error(tmp_path: Path) -> None:
     with pytest.raises(DialplanError, match="cannot read the file"):
         load_dialplan(tmp_path / "absent.yaml")
+
+
+# What the step's vendor cannot do is refused at load with file:line, not discovered during a call.
+VENDOR_LIMITS = [
+    ("language", "    routes:\n", "    listen: {language: pt-BR}\n    routes:\n", 6,
+     "step 'menu': mediazen does not recognize language 'pt-BR' (it offers ko, en, ja)"),
+    ("audio", "    routes:\n", "    listen: {audio: g711}\n    routes:\n", 6,
+     "step 'menu': mediazen cannot take pcmu audio (it takes pcm16)"),
+    ("option", "    routes:\n", "    listen:\n      options: {speed: 2}\n    routes:\n", 7,
+     "step 'menu': unknown Mediazen option speed (known: chunk_ms)"),
+    ("vendor", "    routes:\n", "    listen: {vendor: cpqd, language: pt-BR}\n    routes:\n", 6,
+     "step 'menu': recognizer vendor 'cpqd' is not available in this build (available: mediazen)"),
+    ("default language", "start: menu\n", "asr: {language: zh}\nstart: menu\n", 2,
+     "step 'menu': mediazen does not recognize language 'zh' (it offers ko, en, ja)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "old", "new", "line", "message"), VENDOR_LIMITS)
+def test_what_the_vendor_cannot_do_is_refused_at_load(
+    tmp_path: Path, what: str, old: str, new: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, BASE.replace(old, new, 1))
+    assert validate_only(path) == [f"{path}:{line}: {message}"]
+
+
+def test_japanese_on_mediazen_is_accepted_as_jp(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("    routes:\n", "    listen: {language: ja}\n    routes:\n", 1))
+    assert validate_only(path) == []
+
+
+def test_a_grammar_file_is_read_at_load_and_a_missing_one_is_an_error(tmp_path: Path) -> None:
+    text = BASE.replace("    routes:\n", "    listen: {grammar_file: menu.gram}\n    routes:\n", 1)
+    path = write(tmp_path, text)
+    assert validate_only(path) == [
+        f"{path}:6: step 'menu' grammar 'menu.gram' cannot be read: No such file or directory"
+    ]
+    (tmp_path / "menu.gram").write_text("#ABNF 1.0;\nroot $a;\n$a = 상담원;\n", encoding="utf-8")
+    assert load_dialplan(path).grammar_text("menu.gram") == "#ABNF 1.0;\nroot $a;\n$a = 상담원;\n"

@@ -394,3 +394,16 @@ async def test_a_send_that_raises_is_counted_and_playback_keeps_pacing(
     assert len(calls) == 5 and session.send_errors == 5
     assert calls[-1] - calls[0] >= 4 * 0.02 - 0.005  # still paced, not dumped at once
     assert session.last_send_error is not None and "cannot send to" in session.last_send_error
+
+
+async def test_passthrough_hands_over_the_g711_payload_as_received(
+    peer: Peer, session_and_recorder: tuple[RtpSession, Recorder]
+) -> None:
+    session, recorder = session_and_recorder
+    session.passthrough = True  # a recognizer that takes MULAW/ALAW: no decode at all
+    peer.send(rtp(200, frame(200)), session.local_port)
+    peer.send(rtp(202, frame(202)), session.local_port)  # 201 lost
+    peer.send(rtp(203, frame(203)), session.local_port)
+    silence = g711.silence(session.payload_type, len(frame(200)))
+    await recorder.until(lambda: len(recorder.audio) >= 4 * len(frame(200)))
+    assert bytes(recorder.audio) == frame(200) + silence + frame(202) + frame(203)
