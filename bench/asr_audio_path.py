@@ -1,4 +1,4 @@
-"""Per-packet cost of handing caller audio to a recognizer: RecognizerStream.audio() through the Mediazen codec.
+"""Per-packet cost of handing caller audio to a recognizer: RecognizerStream.audio() with the Mediazen codec.
 
 Many calls stream at once; each 20 ms packet of PCM16 goes into the call's stream, which coalesces it into
 the codec's 100 ms frames and wakes its writer once per frame. The connection is in memory and only counts,
