@@ -191,6 +191,7 @@ class Call:
         self._g711 = AudioFormat.PCMU
         self._streams: dict[str, RecognizerStream] = {}
         self._effects = _Effects()
+        self._send_error_logged = False
         self._step = ""
         self._cause: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -353,6 +354,12 @@ class Call:
             pcm = await self._prompts.get(action.path)
             completed = await self._rtp.play(pcm)
             self.log.debug("prompt done", path=action.path.name, completed=completed)
+            if self._rtp.send_errors and not self._send_error_logged:
+                # Once per call: the network ate the prompt; the flow goes on rather than stall.
+                self._send_error_logged = True
+                self.log.warning(
+                    "RTP send failing", errors=self._rtp.send_errors, error=self._rtp.last_send_error
+                )
         except asyncio.CancelledError:
             if self._rtp is not None:
                 self._rtp.stop_playback()
