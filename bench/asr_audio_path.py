@@ -16,46 +16,35 @@ import structlog
 
 from ivr.asr.base import AsrEvent, Frame, RecognitionRequest
 from ivr.asr.mediazen import MediazenCodec
-from ivr.asr.stream import Connection, ConnectionLost, RecognizerStream
+from ivr.asr.memory import MemoryConnection
+from ivr.asr.stream import Connection, RecognizerStream
 
 REPLY_OK = '{"topic":"asr:ko","payload":{"status":"ok"},"event":"reply"}'
 CLOSE = '{"topic":"asr:ko","payload":{},"event":"close"}'
 PACKET = bytes(320)  # 20 ms of PCM16 at 8 kHz
 
 
-class CountingConnection:
+class CountingPeer:
+    """A Mediazen server that accepts every join and quit, and only counts the audio."""
+
     def __init__(self) -> None:
-        self.inbound: asyncio.Queue[Frame | None] = asyncio.Queue()
         self.audio_bytes = 0
 
-    async def send(self, frame: Frame) -> None:
+    def respond(self, frame: Frame) -> list[Frame]:
         if isinstance(frame, bytes):
             self.audio_bytes += len(frame)
-        elif '"join"' in frame:
-            self.inbound.put_nowait(REPLY_OK)
-        elif '"quit"' in frame:
-            self.inbound.put_nowait(CLOSE)
-
-    async def recv(self) -> Frame:
-        frame = await self.inbound.get()
-        if frame is None:
-            raise ConnectionLost(None)
-        return frame
-
-    async def close(self) -> None:
-        self.inbound.put_nowait(None)
-
-    def abort(self) -> None:
-        self.inbound.put_nowait(None)
+            return []
+        if '"join"' in frame:
+            return [REPLY_OK]
+        return [CLOSE] if '"quit"' in frame else []
 
 
 async def measure(calls: int, packets: int) -> float:
-    connections: list[CountingConnection] = []
+    peers: list[CountingPeer] = []
 
     async def connect() -> Connection:
-        connection = CountingConnection()
-        connections.append(connection)
-        return connection
+        peers.append(CountingPeer())
+        return MemoryConnection(peers[-1].respond)
 
     def ignore(event: AsrEvent) -> None:
         pass
@@ -71,7 +60,7 @@ async def measure(calls: int, packets: int) -> float:
         await asyncio.sleep(0)  # the loop's turn, as between datagrams
     await asyncio.sleep(0)
     elapsed = time.process_time() - start
-    sent = sum(c.audio_bytes for c in connections)
+    sent = sum(p.audio_bytes for p in peers)
     assert sent >= calls * (packets - 5) * len(PACKET), f"only {sent} bytes reached the connections"
     await asyncio.gather(*(stream.close() for stream in streams))
     return elapsed / (calls * packets) * 1e6

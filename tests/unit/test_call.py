@@ -13,7 +13,7 @@ import json
 import re
 import struct
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from ivr.asr.base import (
     StartOfSpeech,
     UnsupportedRequest,
 )
-from ivr.asr.stream import Connection, ConnectionLost, RecognizerStream
+from ivr.asr.memory import MemoryConnection
+from ivr.asr.stream import Connection, RecognizerStream
 from ivr.call import Call, CallSettings, PromptCache
 from ivr.cdr import CdrWriter
 from ivr.dialplan import load_dialplan
@@ -157,35 +158,15 @@ class ScriptedServer:
             return ["started"]
         return {"hello": ["hello"], "end": ["nothing"], "bye": ["bye"]}.get(frame, [])
 
-    def connector(self) -> Callable[[], asyncio.Future[Connection]]:
+    def connector(self) -> Callable[[], Awaitable[Connection]]:
         async def connect() -> Connection:
             self.connections += 1
-            return MemoryConnection(self)
+            return MemoryConnection(self.respond, on_close=self.closing)
 
-        return connect  # type: ignore[return-value]
+        return connect
 
-
-class MemoryConnection:
-    def __init__(self, server: ScriptedServer) -> None:
-        self.server = server
-        self.inbound: asyncio.Queue[Frame | None] = asyncio.Queue()
-
-    async def send(self, frame: Frame) -> None:
-        for reply in self.server.respond(frame):
-            self.inbound.put_nowait(reply)
-
-    async def recv(self) -> Frame:
-        frame = await self.inbound.get()
-        if frame is None:
-            raise ConnectionLost(None)
-        return frame
-
-    async def close(self) -> None:
-        self.server.closed += 1
-        self.inbound.put_nowait(None)
-
-    def abort(self) -> None:
-        self.inbound.put_nowait(None)
+    def closing(self) -> None:
+        self.closed += 1
 
 
 # ---- SIP in memory: our real user agent core, the caller's side written by hand
