@@ -23,6 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from ivr.asr.base import AudioFormat
+from ivr.asr.registry import check_step
+
 Loc = tuple[str | int, ...]
 
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
@@ -341,9 +344,6 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
 
 def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
     """Refuse at load what the step's vendor cannot do, rather than fail (in silence) during a call."""
-    from ivr.asr.base import AudioFormat
-    from ivr.asr.registry import check_step
-
     for name, step in dialplan.steps.items():
         if not step.listens:
             continue
