@@ -160,6 +160,7 @@ class RecognizerStream:
         self._open: set[int] = set()  # requests without a Final yet
         self._pending = bytearray()  # audio of the request not yet given to the codec
         self._ending: int | None = None  # end() came before the vendor listened: end once it does
+        self._timers_due: int | None = None  # start_timers() came before the vendor had the request
         self._starting: set[asyncio.Task[None]] = set()
         self._chunk_bytes = 1600
         self._max_backlog = 80000
@@ -200,6 +201,8 @@ class RecognizerStream:
                 return  # cancelled or failed meanwhile: its Final is out already
             self._chunk_bytes = max(2, codec.chunk_ms * per_second // 1000)
             self._dispatch(codec.send(request, self._loop.time()))
+            if self._timers_due == request.id and codec.recognition == request.id:
+                codec.start_timers(self._loop.time())
         except UnsupportedRequest as exc:
             self._log.warning("asr.request_refused", reason=str(exc))
             self._finish_request(request.id, VendorError("", str(exc)))
@@ -233,10 +236,15 @@ class RecognizerStream:
             self._overflow(len(pending))
 
     def start_timers(self) -> None:
+        """The prompt has ended; before the vendor has the request, the timers start as soon as it does."""
         codec = self._codec
-        if codec is not None and self._request is not None and codec.recognition == self._request.id:
+        if self._request is None:
+            return
+        if codec is not None and codec.recognition == self._request.id:
             codec.start_timers(self._loop.time())
             self._after()
+        else:
+            self._timers_due = self._request.id
 
     def end(self, recognition: int) -> None:
         """The caller's audio for ``recognition`` is over; its last results and Final follow."""
