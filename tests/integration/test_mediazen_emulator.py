@@ -1,5 +1,6 @@
-"""The Mediazen emulator as a real process with Vosk, driven by a plain WebSocket client written from the
-vendor document (/work/shared/specs/000-mediazen-asr-websocket.md), not from our client codec."""
+"""The Mediazen emulator as a real process with Vosk (ko) and pocketsphinx (en), driven by a plain WebSocket
+client written from the vendor document (/work/shared/specs/000-mediazen-asr-websocket.md), not from our
+client codec."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ivr.emulators.mediazen import AudioReceived, JoinRequested, MediazenServerProtocol, SendMessage
+from ivr.emulators.mediazen import (
+    AudioReceived,
+    CloseConnection,
+    JoinRequested,
+    MediazenServerProtocol,
+    QuitRequested,
+    SendMessage,
+    SessionState,
+)
 from tests.integration.harness import speak
 
 pytestmark = pytest.mark.integration
@@ -37,14 +46,20 @@ DEMO_MENU = [
     "메인 메뉴",
 ]
 SPOKEN = ["상담원 연결해 주세요", "메인 메뉴", "네"]  # reliable with espeak-ng (TOOLBOX.md)
+# English phrases in the same --phrases file: Latin phrases go to the English engine, Hangul ones to Korean.
+ENGLISH_MENU = ["agent", "speak to an agent", "representative", "check my balance", "yes", "no", "main menu"]
 FRAME = 320  # 20 ms of 16-bit 8 kHz
 TIMEOUT = 15.0
 
 
-def _speech(text: str, directory: Path, *, trailing_silence: float) -> bytes:
-    """espeak-ng Korean as a phone carries it (8 kHz, µ-law round trip), as raw 16-bit PCM."""
+def _speech(text: str, directory: Path, *, trailing_silence: float, voice: str = "ko") -> bytes:
+    """espeak-ng speech as a phone carries it (8 kHz, µ-law round trip), as raw 16-bit PCM."""
     wav = speak(
-        text, directory / f"{abs(hash((text, trailing_silence)))}.wav", lead=0.0, tail=trailing_silence
+        text,
+        directory / f"{abs(hash((text, trailing_silence)))}.wav",
+        voice=voice,
+        lead=0.0,
+        tail=trailing_silence,
     )
     with wave.open(str(wav)) as w:
         return w.readframes(w.getnframes())
@@ -63,7 +78,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     phrases = tmp_path_factory.mktemp("phrases") / "menu.txt"
-    phrases.write_text("# demo menu\n" + "\n".join(DEMO_MENU[:-1]) + "\n", encoding="utf-8")
+    menu = [*DEMO_MENU[:-1], *ENGLISH_MENU]
+    phrases.write_text("# demo menu\n" + "\n".join(menu) + "\n", encoding="utf-8")
     log = (tmp_path_factory.mktemp("log") / "emulator.log").open("w")
     cmd = [sys.executable, "-m", "ivr.emulators.mediazen", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--phrases", str(phrases), "--phrase", DEMO_MENU[-1]]
@@ -116,9 +132,9 @@ async def _until_final(ws: ClientConnection) -> tuple[list[dict[str, Any]], dict
         partials.append(message)
 
 
-async def _quit(ws: ClientConnection) -> list[dict[str, Any]]:
+async def _quit(ws: ClientConnection, language: str = "ko") -> list[dict[str, Any]]:
     """Send quit; every message up to and including close, and check the server then closes the socket."""
-    await ws.send(json.dumps({"language": "ko", "cmd": "quit"}))
+    await ws.send(json.dumps({"language": language, "cmd": "quit"}))
     messages = [await _recv(ws)]
     while messages[-1]["event"] != "close":
         messages.append(await _recv(ws))
@@ -237,11 +253,26 @@ async def test_audio_before_join_gets_an_error_then_join_works(emulator: str) ->
         await _quit(ws)
 
 
-@pytest.mark.parametrize("language", ["en", "fr"])
+async def test_english_is_served_by_the_local_english_engine(emulator: str, tmp_path: Path) -> None:
+    speech = _speech("check my balance", tmp_path, trailing_silence=0.8, voice="en-us")
+    async with connect(emulator, compression=None) as ws:
+        assert await _join(ws, "en") == {"topic": "asr:en", "payload": {"status": "ok"}, "event": "reply"}
+        await _stream(ws, speech)
+        partials, final = await _until_final(ws)
+        assert all(p["topic"] == "asr:en" and p["payload"]["epd"] is False for p in partials)
+        assert final["topic"] == "asr:en" and final["payload"]["epd"] is True
+        assert _text(final) == "check my balance"
+        assert 0.0 < final["payload"]["stt"][0]["confidence"] <= 1.0
+        assert await _quit(ws, "en") == [{"topic": "asr:en", "payload": {}, "event": "close"}]
+
+
+@pytest.mark.parametrize("language", ["jp", "fr"])
 async def test_language_without_a_model_is_refused_and_closed(emulator: str, language: str) -> None:
     async with connect(emulator, compression=None) as ws:
         reply = await _join(ws, language)
         _assert_error(reply, topic="asr:ko" if language == "fr" else f"asr:{language}")
+        if language == "jp":
+            assert "no local Japanese engine is installed" in reply["payload"]["message"]
         with pytest.raises(ConnectionClosed):
             await _recv(ws)
     async with connect(emulator, compression=None) as ws:  # and the server still serves
@@ -274,3 +305,20 @@ def test_core_sends_a_partial_only_when_it_changes_and_silence_is_no_utterance()
     final = core.recognized("", 0.0, True)  # speech reported, nothing survived: an empty epd closes it
     assert isinstance(final[0], SendMessage)
     assert json.loads(final[0].text)["payload"] == {"stt_cnt": 0, "stt": [], "epd": True}
+
+
+def test_core_states_from_join_to_close() -> None:
+    core = MediazenServerProtocol()
+    assert core.state is SessionState.IDLE
+    assert core.receive_text('{"language":"en","cmd":"join"}') == [JoinRequested("en")]
+    assert core.state is SessionState.JOINING and core.topic == "asr:en"
+    core.accept_join()
+    assert core.state is SessionState.JOINED
+    assert core.receive_text('{"language":"en","cmd":"quit"}') == [QuitRequested()]
+    assert core.state is SessionState.QUITTING
+    events = core.finished("yes", 1.0)
+    assert core.state is SessionState.CLOSED and isinstance(events[-1], CloseConnection)
+    assert [json.loads(e.text)["event"] for e in events if isinstance(e, SendMessage)] == [
+        "new:text",
+        "close",
+    ]
