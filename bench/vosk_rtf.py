@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ivr.emulators.engine import VoskEngine, VoskSession
+from ivr.emulators.engine import VoskEngine, VoskSession, transcribe
 
 DEMO_MENU = [
     "상담원 연결해 주세요",
@@ -54,15 +54,8 @@ def speech(text: str, directory: Path) -> bytes:
 async def recognize(engine: VoskEngine, pcm: bytes) -> tuple[str, float, float]:
     """(final text, confidence, seconds of processing)."""
     session = engine.new_session(8000)
-    finals: list[tuple[str, float]] = []
     start = time.perf_counter()
-    for i in range(0, len(pcm), FRAME):
-        text, confidence, endpoint = await session.accept(pcm[i : i + FRAME])
-        if endpoint and text:
-            finals.append((text, confidence))
-    text, confidence = await session.finish()
-    if text:
-        finals.append((text, confidence))
+    finals = await transcribe(session, pcm, FRAME)
     elapsed = time.perf_counter() - start
     return " ".join(t for t, _ in finals), (finals[0][1] if finals else 0.0), elapsed
 

@@ -608,3 +608,16 @@ def load_engines(
         if missing:
             log.warning("%s: words the model cannot say: %s", language, ", ".join(missing))
     return LocalEngines(engines, unavailable, executor)
+
+
+async def transcribe(session: RecognizerSession, pcm: bytes, frame: int = 320) -> list[tuple[str, float]]:
+    """Every non-empty final of one stream fed in frames (20 ms by default), the flush included."""
+    finals: list[tuple[str, float]] = []
+    for i in range(0, len(pcm), frame):
+        text, confidence, endpoint = await session.accept(pcm[i : i + frame])
+        if endpoint and text:
+            finals.append((text, confidence))
+    text, confidence = await session.finish()
+    if text:
+        finals.append((text, confidence))
+    return finals

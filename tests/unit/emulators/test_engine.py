@@ -17,6 +17,7 @@ from ivr.emulators.engine import (
     phrase_script,
     phrases_for,
     read_phrases,
+    transcribe,
 )
 from tests.integration.harness import speak
 
@@ -36,16 +37,7 @@ def _pcm(text: str, directory: Path, *, tail: float = 0.8) -> bytes:
 
 async def _recognize(engine: PocketsphinxEngine, pcm: bytes) -> list[tuple[str, float]]:
     """Every non-empty final of one stream fed in 20 ms frames, the flush included."""
-    session = engine.new_session(8000)
-    finals = []
-    for i in range(0, len(pcm), FRAME):
-        text, confidence, endpoint = await session.accept(pcm[i : i + FRAME])
-        if endpoint and text:
-            finals.append((text, confidence))
-    text, confidence = await session.finish()
-    if text:
-        finals.append((text, confidence))
-    return finals
+    return await transcribe(engine.new_session(8000), pcm, FRAME)
 
 
 @pytest.fixture(scope="module")
