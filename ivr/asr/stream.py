@@ -179,7 +179,7 @@ class RecognizerStream:
             self.cancel(self._request.id)
         self._open.add(request.id)
         if self._closed:
-            self._deliver_final(request.id, "the call's recognizer stream is closed")
+            self._end_request(request.id, ResultStatus.ERROR, "the call's recognizer stream is closed")
         else:
             self._request = request
             self._ending = None
@@ -205,7 +205,7 @@ class RecognizerStream:
                 codec.start_timers(self._loop.time())
         except UnsupportedRequest as exc:
             self._log.warning("asr.request_refused", reason=str(exc))
-            self._finish_request(request.id, VendorError("", str(exc)))
+            self._end_request(request.id, ResultStatus.ERROR, VendorError("", str(exc)))
             return
         except (RecognizerError, ConnectionLost, OSError) as exc:
             self._fail(VendorError("", str(exc)))
@@ -215,8 +215,7 @@ class RecognizerStream:
                 self._teardown()  # a half-open connection must not outlive its caller
             raise
         except Exception as exc:  # a codec bug must end the recognition, not leave the caller waiting
-            self._log.exception("asr.codec_failed")
-            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            self._codec_failed(exc)
             return
         self._after()
         if self._codec is not None and self._codec.state is SessionState.STARTING:
@@ -263,14 +262,12 @@ class RecognizerStream:
     def cancel(self, recognition: int) -> None:
         """The step moved on: the recognition's Final(CANCELLED) comes out now."""
         if self._request is not None and self._request.id == recognition:
-            self._request = None
+            self._request = None  # before the codec hears of it: no more of its audio, whatever it says
             self._pending.clear()
         codec = self._codec
         if codec is not None and codec.recognition == recognition:
             self._call(lambda now: codec.cancel(now))
-        if recognition in self._open:
-            self._open.discard(recognition)
-            self._on_event(Final(recognition, ResultStatus.CANCELLED))
+        self._end_request(recognition, ResultStatus.CANCELLED)
 
     async def close(self) -> None:
         """End the session politely (the vendor's goodbye, bounded by close_timeout), then the socket."""
@@ -298,7 +295,7 @@ class RecognizerStream:
             for task in self._starting:
                 task.cancel()
             for recognition in sorted(self._open):
-                self._deliver_final(recognition, "the call ended", ResultStatus.CANCELLED)
+                self._end_request(recognition, ResultStatus.CANCELLED)
 
     # ---- internals
 
@@ -316,7 +313,8 @@ class RecognizerStream:
         if self._closed:
             raise RecognizerError("the call's recognizer stream is closed")
         for earlier in sorted(self._open - {request.id}):
-            self._finish_request(earlier, VendorError("", f"{self.vendor} did not finish the recognition"))
+            error = VendorError("", f"{self.vendor} did not finish the recognition")
+            self._end_request(earlier, ResultStatus.ERROR, error)
         self._teardown()
         codec = self._codec_factory(request)
         self._connecting = asyncio.ensure_future(self._connector())
@@ -349,8 +347,7 @@ class RecognizerStream:
         try:
             events = step(self._loop.time())
         except Exception as exc:
-            self._log.exception("asr.codec_failed")
-            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            self._codec_failed(exc)
             return
         self._dispatch(events)
         self._after()
@@ -358,15 +355,7 @@ class RecognizerStream:
     def _after(self) -> None:
         """After any codec call: send what it queued, honour its deadline, let waiters look again."""
         codec = self._codec
-        if codec is None:
-            return
-        for frame in codec.data_to_send():
-            self._outbox.append(frame)
-            self._outbox_bytes += len(frame)
-        if self._outbox:
-            self._wake.set()
-        if self._outbox_bytes > self._max_backlog:
-            self._overflow(self._outbox_bytes)
+        if codec is None or not self._queue(codec.data_to_send()):
             return
         deadline = codec.deadline()
         if self._deadline is not None and (deadline is None or deadline != self._deadline.when()):
@@ -391,17 +380,26 @@ class RecognizerStream:
                 codec.audio(bytes(pending[:size]), now)
                 del pending[:size]
         except Exception as exc:
-            self._log.exception("asr.codec_failed")
-            self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+            self._codec_failed(exc)
             return
-        frames = codec.data_to_send()
-        if frames:
-            for frame in frames:
-                self._outbox_bytes += len(frame)
-            self._outbox.extend(frames)
-            self._wake.set()  # once per chunk, not per packet
-            if self._outbox_bytes > self._max_backlog:
-                self._overflow(self._outbox_bytes)
+        self._queue(codec.data_to_send())
+
+    def _queue(self, frames: list[Frame]) -> bool:
+        """Frames to the writer, woken once per batch rather than per packet; False on backlog overflow."""
+        if not frames:
+            return True
+        for frame in frames:
+            self._outbox_bytes += len(frame)
+        self._outbox.extend(frames)
+        self._wake.set()
+        if self._outbox_bytes > self._max_backlog:
+            self._overflow(self._outbox_bytes)
+            return False
+        return True
+
+    def _codec_failed(self, exc: Exception) -> None:
+        self._log.exception("asr.codec_failed")
+        self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
 
     def _overflow(self, backlog: int) -> None:
         seconds = backlog / (self._request.audio_format.bytes_per_second if self._request else 16000)
@@ -424,12 +422,8 @@ class RecognizerStream:
     def _dispatch(self, events: list[AsrEvent]) -> None:
         for event in events:
             if isinstance(event, Final):
-                if event.recognition not in self._open:
+                if not self._forget(event.recognition):
                     continue  # cancelled already: its Final went out then
-                self._open.discard(event.recognition)
-                if self._request is not None and self._request.id == event.recognition:
-                    self._request = None
-                    self._pending.clear()
                 if event.error is not None:
                     self._log.warning(
                         "asr.recognition_failed", status=event.status.value, error=str(event.error)
@@ -487,23 +481,27 @@ class RecognizerStream:
         if codec is not None:
             self._dispatch(codec.connection_lost(error))
         for recognition in sorted(self._open):
-            self._finish_request(recognition, error)
+            self._end_request(recognition, ResultStatus.ERROR, error)
         self._teardown()
 
-    def _finish_request(self, recognition: int, error: VendorError) -> None:
+    def _forget(self, recognition: int) -> bool:
+        """Take no more audio for ``recognition`` and close its books; False if its Final is out already."""
         if self._request is not None and self._request.id == recognition:
             self._request = None
             self._pending.clear()
-        if recognition in self._open:
-            self._open.discard(recognition)
-            self._on_event(Final(recognition, ResultStatus.ERROR, error=error))
-
-    def _deliver_final(
-        self, recognition: int, reason: str, status: ResultStatus = ResultStatus.ERROR
-    ) -> None:
+        if recognition not in self._open:
+            return False
         self._open.discard(recognition)
-        error = VendorError("", reason) if status is ResultStatus.ERROR else None
-        self._on_event(Final(recognition, status, error=error))
+        return True
+
+    def _end_request(
+        self, recognition: int, status: ResultStatus, error: VendorError | str | None = None
+    ) -> None:
+        """The driver's own Final for ``recognition`` (refused, failed, cancelled), unless one is out."""
+        if self._forget(recognition):
+            if isinstance(error, str):
+                error = VendorError("", error)
+            self._on_event(Final(recognition, status, error=error))
 
     def _teardown(self) -> None:
         """Drop the connection and everything running for it (also mid-connect): nothing leaks."""
