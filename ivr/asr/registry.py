@@ -62,24 +62,31 @@ def make_codec(
     return vendor_info(vendor).make(dict(options or {}))
 
 
-def check_step(vendor: str, language: str, audio: AudioFormat, options: Mapping[str, object]) -> list[str]:
-    """What ``vendor`` cannot do of a listen step, one message per problem (empty when it can)."""
+def check_step(
+    vendor: str, language: str, audio: AudioFormat, options: Mapping[str, object]
+) -> list[tuple[str, str]]:
+    """What ``vendor`` cannot do of a listen step: (the key at fault: vendor, language, audio or options,
+    the message), one per problem; empty when it can."""
     info = _VENDORS.get(vendor.lower())
     if info is None:
         return [
-            f"recognizer vendor '{vendor}' is not available in this build "
-            f"(available: {', '.join(known_vendors())})"
+            (
+                "vendor",
+                f"recognizer vendor '{vendor}' is not available in this build "
+                f"(available: {', '.join(known_vendors())})",
+            )
         ]
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if info.language(language) is None:
+        offered = ", ".join(info.languages)
         problems.append(
-            f"{vendor} does not recognize language '{language}' (it offers {', '.join(info.languages)})"
+            ("language", f"{vendor} does not recognize language '{language}' (it offers {offered})")
         )
     if audio not in info.audio_formats:
         offered = ", ".join(sorted(f.value for f in info.audio_formats))
-        problems.append(f"{vendor} cannot take {audio.value} audio (it takes {offered})")
+        problems.append(("audio", f"{vendor} cannot take {audio.value} audio (it takes {offered})"))
     try:
         info.validate_options(dict(options))
     except ValueError as exc:
-        problems.append(str(exc))
+        problems.append(("options", str(exc)))
     return problems

@@ -352,18 +352,12 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
         language = settings.language or dialplan.asr.language
         audio = AudioFormat.PCM16 if settings.audio == "pcm16" else AudioFormat.PCMU
         at: Loc = ("steps", name, "listen") if step.listen is not None else ("steps", name)
-        for problem in check_step(vendor, language, audio, settings.options):
-            where = at
-            if "language" in problem:
-                where = (*at, "language") if settings.language else ("asr", "language")
-            elif "option" in problem:
-                where = (*at, "options")
-            elif "audio" in problem:
-                where = (*at, "audio")
-            elif settings.vendor is not None:
-                where = (*at, "vendor")
+        for key, problem in check_step(vendor, language, audio, settings.options):
+            # A default from `asr:` is wrong at `asr:`, unless the step overrides it.
+            if key in ("vendor", "language") and getattr(settings, key) is None:
+                where: Loc = ("asr", key)
             else:
-                where = ("asr", "vendor")
+                where = (*at, key)
             yield Issue(where, f"step '{name}': {problem}")
 
 

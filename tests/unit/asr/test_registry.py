@@ -33,11 +33,11 @@ def test_bad_options_are_rejected() -> None:
 def test_check_step_says_what_the_vendor_cannot_do() -> None:
     assert check_step("mediazen", "ja", AudioFormat.PCM16, {}) == []  # sent as jp
     assert check_step("mediazen", "ko-KR", AudioFormat.PCM16, {"chunk_ms": 40}) == []
-    [language] = check_step("mediazen", "pt-BR", AudioFormat.PCM16, {})
-    assert "language 'pt-BR'" in language and "ko, en, ja" in language
-    [audio] = check_step("mediazen", "ko", AudioFormat.PCMA, {})
-    assert "pcma" in audio
-    [option] = check_step("mediazen", "ko", AudioFormat.PCM16, {"speed": 2})
-    assert "speed" in option
-    [vendor] = check_step("cpqd", "pt-BR", AudioFormat.PCM16, {})
-    assert "not available" in vendor
+    [(key, language)] = check_step("mediazen", "pt-BR", AudioFormat.PCM16, {})
+    assert key == "language" and "language 'pt-BR'" in language and "ko, en, ja" in language
+    [(key, audio)] = check_step("mediazen", "ko", AudioFormat.PCMA, {})
+    assert key == "audio" and "pcma" in audio
+    [(key, option)] = check_step("mediazen", "ko", AudioFormat.PCM16, {"speed": 2})
+    assert key == "options" and "speed" in option
+    [(key, vendor)] = check_step("cpqd", "pt-BR", AudioFormat.PCM16, {})
+    assert key == "vendor" and "not available" in vendor
