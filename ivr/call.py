@@ -132,11 +132,10 @@ class PromptCache:
 
 @dataclass
 class _Recognition:
-    """The listen in progress: its id, where its audio goes, in which format."""
+    """The listen in progress: its id, and where its audio goes."""
 
     id: int
     stream: RecognizerStream
-    audio_format: AudioFormat
 
 
 @dataclass
@@ -388,7 +387,7 @@ class Call:
             reason = f"no URL configured for {action.vendor}"
             self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
             return
-        self._effects.recognition = _Recognition(action.id, stream, action.request.audio_format)
+        self._effects.recognition = _Recognition(action.id, stream)
         if self._rtp is not None:
             self._rtp.passthrough = action.request.audio_format is not AudioFormat.PCM16
         stream.recognize(action.request)  # its audio is taken from now on; the stream owns the task

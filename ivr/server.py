@@ -13,7 +13,7 @@ from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream, websocket_connector
 from ivr.call import Call, CallSettings, PromptCache
 from ivr.cdr import CdrWriter
-from ivr.config import Settings, vendor_endpoint
+from ivr.config import Settings, VendorEndpoint, vendor_endpoint
 from ivr.dialplan.schema import Dialplan
 from ivr.media.session import PortAllocator
 from ivr.sip.events import IncomingCall, Registered, SipEvent
@@ -35,6 +35,7 @@ class Bridge:
         self._ports = PortAllocator(settings.rtp_port_low, settings.rtp_port_high)
         self._prompts = PromptCache()
         self._cdr = CdrWriter(settings.cdr_path)
+        self._endpoints: dict[str, VendorEndpoint | None] = {}
         self._call_settings = CallSettings(
             rtp_host=settings.rtp_host,
             sdp_host=settings.contact_host,
@@ -88,7 +89,9 @@ class Bridge:
         await self._cdr.aclose()
 
     def _recognizer(self, vendor: str, on_event: Callable[[AsrEvent], None]) -> RecognizerStream | None:
-        endpoint = vendor_endpoint(self.settings, vendor)
+        if vendor not in self._endpoints:  # once per vendor, not once per call
+            self._endpoints[vendor] = vendor_endpoint(self.settings, vendor)
+        endpoint = self._endpoints[vendor]
         if endpoint is None:
             return None
         credentials = endpoint.credentials
