@@ -191,7 +191,6 @@ class DialplanEngine:
         self._next_id = 0
         self._prompt: int | None = None  # the prompt playing
         self._listen: int | None = None  # the recognition whose outcome we wait for
-        self._listening_barge_in = False
         self._transfer: int | None = None
         self._speaking = False
         self._recognizer_failed = False
@@ -230,7 +229,7 @@ class DialplanEngine:
         if self._phase is not _Phase.LISTENING:
             return []
         if isinstance(event, Digit):
-            if self._prompt is not None and not self._listening_barge_in:
+            if self._prompt is not None and not step.settings.barge_in:
                 return []
             return self._matched(step, self._match_digit(step, event.digit), now)
         if event.id != self._listen:
@@ -337,7 +336,6 @@ class DialplanEngine:
             step.settings.barge_in,
         )
         self._listen = listen.id
-        self._listening_barge_in = listen.barge_in
         self._speaking = False
         return listen
 
@@ -372,7 +370,7 @@ class DialplanEngine:
     def _speech_started(self, step: Step, now: float) -> list[Action]:
         self._speaking = True
         self._arm(_Timer.MAX_SPEECH, now + (step.settings.max_speech or SPEECH_GUARD))
-        if self._listening_barge_in and self._prompt is not None:
+        if step.settings.barge_in and self._prompt is not None:
             stop = Cancel(self._prompt)
             self._prompt = None  # cut: its PromptFinished is stale, and the no-input timer is not started
             return [stop]
