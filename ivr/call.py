@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +50,7 @@ from ivr.dialplan.engine import (
     TransferEnded,
 )
 from ivr.dialplan.schema import Dialplan
+from ivr.handoff import emotion_value, refer_target, transfer_headers
 from ivr.media.prompt import load_prompt
 from ivr.media.session import PortAllocator, RtpSession
 from ivr.sip.events import (
@@ -87,7 +88,7 @@ class CallSignalling(Protocol):
         self, call_id: str, status: int, reason: str | None = None, warning: str | None = None
     ) -> None: ...
     def hangup(self, call_id: str) -> None: ...
-    def refer(self, call_id: str, target: str) -> None: ...
+    def refer(self, call_id: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> None: ...
 
 
 # vendor, event sink -> the call's stream for that vendor; None when no URL is configured for it.
@@ -300,11 +301,20 @@ class Call:
             if event is None:
                 actions = engine.tick(now)
                 continue
-            if isinstance(event, Recognized):
-                self.record.transcripts.append(Transcript(self._step, event.text, event.confidence))
+            if isinstance(event, Recognized | NotRecognized) and event.id == engine.recognition:
+                self._record_turn(event)
             elif isinstance(event, Digit):
                 self.record.digits.append(event.digit)
             actions = engine.handle(event, now)
+
+    def _record_turn(self, event: Recognized | NotRecognized) -> None:
+        if isinstance(event, Recognized):
+            turn = Transcript.of(self._step, event.text, event.confidence, "recognized", event.classification)
+        elif event.status is not ResultStatus.CANCELLED:
+            turn = Transcript.of(self._step, "", 0.0, event.status.value, event.classification)
+        else:
+            return
+        self.record.transcripts.append(turn)
 
     async def _next_event(self, timeout: float | None) -> Event | None:
         if not self._events.empty():
@@ -431,7 +441,9 @@ class Call:
                 reason = str(event.error) if event.error else ""
                 if event.status is ResultStatus.ERROR:
                     self.log.warning("recognizer failed", reason=reason)
-                self._events.put_nowait(NotRecognized(event.recognition, event.status, reason))
+                self._events.put_nowait(
+                    NotRecognized(event.recognition, event.status, reason, event.classification)
+                )
 
     # ---- media callbacks (called from the RTP datagram handler: never block)
 
@@ -493,8 +505,9 @@ class Call:
         self._stop_recognition()
         self.record.transfer_target = action.target
         self._refer_result = asyncio.get_running_loop().create_future()
-        self.log.info("transfer", target=action.target)
-        self._sip.refer(self.call_id, action.target)
+        headers = transfer_headers(action.handoff)
+        self.log.info("transfer", target=action.target, emotion=emotion_value(action.handoff))
+        self._sip.refer(self.call_id, refer_target(action.target, headers), headers)
         try:
             status = await asyncio.wait_for(asyncio.shield(self._refer_result), self._settings.refer_timeout)
         except TimeoutError:

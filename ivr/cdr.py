@@ -22,6 +22,8 @@ from typing import Any
 
 import structlog
 
+from ivr.asr.base import Classification, Scores
+
 log = structlog.get_logger()
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -50,9 +52,38 @@ def _encodable(value: Any) -> Any:
 
 @dataclass
 class Transcript:
+    """One turn of the call: what the recognizer made of it and how the caller sounded."""
+
     step: str
     text: str
     confidence: float
+    status: str = "recognized"
+    emotion: dict[str, Any] | None = None  # {"label", "p": {...}, "groups": {...}}
+    age: dict[str, Any] | None = None
+    gender: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        step: str,
+        text: str,
+        confidence: float,
+        status: str,
+        classification: Classification | None,
+    ) -> Transcript:
+        c = classification or Classification()
+        return cls(step, text, confidence, status, _scores(c.emotion), _scores(c.age), _scores(c.gender))
+
+
+def _scores(scores: Scores | None) -> dict[str, Any] | None:
+    if scores is None:
+        return None
+    out: dict[str, Any] = {"label": scores.label}
+    if scores.p:
+        out["p"] = dict(scores.p)
+    if scores.groups:
+        out["groups"] = dict(scores.groups)
+    return out
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ivr.asr import mediazen
-from ivr.asr.base import AudioFormat, OptionValue, RecognizerCodec
+from ivr.asr.base import AudioFormat, Classifier, OptionValue, RecognizerCodec
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class VendorInfo:
     language: Callable[[str], str | None]  # BCP 47 -> the vendor's code, None if it has none
     languages: tuple[str, ...]  # what to suggest in an error message
     audio_formats: frozenset[AudioFormat]
+    classifiers: frozenset[Classifier]  # speaker classifiers it can run beside recognition
     validate_options: Callable[[dict[str, object]], Mapping[str, object]]  # ValueError when wrong
     make: Callable[[Mapping[str, object]], RecognizerCodec]  # a fresh codec for one connection
 
@@ -35,6 +36,7 @@ _VENDORS: dict[str, VendorInfo] = {
         language=mediazen.vendor_language,
         languages=("ko", "en", "ja"),
         audio_formats=frozenset({AudioFormat.PCM16}),
+        classifiers=frozenset(),
         validate_options=mediazen.validate_options,
         make=_make_mediazen,
     ),
@@ -63,10 +65,14 @@ def make_codec(
 
 
 def check_step(
-    vendor: str, language: str, audio: AudioFormat, options: Mapping[str, object]
+    vendor: str,
+    language: str,
+    audio: AudioFormat,
+    options: Mapping[str, object],
+    classifiers: frozenset[Classifier] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """What ``vendor`` cannot do of a listen step: (the key at fault: vendor, language, audio or options,
-    the message), one per problem; empty when it can."""
+    """What ``vendor`` cannot do of a listen step: (the key at fault: vendor, language, audio, options or
+    classifiers, the message), one per problem; empty when it can."""
     info = _VENDORS.get(vendor.lower())
     if info is None:
         return [
@@ -85,6 +91,13 @@ def check_step(
     if audio not in info.audio_formats:
         offered = ", ".join(sorted(f.value for f in info.audio_formats))
         problems.append(("audio", f"{vendor} cannot take {audio.value} audio (it takes {offered})"))
+    lacking = classifiers - info.classifiers
+    if lacking:
+        names = ", ".join(sorted(c.value for c in lacking))
+        offered = ", ".join(sorted(c.value for c in info.classifiers)) or "none"
+        problems.append(
+            ("classifiers", f"{vendor} does not report the caller's {names} (it reports: {offered})")
+        )
     try:
         info.validate_options(dict(options))
     except ValueError as exc:

@@ -16,12 +16,16 @@ Contract with `ivr/call.py` (the call's effect boundary):
   reprompts (a caller must never wait on retries of a recognizer that is gone). Validation guarantees that
   following no_input targets always ends in a transfer or a hangup.
 - An empty recognized text counts as no input (recognizers return one for noise).
+- Routes may also match on how the caller sounds (emotion, age, gender from the recognizer's classifiers,
+  `ivr.dialplan.speaker`): every turn's classification is kept, averaged over `asr.emotion_window` turns,
+  and a `Transfer` carries a `Handoff` (transcript, the averaged emotion, the Channel-Identifier) for the
+  agent.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -29,13 +33,13 @@ from ivr.asr.base import (
     Alternative,
     AudioFormat,
     Classification,
-    Classifier,
     Grammar,
     RecognitionRequest,
     ResultStatus,
     Timers,
 )
-from ivr.dialplan.schema import Dialplan, Fallback, Step, step_vocabulary
+from ivr.dialplan.schema import Dialplan, Fallback, Route, Step, step_vocabulary
+from ivr.dialplan.speaker import SpeakerHistory, SpeakerSummary
 
 # ---- events (what happened), reported by the call
 
@@ -76,6 +80,7 @@ class NotRecognized:
     id: int
     status: ResultStatus
     reason: str = ""
+    classification: Classification | None = None  # a no-match still tells how the caller sounded
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,20 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """What the agent should know when the call reaches them: the call's id, what was said, how it sounded."""
+
+    channel_id: str
+    transcript: tuple[str, ...] = ()  # every recognized text of the call, oldest first
+    speaker: SpeakerSummary = field(default_factory=SpeakerSummary)
+    step: str = ""  # the step that transfers
+
+
+@dataclass(frozen=True)
 class Transfer:
     id: int
     target: str
+    handoff: Handoff = Handoff("")
 
 
 @dataclass(frozen=True)
@@ -142,8 +158,9 @@ class Hangup:
 
 @dataclass(frozen=True)
 class Routed:
-    """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>, no_input,
-    no_match, recognizer_failed. A reprompt re-enters the same step with reason no_input or no_match."""
+    """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>,
+    emotion:<group or labels>, age, gender:<M|F>, no_input, no_match, recognizer_failed. A reprompt
+    re-enters the same step with reason no_input or no_match."""
 
     id: int
     step: str
@@ -196,6 +213,8 @@ class DialplanEngine:
         self._recognizer_failed = False
         self._deadline: float | None = None
         self._timer: _Timer | None = None
+        self._speaker = SpeakerHistory(dialplan.asr.emotion_window)
+        self._transcript: list[str] = []
 
     @property
     def finished(self) -> bool:
@@ -205,6 +224,16 @@ class DialplanEngine:
     def step(self) -> str:
         """The current step's name."""
         return self._name
+
+    @property
+    def recognition(self) -> int | None:
+        """The id of the recognition whose outcome the engine waits for (others are stale)."""
+        return self._listen if self._phase is _Phase.LISTENING else None
+
+    @property
+    def speaker(self) -> SpeakerSummary:
+        """The caller's emotion, age and gender as heard so far (averaged over the emotion window)."""
+        return self._speaker.summary()
 
     @property
     def next_deadline(self) -> float | None:
@@ -242,13 +271,15 @@ class DialplanEngine:
             self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
             return []
         self._listen = None
+        self._speaker.add(event.classification)
         if isinstance(event, NotRecognized):
             return self._not_recognized(step, event, now)
         if not normalize(event.text):
             return self._fallback(step, "no_input", now)
+        self._transcript.append(event.text)
         if event.confidence < step.settings.min_confidence:
             return self._fallback(step, "no_match", now)
-        return self._matched(step, self._match_text(step, event.text), now)
+        return self._matched(step, self._match_speech(step, event.text), now)
 
     def tick(self, now: float) -> list[Action]:
         """The deadline has come: the no-input or max-speech timer ran out."""
@@ -321,7 +352,8 @@ class DialplanEngine:
             return self._enter(step.goto, "goto", now)
         if step.transfer is not None:
             self._phase = _Phase.TRANSFERRING
-            transfer = Transfer(self._new_id(), step.transfer)
+            handoff = Handoff(self._channel_id, tuple(self._transcript), self._speaker.summary(), self._name)
+            transfer = Transfer(self._new_id(), step.transfer, handoff)
             self._transfer = transfer.id
             return [transfer]
         self._phase = _Phase.DONE
@@ -360,7 +392,7 @@ class DialplanEngine:
             confidence_threshold=settings.min_confidence,
             n_best=settings.n_best,
             partial_results=settings.partial_results,
-            classifiers=frozenset(Classifier(name) for name in settings.classifiers),
+            classifiers=step.classifiers,
             verify_buffer=settings.verify_buffer,
             options=tuple(sorted(settings.options.items())),
             audio_format=AudioFormat.PCM16 if settings.audio == "pcm16" else self._g711,
@@ -420,11 +452,38 @@ class DialplanEngine:
                 return route.goto, f"dtmf:{route.dtmf}"
         return None
 
-    @staticmethod
-    def _match_text(step: Step, text: str) -> tuple[str, str] | None:
+    def _match_speech(self, step: Step, text: str) -> tuple[str, str] | None:
         said = normalize(text)
         for route in step.routes:
-            for word in (*route.say, *route.phrases):
-                if normalize(word) and normalize(word) in said:
-                    return route.goto, f"say:{word}"
+            if not (route.say or route.phrases or route.speaker):
+                continue  # a keypad-only route
+            via = self._words_match(route, said)
+            if via is None or not self._speaker_matches(route):
+                continue
+            return route.goto, via or self._speaker_via(route)
         return None
+
+    @staticmethod
+    def _words_match(route: Route, said: str) -> str | None:
+        """`say:<word>` for the first word found, "" for a route without words, None when none is said."""
+        words = (*route.say, *route.phrases)
+        if not words:
+            return ""
+        for word in words:
+            if normalize(word) and normalize(word) in said:
+                return f"say:{word}"
+        return None
+
+    def _speaker_matches(self, route: Route) -> bool:
+        speaker = self._speaker
+        return (
+            (route.emotion is None or speaker.emotion_matches(route.emotion))
+            and (route.age is None or speaker.age_matches(route.age))
+            and (route.gender is None or speaker.gender_matches(route.gender))
+        )
+
+    @staticmethod
+    def _speaker_via(route: Route) -> str:
+        if route.emotion is not None:
+            return f"emotion:{route.emotion.group or '|'.join(route.emotion.labels)}"
+        return "age" if route.age is not None else f"gender:{route.gender}"

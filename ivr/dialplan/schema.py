@@ -7,6 +7,7 @@ unreachable steps) and returns `Issue`s located by key path, so the loader can p
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from ivr.asr.base import AudioFormat
+from ivr.asr.base import AudioFormat, Classifier
 from ivr.asr.registry import check_step
 
 Loc = tuple[str | int, ...]
@@ -35,6 +36,23 @@ _URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _SKIP_FLOW_CHECK = "skip_flow_check"
 
+# The speaker classes CPQD Speech Server 2.4 reports (document 003): the ten emotions of `emotion_scores.p`
+# and the four groups of `p_groups`; routes name them, so a typo is caught at load.
+EMOTIONS = (
+    "enojado",
+    "frustrado",
+    "triste",
+    "ansioso",
+    "entusiasmado",
+    "feliz",
+    "surpreso",
+    "amedrontado",
+    "neutro",
+    "irritado",
+)
+EMOTION_GROUPS = ("negativo_desativado", "positivo", "neutro", "negativo_ativado")
+GENDERS = ("M", "F")
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,6 +63,12 @@ class AsrSettings(_Model):
 
     vendor: Vendor = Field(default="mediazen", description="recognizer vendor")
     language: str = Field(default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja")
+    emotion_window: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="turns the caller's emotion is averaged over, so one noisy reading does not flip a route",
+    )
 
     @field_validator("language")
     @classmethod
@@ -132,18 +156,105 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+class EmotionCondition(_Model):
+    """The caller's emotion as the recognizer's classifier reports it (CPQD 2.4 `emotion_scores`)."""
+
+    labels: list[str] = Field(
+        default_factory=list,
+        description="emotions; the probability that the caller's emotion is one of them (the sum of their p)",
+    )
+    group: str | None = Field(default=None, description="a p_groups entry, e.g. negativo_ativado")
+    min: float = Field(default=0.5, ge=0, le=1, description="the probability labels / group must reach")
+    window: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="turns averaged (default asr.emotion_window); 1 = this turn alone",
+    )
+    turns: int = Field(
+        default=1, ge=1, le=20, description="the last this many turns must each reach min on their own"
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if label not in EMOTIONS:
+                raise ValueError(f"unknown emotion '{label}'{_did_you_mean(label, EMOTIONS)}")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _known_group(cls, value: str | None) -> str | None:
+        if value is not None and value not in EMOTION_GROUPS:
+            raise ValueError(f"unknown emotion group '{value}'{_did_you_mean(value, EMOTION_GROUPS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> EmotionCondition:
+        if not self.labels and self.group is None:
+            raise ValueError("an emotion condition needs labels or a group")
+        return self
+
+
+class AgeCondition(_Model):
+    """The caller's estimated age (CPQD 2.4 `age_scores.age`, averaged like the emotion)."""
+
+    min: int | None = Field(default=None, ge=0, le=120, description="at least this old")
+    max: int | None = Field(default=None, ge=0, le=120, description="at most this old")
+
+    @model_validator(mode="after")
+    def _range(self) -> AgeCondition:
+        if self.min is None and self.max is None:
+            raise ValueError("an age condition needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"age min {self.min} is above max {self.max}")
+        return self
+
+
+def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+
+
 class Route(_Model):
     say: list[str] = Field(default_factory=list, description="keywords found anywhere in the recognized text")
     phrases: list[str] = Field(
         default_factory=list, description="full expected utterances; matched too, and given to recognizers"
     )
     dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D")
+    emotion: EmotionCondition | None = Field(
+        default=None, description="the caller's emotion (with say/phrases: both must match)"
+    )
+    age: AgeCondition | None = Field(default=None, description="the caller's estimated age")
+    gender: Literal["M", "F"] | None = Field(default=None, description="the caller's estimated gender")
     goto: str = Field(description="the step to go to")
 
     @field_validator("say", "phrases", mode="before")
     @classmethod
     def _words(cls, value: Any) -> Any:
         return _as_list(value)
+
+    @field_validator("emotion", mode="before")
+    @classmethod
+    def _emotion(cls, value: Any) -> Any:
+        # `emotion: [irritado, enojado]` reads as naturally as `emotion: {labels: [...]}`.
+        return {"labels": value} if isinstance(value, str | list) else value
+
+    @property
+    def speaker(self) -> frozenset[Classifier]:
+        """The classifiers this route needs the recognizer to run."""
+        wanted = (
+            (Classifier.EMOTION, self.emotion),
+            (Classifier.AGE, self.age),
+            (Classifier.GENDER, self.gender),
+        )
+        return frozenset(kind for kind, condition in wanted if condition is not None)
 
     @field_validator("dtmf", mode="before")
     @classmethod
@@ -200,6 +311,12 @@ class Step(_Model):
     @property
     def settings(self) -> ListenSettings:
         return self.listen or ListenSettings()
+
+    @property
+    def classifiers(self) -> frozenset[Classifier]:
+        """The speaker classifiers to run: those listed, and those the routes need."""
+        listed = frozenset(Classifier(name) for name in self.settings.classifiers)
+        return listed.union(*(route.speaker for route in self.routes))
 
     def targets(self) -> Iterator[tuple[Loc, str]]:
         """Every goto of this step, with its key path relative to the step."""
@@ -321,10 +438,10 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
         yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
-        if not (route.say or route.phrases or route.dtmf):
+        if not (route.say or route.phrases or route.dtmf or route.speaker):
             yield Issue(
                 (*at, "routes", i),
-                f"step '{name}' route {i + 1} matches nothing: give it say, phrases or dtmf",
+                f"step '{name}' route {i + 1} matches nothing: give it say, phrases, dtmf or emotion",
             )
         for key in ("say", "phrases"):
             for j, word in enumerate(getattr(route, key)):
@@ -352,13 +469,19 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
         language = settings.language or dialplan.asr.language
         audio = AudioFormat.PCM16 if settings.audio == "pcm16" else AudioFormat.PCMU
         at: Loc = ("steps", name, "listen") if step.listen is not None else ("steps", name)
-        for key, problem in check_step(vendor, language, audio, settings.options):
+        for key, problem in check_step(vendor, language, audio, settings.options, step.classifiers):
             # A default from `asr:` is wrong at `asr:`, unless the step overrides it.
             if key in ("vendor", "language") and getattr(settings, key) is None:
                 where: Loc = ("asr", key)
+            elif key == "classifiers" and not settings.classifiers:
+                where = ("steps", name, "routes", _first_speaker_route(step))
             else:
                 where = (*at, key)
             yield Issue(where, f"step '{name}': {problem}")
+
+
+def _first_speaker_route(step: Step) -> int:
+    return next(i for i, route in enumerate(step.routes) if route.speaker)
 
 
 def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:

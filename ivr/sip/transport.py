@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -101,8 +101,8 @@ class SipTransport:
         self.ua.hangup(call_id, time.monotonic())
         self._after()
 
-    def refer(self, call_id: str, target: str) -> None:
-        self.ua.refer(call_id, target, time.monotonic())
+    def refer(self, call_id: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.ua.refer(call_id, target, time.monotonic(), headers)
         self._after()
 
     # ---- input ---------------------------------------------------------------------------------------------

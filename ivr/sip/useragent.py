@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ivr.sip.dialog import Dialog, build_request, destination
 from ivr.sip.events import (
@@ -240,7 +240,8 @@ class UserAgent:
         else:
             self._send_bye(call, now)
 
-    def refer(self, call_id: str, target: str, now: float) -> None:
+    def refer(self, call_id: str, target: str, now: float, headers: Sequence[tuple[str, str]] = ()) -> None:
+        """REFER the peer to `target`; `headers` go on the REFER itself (transfer context for the agent)."""
         call = self._calls.get(call_id)
         if call is None or call.ended or call.state != "confirmed":
             self._events.append(ReferStatus(call_id, 481 if call is None or call.ended else 491, True))
@@ -250,6 +251,7 @@ class UserAgent:
             ("Refer-To", refer_to),
             ("Referred-By", f"<{parse_name_addr(call.local_uri).uri}>"),
             ("Contact", self._contact(call.peer.transport)),
+            *headers,
         ]
         self._send_request(call, "REFER", now, extra)
 

@@ -13,7 +13,7 @@ import json
 import re
 import struct
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,8 +221,8 @@ class MemorySip:
         self.ua.hangup(call_id, self._now())
         self._pump()
 
-    def refer(self, call_id: str, target: str) -> None:
-        self.ua.refer(call_id, target, self._now())
+    def refer(self, call_id: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.ua.refer(call_id, target, self._now(), headers)
         self._pump()
 
     async def wait_for(self, test: Callable[[Request | Response], bool]) -> Request | Response:
