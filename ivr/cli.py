@@ -85,15 +85,18 @@ async def _serve(settings: Settings) -> None:
 
     log = structlog.get_logger()
     dialplan = load_dialplan(settings.dialplan)
-    emulators: list[EmbeddedEmulator] = []
+    used = dialplan.vendors()
+    emulators = [
+        EmbeddedEmulator(vendor, "127.0.0.1", settings.emulator_port + i, dialplan.phrases())
+        for i, vendor in enumerate(v for v, url in settings.asr_urls.items() if url == EMBEDDED and v in used)
+    ]
     try:
-        for vendor, url in list(settings.asr_urls.items()):
-            if url == EMBEDDED:
-                emulator = EmbeddedEmulator(vendor, "127.0.0.1", settings.emulator_port, dialplan.phrases())
-                log.info("starting embedded emulator (loading the recognizer model)", vendor=vendor)
-                await emulator.start()
-                emulators.append(emulator)
-                settings.asr_urls[vendor] = emulator.url
+        if emulators:
+            log.info("starting embedded emulators (loading recognizer models)", vendors=list(used))
+            # Started together: each loads its own models, in its own process.
+            await asyncio.gather(*(emulator.start() for emulator in emulators))
+        for emulator in emulators:
+            settings.asr_urls[emulator.vendor] = emulator.url
         bridge = Bridge(settings, dialplan, settings.dialplan)
         await bridge.start()
         print(

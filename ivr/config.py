@@ -30,9 +30,12 @@ class Settings(BaseModel):
     rtp_port_high: int = 29998
     rtp_timeout: float = 30.0
     dialplan: Path = BUNDLED_DIALPLAN
-    # vendor name -> WebSocket URL; "embedded" starts the local emulator as a child process.
-    asr_urls: dict[str, str] = Field(default_factory=lambda: {"mediazen": EMBEDDED})
-    emulator_port: int = 8765
+    # vendor name -> WebSocket URL; "embedded" starts the local emulator as a child process when the
+    # dialplan uses that vendor.
+    asr_urls: dict[str, str] = Field(
+        default_factory=lambda: {"mediazen": EMBEDDED, "cpqd": EMBEDDED, "amivoice": EMBEDDED}
+    )
+    emulator_port: int = 8765  # the first embedded emulator's port; the next ones take the ports after it
     max_calls: int = 1000
     # Sources allowed to send INVITE/REGISTER (the trunk allow-list), as CIDRs.
     trunk_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])

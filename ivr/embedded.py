@@ -16,7 +16,13 @@ import structlog
 
 log = structlog.get_logger()
 
-EMULATOR_MODULES = {"mediazen": "ivr.emulators.mediazen"}
+EMULATOR_MODULES = {
+    "mediazen": "ivr.emulators.mediazen",
+    "cpqd": "ivr.emulators.cpqd",
+    "amivoice": "ivr.emulators.amivoice",
+}
+# The WebSocket path each vendor's clients connect to (CPQD document 003; AmiVoice document 002).
+EMULATOR_PATHS = {"mediazen": "", "cpqd": "/asr/ws/v3/recognize", "amivoice": "/v1/"}
 
 
 class EmbeddedEmulator:
@@ -29,10 +35,11 @@ class EmbeddedEmulator:
         self.phrases = list(phrases)
         self._proc: asyncio.subprocess.Process | None = None
         self._phrase_file: Path | None = None
+        self._drain: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{self.host}:{self.port}{EMULATOR_PATHS[self.vendor]}"
 
     async def start(self, timeout: float = 120.0) -> None:
         argv = [
@@ -62,9 +69,18 @@ class EmbeddedEmulator:
         except BaseException:
             await self.stop()
             raise
+        # Keep reading what it prints, or a full pipe would one day stop the emulator mid-call.
+        self._drain = asyncio.create_task(self._discard(self._proc.stdout))
         log.info("embedded emulator ready", vendor=self.vendor, url=self.url, phrases=len(self.phrases))
 
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.read(65536):
+            pass
+
     async def stop(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             try:

@@ -381,6 +381,10 @@ class Dialplan(_Model):
         """The SRGS text of a step's grammar_file, read by the loader."""
         return self._grammars.get(name)
 
+    def vendors(self) -> set[str]:
+        """The recognizer vendors the listening steps use."""
+        return {step.settings.vendor or self.asr.vendor for step in self.steps.values() if step.listens}
+
     def phrases(self) -> list[str]:
         """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
         return list(dict.fromkeys(p for step in self.steps.values() for p in step_vocabulary(step)))
