@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import signal
 import sys
 from collections.abc import Coroutine
@@ -15,7 +16,7 @@ import structlog
 
 from ivr.config import EMBEDDED, Settings, load_settings
 from ivr.dialplan.loader import DialplanError, load_dialplan, validate_only
-from ivr.embedded import EmbeddedEmulator
+from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
 from ivr.observability import configure_logging
 
 
@@ -31,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a dialplan; prints file:line errors")
     check.add_argument("dialplan", type=Path)
     emulate = sub.add_parser("emulate", help="run a local vendor emulator")
-    emulate.add_argument("vendor", choices=["mediazen"])
-    emulate.add_argument("args", nargs=argparse.REMAINDER, help="--host H --port N [--phrases FILE]")
+    emulate.add_argument("vendor", choices=sorted(EMULATOR_MODULES))
+    emulate.add_argument(
+        "args", nargs=argparse.REMAINDER, help="--host H --port N [--phrases FILE]; `--help` for the rest"
+    )
     return p
 
 
@@ -41,9 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.dialplan)
     if args.command == "emulate":
-        from ivr.emulators.mediazen import main as emulator_main
-
-        return emulator_main(args.args)
+        emulator: Any = importlib.import_module(EMULATOR_MODULES[args.vendor])
+        return int(emulator.main(args.args))
     settings = load_settings(
         args.config,
         sip_host=args.sip_host,

@@ -98,7 +98,9 @@ class Bridge:
         return RecognizerStream(
             vendor,
             websocket_connector(endpoint.url, headers=endpoint.headers),
-            lambda request: make_codec(vendor, dict(request.options), **credentials),
+            lambda request: make_codec(
+                vendor, dict(request.options), channel_id=request.channel_id, **credentials
+            ),
             on_event,
         )
 

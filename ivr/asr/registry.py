@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ivr.asr import mediazen
+from ivr.asr import amivoice, cpqd, mediazen
 from ivr.asr.base import AudioFormat, Classifier, OptionValue, RecognizerCodec
 
 
@@ -23,11 +23,27 @@ class VendorInfo:
     audio_formats: frozenset[AudioFormat]
     classifiers: frozenset[Classifier]  # speaker classifiers it can run beside recognition
     validate_options: Callable[[dict[str, object]], Mapping[str, object]]  # ValueError when wrong
-    make: Callable[[Mapping[str, object]], RecognizerCodec]  # a fresh codec for one connection
+    # a fresh codec for one connection: the step's options, the call's Channel-Identifier, the credentials
+    make: Callable[[Mapping[str, object], str, Mapping[str, str]], RecognizerCodec]
 
 
-def _make_mediazen(options: Mapping[str, object]) -> RecognizerCodec:
+def _make_mediazen(
+    options: Mapping[str, object], channel_id: str, credentials: Mapping[str, str]
+) -> RecognizerCodec:
     return mediazen.MediazenCodec(**mediazen.validate_options(dict(options)))
+
+
+def _make_amivoice(
+    options: Mapping[str, object], channel_id: str, credentials: Mapping[str, str]
+) -> RecognizerCodec:
+    return amivoice.AmiVoiceCodec.from_options(options, authorization=credentials.get("appkey", ""))
+
+
+def _make_cpqd(
+    options: Mapping[str, object], channel_id: str, credentials: Mapping[str, str]
+) -> RecognizerCodec:
+    # Basic credentials travel on the handshake (the connector), not in a message.
+    return cpqd.codec_from_options(options, channel_id=channel_id)
 
 
 _VENDORS: dict[str, VendorInfo] = {
@@ -39,6 +55,24 @@ _VENDORS: dict[str, VendorInfo] = {
         classifiers=frozenset(),
         validate_options=mediazen.validate_options,
         make=_make_mediazen,
+    ),
+    "cpqd": VendorInfo(
+        name="cpqd",
+        language=cpqd.vendor_language,
+        languages=tuple(cpqd.LANGUAGES),
+        audio_formats=cpqd.AUDIO_FORMATS,
+        classifiers=frozenset(Classifier),
+        validate_options=cpqd.validate_options,
+        make=_make_cpqd,
+    ),
+    "amivoice": VendorInfo(
+        name="amivoice",
+        language=amivoice.vendor_language,
+        languages=tuple(amivoice.LANGUAGES),
+        audio_formats=amivoice.AUDIO_FORMATS,
+        classifiers=frozenset(),
+        validate_options=amivoice.validate_options,
+        make=_make_amivoice,
     ),
 }
 
@@ -55,13 +89,18 @@ def vendor_info(vendor: str) -> VendorInfo:
 
 
 def make_codec(
-    vendor: str, options: Mapping[str, OptionValue] | None = None, **credentials: str
+    vendor: str,
+    options: Mapping[str, OptionValue] | None = None,
+    *,
+    channel_id: str = "",
+    **credentials: str,
 ) -> RecognizerCodec:
     """A fresh codec for one connection to ``vendor``; ValueError for unknown vendors or options.
 
-    ``credentials`` (from the environment: an AmiVoice APPKEY) go to codecs that put them in a message;
-    Mediazen has none."""
-    return vendor_info(vendor).make(dict(options or {}))
+    ``channel_id`` is the call's Channel-Identifier, which CPQD sends on every CREATE_SESSION of the call.
+    ``credentials`` (from the environment: ``appkey``, the AmiVoice APPKEY) go to codecs that put them in
+    a message; Mediazen has none."""
+    return vendor_info(vendor).make(dict(options or {}), channel_id, credentials)
 
 
 def check_step(

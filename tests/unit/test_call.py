@@ -389,7 +389,12 @@ async def test_speech_is_recognized_and_the_caller_transferred(rig: Rig) -> None
     port = await rig.answered()
     await rig.send_audio(port, 30)
     refer = await rig.sip.wait_for(is_method("REFER"))
-    assert isinstance(refer, Request) and refer.headers.get("Refer-To") == f"<{AGENT}>"
+    assert isinstance(refer, Request)
+    # The agent learns the call's id and what was said, on the REFER and (short ones) in its Refer-To.
+    assert (refer.headers.get("Refer-To") or "").startswith(f"<{AGENT}?X-IVR-Channel-Id={call.channel_id}&")
+    assert refer.headers.get("X-IVR-Channel-Id") == call.channel_id
+    assert refer.headers.get("X-IVR-Transcript") == "상담원 연결해 주세요"
+    assert refer.headers.get("X-IVR-Emotion") is None  # Mediazen has no classifier
     rig.bye()
     await ended(rig)
     assert rig.phone.received, "the caller heard no prompt"
@@ -400,7 +405,17 @@ async def test_speech_is_recognized_and_the_caller_transferred(rig: Rig) -> None
     assert rig.server.frames[-1] == "bye" and rig.server.closed == 1
     [record] = rig.records()
     assert record["route"] == ["menu<start", "agent<say:상담원"]
-    assert record["transcripts"] == [{"step": "menu", "text": "상담원 연결해 주세요", "confidence": 0.9}]
+    assert record["transcripts"] == [
+        {
+            "step": "menu",
+            "text": "상담원 연결해 주세요",
+            "confidence": 0.9,
+            "status": "recognized",
+            "emotion": None,
+            "age": None,
+            "gender": None,
+        }
+    ]
     assert record["transfer_target"] == AGENT and rig.ports.in_use == 0
 
 

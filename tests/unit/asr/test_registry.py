@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.asr.base import AudioFormat
+from ivr.asr.base import AudioFormat, Classifier
 from ivr.asr.mediazen import MediazenCodec
 from ivr.asr.registry import check_step, known_vendors, make_codec
 
@@ -39,5 +39,23 @@ def test_check_step_says_what_the_vendor_cannot_do() -> None:
     assert key == "audio" and "pcma" in audio
     [(key, option)] = check_step("mediazen", "ko", AudioFormat.PCM16, {"speed": 2})
     assert key == "options" and "speed" in option
-    [(key, vendor)] = check_step("cpqd", "pt-BR", AudioFormat.PCM16, {})
-    assert key == "vendor" and "not available" in vendor
+    [(key, vendor)] = check_step("watson", "pt-BR", AudioFormat.PCM16, {})
+    assert key == "vendor" and "not available" in vendor and "amivoice, cpqd, mediazen" in vendor
+    # Speaker classifiers: CPQD 2.4 reports all three, the others none.
+    assert check_step("cpqd", "pt-BR", AudioFormat.PCM16, {}, frozenset(Classifier)) == []
+    [(key, lacking)] = check_step("mediazen", "ko", AudioFormat.PCM16, {}, frozenset({Classifier.EMOTION}))
+    assert key == "classifiers" and "emotion" in lacking and "reports: none" in lacking
+    # G.711 passes through to AmiVoice only.
+    assert check_step("amivoice", "ja", AudioFormat.PCMU, {}) == []
+    [(key, _)] = check_step("cpqd", "pt-BR", AudioFormat.PCMU, {})
+    assert key == "audio"
+
+
+def test_codecs_get_the_call_channel_and_the_appkey() -> None:
+    cpqd_codec = make_codec("cpqd", {}, channel_id="698dc19d489c4e4db73e28a713eab07b")
+    cpqd_codec.open(0.0)
+    [create] = cpqd_codec.data_to_send()
+    text = create.decode() if isinstance(create, bytes) else create
+    assert "CREATE_SESSION" in text and "Channel-Identifier: 698dc19d489c4e4db73e28a713eab07b" in text
+    ami = make_codec("amivoice", {}, appkey="SECRET-KEY")
+    assert "SECRET-KEY" not in repr(ami)

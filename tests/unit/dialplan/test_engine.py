@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ivr.asr.base import AudioFormat, Classifier, ResultStatus
+from ivr.asr.base import AudioFormat, ResultStatus
 from ivr.dialplan import (
     Action,
     Cancel,
@@ -297,9 +297,9 @@ steps:
       barge_in: false
       min_confidence: 0.6
       timeout: 3
+      vendor: amivoice
       language: en-US
       n_best: 3
-      classifiers: [emotion, gender]
       audio: g711
       grammar: builtin:slm/general
       grammar_file: menu.gram
@@ -340,7 +340,7 @@ def test_without_barge_in_listening_starts_after_the_prompt(small: Dialplan, tmp
     assert timers == StartInputTimers(listen.id)
     request = listen.request
     assert request.language == "en-US" and request.n_best == 3 and request.confidence_threshold == 0.6
-    assert request.classifiers == frozenset({Classifier.EMOTION, Classifier.GENDER})
+    assert request.classifiers == frozenset() and listen.vendor == "amivoice"
     assert request.grammar.uri == "builtin:slm/general" and request.grammar.srgs == GRAMMAR
     assert request.grammar.phrases == ("yes please", "yes")
     assert request.options == (("chunk_ms", 40),)
@@ -381,7 +381,13 @@ def test_g711_steps_ask_for_the_calls_own_codec(tmp_path: Path) -> None:
     (tmp_path / "menu.gram").write_text(GRAMMAR, encoding="utf-8")
     path = tmp_path / "g711.yaml"
     path.write_text(FLOW, encoding="utf-8")
+    caller = Caller(load_dialplan(path), g711=AudioFormat.PCMA)
+    caller.start()
+    caller.prompt_done()
+    listen, _ = caller.prompt_done()
+    assert isinstance(listen, Listen) and listen.request.audio_format is AudioFormat.PCMA
     # Mediazen takes PCM16 only: the dialplan is refused at load, not at call time.
+    path.write_text(FLOW.replace("vendor: amivoice", "vendor: mediazen"), encoding="utf-8")
     with pytest.raises(ValueError, match="mediazen cannot take pcmu audio"):
         load_dialplan(path)
 
