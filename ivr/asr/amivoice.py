@@ -417,7 +417,8 @@ class AmiVoiceCodec(CodecBase):
             return []  # a stray reply starts nothing
         events: list[AsrEvent] = []
         if message:
-            error = VendorError("busy" if message.startswith(_BUSY) else "s", message)
+            busy = message.startswith(_BUSY)
+            error = VendorError("busy" if busy else "s", message, retryable=busy)
             if self._recognition is not None:
                 events.append(self._final(ResultStatus.ERROR, error=error))
             if self._close_due:
@@ -436,7 +437,7 @@ class AmiVoiceCodec(CodecBase):
         if not message:
             return []  # p alone is "OK", normally not sent
         if message.startswith(_SESSION_LOST):
-            return self._session_over(VendorError("timeout", message))
+            return self._session_over(VendorError("timeout", message, retryable=True))
         events: list[AsrEvent] = []
         if self._recognition is not None:
             events.append(self._final(ResultStatus.ERROR, error=VendorError("p", message)))
@@ -446,7 +447,8 @@ class AmiVoiceCodec(CodecBase):
     def _on_e_reply(self, message: str, now: float) -> list[AsrEvent]:
         if message:
             # Our e refused, or the server's own e after its no-communication timeout: reconnect (002).
-            return self._session_over(VendorError("timeout" if "timeout" in message else "e", message))
+            timeout = "timeout" in message
+            return self._session_over(VendorError("timeout" if timeout else "e", message, retryable=timeout))
         if self._state is SessionState.READY:
             return []
         events: list[AsrEvent] = []

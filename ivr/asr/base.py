@@ -152,6 +152,9 @@ class VendorError:
 
     code: str
     message: str
+    # A fresh attempt can succeed (the vendor was busy, or ended an idle session on its own): the driver
+    # tries the recognition once more, replaying the caller's audio, before giving up on it.
+    retryable: bool = False
 
     def __str__(self) -> str:
         return f"{self.code} {self.message}".strip()

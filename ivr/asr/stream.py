@@ -127,6 +127,7 @@ class RecognizerStream:
 
     # Past this much unsent audio the vendor is not keeping up with real time; fail instead of growing.
     MAX_BACKLOG_SECONDS: float = 5.0
+    RETRY_DELAY: float = 0.1  # before a retryable error's second attempt (a busy vendor needs a moment)
 
     def __init__(
         self,
@@ -159,6 +160,8 @@ class RecognizerStream:
         self._request: RecognitionRequest | None = None  # the recognition whose audio we take
         self._open: set[int] = set()  # requests without a Final yet
         self._pending = bytearray()  # audio of the request not yet given to the codec
+        self._replay: bytearray | None = bytearray()  # audio given to the codec, for a retry; None: too much
+        self._retried: set[int] = set()  # requests tried twice already
         self._ending: int | None = None  # end() came before the vendor listened: end once it does
         self._timers_due: int | None = None  # start_timers() came before the vendor had the request
         self._starting: set[asyncio.Task[None]] = set()
@@ -184,6 +187,7 @@ class RecognizerStream:
             self._request = request
             self._ending = None
             self._pending.clear()
+            self._replay = bytearray()
             self._max_backlog = int(self.MAX_BACKLOG_SECONDS * request.audio_format.bytes_per_second)
         task = asyncio.ensure_future(self._start(request))
         self._starting.add(task)
@@ -375,10 +379,16 @@ class RecognizerStream:
     def _pump(self, codec: RecognizerCodec, *, everything: bool = False) -> None:
         pending, size = self._pending, self._chunk_bytes
         now = self._loop.time()
+        replay = self._replay
         try:
             while len(pending) >= size or (everything and pending):
-                codec.audio(bytes(pending[:size]), now)
+                chunk = bytes(pending[:size])
+                codec.audio(chunk, now)
                 del pending[:size]
+                if replay is not None:
+                    replay += chunk
+            if replay is not None and len(replay) > self._max_backlog:
+                self._replay = None  # a retry could not catch up with real time: give up on it
         except Exception as exc:
             self._codec_failed(exc)
             return
@@ -419,9 +429,38 @@ class RecognizerStream:
                 VendorError("", f"{self.vendor} did not start listening within {self._reply_timeout} s")
             )
 
+    def _retry(self, final: Final) -> bool:
+        """Try the current request once more for a retryable vendor error, with its audio replayed."""
+        request, error = self._request, final.error
+        if (
+            error is None
+            or not error.retryable
+            or request is None
+            or request.id != final.recognition
+            or request.id in self._retried
+            or self._replay is None
+            or self._closed
+        ):
+            return False
+        self._retried.add(request.id)
+        self._pending[:0] = self._replay
+        self._replay = bytearray()
+        self._log.info("asr.retry", reason=str(error), replayed=len(self._pending))
+
+        async def again() -> None:
+            await asyncio.sleep(self.RETRY_DELAY)
+            await self._start(request)
+
+        task = asyncio.ensure_future(again())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return True
+
     def _dispatch(self, events: list[AsrEvent]) -> None:
         for event in events:
             if isinstance(event, Final):
+                if event.status is ResultStatus.ERROR and self._retry(event):
+                    continue  # the caller's turn goes on, on a fresh attempt
                 if not self._forget(event.recognition):
                     continue  # cancelled already: its Final went out then
                 if event.error is not None:

@@ -228,16 +228,18 @@ def test_002_error_replies_and_timeouts() -> None:
     for example in (S_REFUSED, S_BUSY, P_SILENCE, E_TIMEOUT):
         assert example in document
 
-    for reply, code in ((S_REFUSED, "s"), (S_BUSY, "busy")):
+    # "retry the s command several times": busy is worth another try, a refusal is not.
+    for reply, code, retryable in ((S_REFUSED, "s", False), (S_BUSY, "busy", True)):
         codec = AmiVoiceCodec()
         codec.send(RecognitionRequest(1, "ja"), 0.0)
-        assert codec.receive(reply, 0.0) == [Final(1, ResultStatus.ERROR, error=VendorError(code, reply[2:]))]
+        error = VendorError(code, reply[2:], retryable)
+        assert codec.receive(reply, 0.0) == [Final(1, ResultStatus.ERROR, error=error)]
         assert codec.state is SessionState.READY  # the connection takes another s
 
     # "When you receive these responses, please reconnect and then send the audio again."
     for reply in (P_SILENCE, E_TIMEOUT):
         codec = AmiVoiceCodec()
         listening(codec)
-        error = VendorError("timeout", reply[2:])
+        error = VendorError("timeout", reply[2:], retryable=True)
         assert codec.receive(reply, 0.0) == [Final(1, ResultStatus.ERROR, error=error), SessionClosed(error)]
         assert codec.state is SessionState.CLOSED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -469,7 +470,7 @@ def test_a_busy_server_is_said_so() -> None:
     ],
 )
 def test_a_server_timeout_loses_the_session_and_says_so(frame: str) -> None:
-    error = VendorError("timeout", frame[2:])
+    error = VendorError("timeout", frame[2:], retryable=True)
     codec = started()
     assert codec.receive(frame, NOW) == [Final(1, ResultStatus.ERROR, error=error), SessionClosed(error)]
     assert codec.state is SessionState.CLOSED and codec.data_to_send() == [] and "timeout" in RETRYABLE
@@ -684,3 +685,78 @@ async def test_two_recognitions_on_one_connection_through_the_stream() -> None:
     ]
     first = peer.frames[1 : peer.frames.index("e")]
     assert len(first) >= 2 and all(f == b"p" + b"\x01" * 1600 for f in first)  # 100 ms of PCM16 per p
+
+
+@dataclass
+class TimingOutPeer:
+    """The first connection times out mid-turn (002's unsolicited `e timeout...`); the second answers."""
+
+    timeout_after: int = 3200
+    answer_after: int = 8000
+    audio: list[bytearray] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def connect_with(self) -> Callable[[], Awaitable[Connection]]:
+        async def connect() -> Connection:
+            heard = bytearray()
+            self.audio.append(heard)
+            first = len(self.audio) == 1
+
+            def respond(frame: Frame) -> list[Frame]:
+                if isinstance(frame, str):
+                    self.commands.append(frame)
+                    return ["s"] if frame.startswith("s ") else ["e"] if frame == "e" else []
+                before = len(heard)
+                heard.extend(frame[1:])
+                if first and before < self.timeout_after <= len(heard):
+                    return ["e timeout occurred while recognizing audio data from client"]
+                if not first and before < self.answer_after <= len(heard):
+                    return ["S 120", "E 900", result("はい")]
+                return []
+
+            return MemoryConnection(respond)
+
+        return connect
+
+
+async def test_a_server_timeout_mid_turn_reconnects_and_replays_the_callers_audio() -> None:
+    peer = TimingOutPeer()
+    events: list[AsrEvent] = []
+    stream = RecognizerStream(
+        "amivoice", peer.connect_with(), lambda r: AmiVoiceCodec(authorization=KEY), events.append
+    )
+    await stream.recognize(RecognitionRequest(1, "ja", audio_format=AudioFormat.PCMU))
+    spoken = bytes(range(256)) * 40  # 10,240 bytes: 1.28 s of µ-law, every byte value
+    async with asyncio.timeout(5):
+        for i in range(0, len(spoken), 160):
+            stream.audio(spoken[i : i + 160])
+            await asyncio.sleep(0.001)
+        while not any(isinstance(e, Final) for e in events):
+            await asyncio.sleep(0.01)
+    await stream.close()
+    [final] = [e for e in events if isinstance(e, Final)]
+    assert final.status is ResultStatus.RECOGNIZED and final.text == "はい"
+    assert len(peer.audio) == 2  # a second connection
+    # The second attempt heard the turn from its first byte, not from where the first one broke off.
+    assert peer.audio[1] == spoken[: len(peer.audio[1])] and len(peer.audio[1]) >= peer.answer_after
+    assert [c.split()[0] for c in peer.commands].count("s") == 2
+
+
+async def test_a_second_timeout_gives_up_with_the_error_not_a_loop() -> None:
+    events: list[AsrEvent] = []
+    always_out = TimingOutPeer()
+
+    async def connect() -> Connection:
+        always_out.audio.clear()  # every connection is a "first" one: it times out too
+        return await always_out.connect_with()()
+
+    stream = RecognizerStream("amivoice", connect, lambda r: AmiVoiceCodec(), events.append)
+    await stream.recognize(RecognitionRequest(1, "ja", audio_format=AudioFormat.PCMU))
+    async with asyncio.timeout(5):
+        while not any(isinstance(e, Final) for e in events):
+            stream.audio(b"\x7f" * 160)
+            await asyncio.sleep(0.001)
+    await stream.close()
+    [final] = [e for e in events if isinstance(e, Final)]
+    assert final.status is ResultStatus.ERROR and final.error is not None and final.error.code == "timeout"
+    assert [c.split()[0] for c in always_out.commands].count("s") == 2  # one retry, then the fallback
