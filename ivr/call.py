@@ -398,6 +398,10 @@ class Call:
             self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
             return
         self._effects.recognition = _Recognition(action.id, stream)
+        request = action.request
+        self.log.info(
+            "listening", vendor=action.vendor, language=request.language, audio=request.audio_format.value
+        )
         if self._rtp is not None:
             self._rtp.passthrough = action.request.audio_format is not AudioFormat.PCM16
         stream.recognize(action.request)  # its audio is taken from now on; the stream owns the task

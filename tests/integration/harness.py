@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,33 +60,28 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> lis
     raise TimeoutError(f"no {marker!r} within {timeout}s: {''.join(lines)}")
 
 
+EMULATOR_PATHS = {"mediazen": "", "cpqd": "/asr/ws/v3/recognize", "amivoice": "/v1/"}
+
+
 @contextmanager
-def mediazen_emulator(phrases: list[str]) -> Iterator[str]:
+def emulator(vendor: str, phrases: list[str], *args: str) -> Iterator[str]:
+    """`python -m ivr.emulators.<vendor>` on a free port with the phrases; yields its WebSocket URL."""
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         f.write("\n".join(phrases) + "\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ivr.emulators.mediazen",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--phrases",
-            f.name,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    argv = [sys.executable, "-m", f"ivr.emulators.{vendor}", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen([*argv, "--phrases", f.name, *args], stdout=subprocess.PIPE, text=True)
     try:
         _read_until(proc, "listening", timeout=120)
-        yield f"ws://127.0.0.1:{port}"
+        yield f"ws://127.0.0.1:{port}{EMULATOR_PATHS[vendor]}"
     finally:
         proc.terminate()
         proc.wait(10)
         os.unlink(f.name)
+
+
+def mediazen_emulator(phrases: list[str]) -> contextlib.AbstractContextManager[str]:
+    return emulator("mediazen", phrases)
 
 
 @dataclass

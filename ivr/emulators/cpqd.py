@@ -1,0 +1,505 @@
+"""CPQD Speech Server 2.4 (ASR WebSocket API 2.3/2.4) emulated on local engines: `ivr emulate cpqd`.
+
+Written from /work/shared/specs/003-cpqd-asr-websocket-2.4.md and protocol-notes.md part 1, never from our
+client codec (`ivr.asr`), so that a misreading on either side fails a test instead of passing against itself;
+the aim is a local server CPQD's own SDKs (asr-sdk-python, -java, -cpp) use unchanged.
+
+`ivr.emulators.cpqd_protocol` is the sans-I/O core; this module is the asyncio side: a `websockets` server on
+the SDKs' paths (`/asr/ws/v3/recognize` of document 003, `/asr/ws/v2/recognize/8k`, `/asr-server/asr`,
+`/ws/v1/recognize`; a `/16k` suffix selects 16 kHz), optional HTTP Basic auth on the upgrade, an HTTP status
+endpoint on the same port (`GET /status/channels/<Channel-Identifier>`), one writer per connection so messages
+leave in the order the core made them, one timer driven by the core's deadline, and one recognition worker
+feeding the local engine (`ivr.emulators.engine`) and, for `Infer-*-enabled`, the prosody classifier
+(`ivr.emulators.classifier`) in an executor.
+
+What a real Speech Server does that this one does not: free-form dictation (`builtin:slm/general` decodes the
+`--phrases` vocabulary, not open speech), n-best lists (one alternative), XML results, fetching
+`file:`/`http:` grammars. The real server's idle-session timeout, error codes and parameter defaults are not
+in the documents; the emulator's are its own (`--idle-timeout`, `cpqd_protocol.ErrorCode`, `PARAMETERS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ivr.emulators import session as shared
+from ivr.emulators.cpqd_protocol import (
+    AudioEnded,
+    AudioReceived,
+    ChannelRegistry,
+    CloseConnection,
+    CpqdServerSession,
+    Event,
+    Fault,
+    GrammarSource,
+    RecognitionConfig,
+    RecognitionRequested,
+    RecognitionStopped,
+    SendMessage,
+    TimedWord,
+    UtteranceResult,
+)
+from ivr.emulators.engine import (
+    GrammarError,
+    LocalEngines,
+    RecognizerSession,
+    SpeechStarted,
+    Utterance,
+    load_engines,
+    parse_grammar,
+    read_phrases,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8000  # document 003: http://{ip_speech_server}:8000/asr/ws/v3/recognize
+# The paths the SDKs and documents use (notes 1.1, document 003, the C++ example); a /8k or /16k suffix
+# picks the sample rate, 8 kHz otherwise.
+PATHS = ("/asr/ws/v3/recognize", "/asr/ws/v2/recognize", "/asr-server/asr", "/ws/v1/recognize")
+RATE_SUFFIXES = {"/8k": 8000, "/16k": 16000}
+STATUS_PATH = "/status/channels"
+REALM = "cpqd-emulator"
+# Engine languages by the language a grammar declares (`language pt-BR;`), by BCP-47 primary subtag.
+ENGINE_LANGUAGES = {"pt": "pt-BR", "en": "en", "ko": "ko", "ja": "ja"}
+DEFAULT_LANGUAGES = ("pt-BR", "en")
+CHUNK_SECONDS = 0.2  # a recognizer that fell behind is fed at most this much audio per step
+
+
+def sample_rate_of(path: str) -> int | None:
+    """The sample rate a request path selects, or None when it is not a recognizer path."""
+    path = path.split("?", 1)[0].rstrip("/")
+    rate = 8000
+    for suffix, suffix_rate in RATE_SUFFIXES.items():
+        if path.endswith(suffix):
+            path, rate = path[: -len(suffix)], suffix_rate
+    return rate if path in PATHS else None
+
+
+def engine_language(declared: str | None, default: str) -> str:
+    """The local engine for a grammar's declared language (`pt-BR`, `en-US`, `ko-KR`...)."""
+    if not declared:
+        return default
+    return ENGINE_LANGUAGES.get(declared.split("-", 1)[0].lower(), declared)
+
+
+@dataclass(frozen=True)
+class EmulatorOptions:
+    """How the emulator behaves beyond the protocol: auth, timeouts, faults, the default language."""
+
+    language: str = "pt-BR"
+    user: str | None = None
+    password: str | None = None
+    idle_timeout: float | None = None
+    fault: Fault | None = None
+
+
+class CpqdEmulator:
+    """The process-wide state: engines, the Channel-Identifier registry, options; serves connections."""
+
+    def __init__(self, engines: LocalEngines, options: EmulatorOptions | None = None) -> None:
+        self.engines = engines
+        self.options = options or EmulatorOptions()
+        self.registry = ChannelRegistry()
+        self._handles = itertools.count(1)
+        self._classifier: Any = None
+
+    def new_handle(self) -> str:
+        # "a long integer" (notes 1.4, e.g. 201604081523970032): the time and a process-wide counter.
+        return time.strftime("%Y%m%d%H%M%S") + f"{next(self._handles) % 10000:04d}"
+
+    @property
+    def classifier(self) -> Any:
+        if self._classifier is None:
+            from ivr.emulators.classifier import ProsodyClassifier
+
+            self._classifier = ProsodyClassifier()
+        return self._classifier
+
+    # --- HTTP before the upgrade ---
+
+    def _authorized(self, request: Request) -> bool:
+        if self.options.user is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(user, self.options.user) and hmac.compare_digest(
+            password, self.options.password or ""
+        )
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Auth, the status endpoint and unknown paths, answered before any WebSocket upgrade."""
+        if not self._authorized(request):
+            # A challenge for the Java SDK (Tyrus answers it); the Python SDK sends Basic pre-emptively.
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+            response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+            return response
+        path = request.path.split("?", 1)[0]
+        if path.rstrip("/") == STATUS_PATH or path.startswith(STATUS_PATH + "/"):
+            return self._status(connection, path[len(STATUS_PATH) :].strip("/"))
+        if sample_rate_of(path) is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no recognizer at {path}\n")
+        return None
+
+    def _status(self, connection: ServerConnection, channel: str) -> Response:
+        body = self.registry.status(channel) if channel else {"channels": sorted(self.registry.channels)}
+        status = HTTPStatus.OK if body is not None else HTTPStatus.NOT_FOUND
+        text = json.dumps(body if body is not None else {"error": f"no session used channel {channel}"})
+        response = connection.respond(status, text + "\n")
+        del response.headers["Content-Type"]  # respond() made it text/plain
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        rate = sample_rate_of(ws.request.path) or 8000
+        await _Connection(self, ws, rate).run()
+
+    async def serve(self, host: str, port: int, *, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled; `ready` is set once the socket is bound."""
+
+        async def guarded(ws: ServerConnection) -> None:
+            try:
+                await self.handle(ws)
+            except Exception:
+                log.exception("cpqd session failed")  # one broken session must not take the others down
+                await ws.close(1011, "internal error")
+
+        # Compression off: the payload is audio (DESIGN.md). No keepalive pings: the SDKs do not expect them.
+        async with ws_serve(
+            guarded, host, port, process_request=self.process_request, compression=None, ping_interval=None
+        ) as server:
+            if ready is not None:
+                ready.set()
+            await server.serve_forever()
+
+
+class _Worker:
+    """One recognition's recognizer and audio queue."""
+
+    def __init__(self, recognition: int, session: RecognizerSession, config: RecognitionConfig, rate: int):
+        self.recognition = recognition
+        self.session = session
+        self.config = config
+        self.rate = rate
+        self.audio = shared.AudioQueue(int(CHUNK_SECONDS * rate) * 2)
+        self.pcm = bytearray()  # the recognition's audio so far, sliced for the classifier and verify buffer
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Connection:
+    """One WebSocket connection carrying one CPQD session."""
+
+    def __init__(self, emulator: CpqdEmulator, ws: ServerConnection, sample_rate: int) -> None:
+        self.emulator = emulator
+        self.ws = ws
+        self.loop = asyncio.get_running_loop()
+        self.core = CpqdServerSession(
+            emulator.new_handle(),
+            now=self.loop.time(),
+            registry=emulator.registry,
+            sample_rate=sample_rate,
+            idle_timeout=emulator.options.idle_timeout,
+            fault=emulator.options.fault,
+        )
+        self.outbox: asyncio.Queue[bytes | CloseConnection] = asyncio.Queue()
+        self.workers: dict[int, _Worker] = {}
+        self.rearm = asyncio.Event()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        timer = asyncio.create_task(self._timer())
+        try:
+            async for frame in self.ws:
+                await self.dispatch(self.core.receive(frame, self.now()))
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.dispatch(self.core.connection_lost())
+            timer.cancel()
+            writer.cancel()
+            for worker in list(self.workers.values()):
+                self._stop(worker)
+            tasks = [t for t in (timer, writer, *(w.task for w in self.workers.values())) if t is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, CloseConnection):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                await self.ws.send(item)  # bytes: a binary frame, which is all the Java SDK decodes
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            self.rearm.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.rearm.wait()
+            except TimeoutError:
+                await self.dispatch(self.core.on_timer(self.now()))
+
+    async def dispatch(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, SendMessage):
+                self.outbox.put_nowait(event.data)
+            elif isinstance(event, RecognitionRequested):
+                await self.dispatch(await self._start(event))
+            elif isinstance(event, AudioReceived):
+                worker = self.workers.get(event.recognition)
+                if worker is not None:
+                    worker.audio.put(event.pcm)
+            elif isinstance(event, AudioEnded):
+                worker = self.workers.get(event.recognition)
+                if worker is not None:
+                    worker.audio.close()
+            elif isinstance(event, RecognitionStopped):
+                worker = self.workers.get(event.recognition)
+                if worker is not None:
+                    self._stop(worker)
+            elif isinstance(event, CloseConnection):
+                self.outbox.put_nowait(event)
+        self.rearm.set()  # the core's deadline may have moved
+
+    def _stop(self, worker: _Worker) -> None:
+        worker.stopped = True
+        self.workers.pop(worker.recognition, None)
+        if worker.task is not None and worker.task is not asyncio.current_task():
+            worker.task.cancel()
+
+    async def _start(self, request: RecognitionRequested) -> list[Event]:
+        """Open the recognizer for a START_RECOGNITION; the core's answer is the RESPONSE."""
+        options = self.emulator.options
+        grammar = request.grammar
+        declared = None
+        if grammar.text is not None:
+            with contextlib.suppress(GrammarError):
+                declared = parse_grammar(grammar.text, grammar.uri).language
+        language = engine_language(declared, options.language)
+        engine = self.emulator.engines.get(language)
+        if engine is None:
+            reason = (
+                f"language {language} is not served here - {self.emulator.engines.why_unavailable(language)}"
+            )
+            return self.core.reject_recognition(request.recognition, reason, self.now())
+        try:
+            if grammar.text is not None:
+                await engine.load_grammar(grammar.text)  # compiled in the pool, not on the loop
+            session = engine.new_session(request.sample_rate, grammar.text)
+        except (GrammarError, ValueError) as exc:
+            reason = f"{grammar.uri} - {exc}"
+            if grammar.text is None:
+                reason += " (no free-form recognizer here: the SLM decodes the --phrases vocabulary)"
+            return self.core.reject_recognition(request.recognition, reason, self.now())
+        worker = _Worker(request.recognition, session, request.config, request.sample_rate)
+        self.workers[worker.recognition] = worker
+        worker.task = asyncio.create_task(self._recognize(worker, grammar))
+        return self.core.accept_recognition(request.recognition, self.now())
+
+    async def _recognize(self, worker: _Worker, grammar: GrammarSource) -> None:
+        rid, bytes_per_second = worker.recognition, 2 * worker.rate
+        try:
+            while not worker.stopped:
+                await worker.audio.wake.wait()
+                worker.audio.wake.clear()
+                while worker.audio.pending and not worker.stopped:
+                    chunk = worker.audio.take()
+                    worker.pcm += chunk
+                    events = await worker.session.feed(chunk)
+                    await self._deliver(worker, events)
+                    seconds = len(worker.pcm) / bytes_per_second
+                    await self.dispatch(self.core.audio_processed(rid, seconds, self.now()))
+                if worker.audio.closed and not worker.stopped:
+                    await self._deliver(worker, await worker.session.flush())
+                    await self.dispatch(self.core.audio_finished(rid, self.now()))
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("recognizer failed on %s", grammar.uri)
+            await self.dispatch(self.core.recognition_failed(rid, str(exc), self.now()))
+
+    async def _deliver(self, worker: _Worker, events: Sequence[SpeechStarted | Utterance]) -> None:
+        for event in events:
+            if worker.stopped:
+                return
+            if isinstance(event, SpeechStarted):
+                await self.dispatch(self.core.speech_started(worker.recognition, event.time, self.now()))
+            else:
+                result = await self._utterance(worker, event)
+                await self.dispatch(self.core.utterance(worker.recognition, result, self.now()))
+
+    async def _utterance(self, worker: _Worker, utterance: Utterance) -> UtteranceResult:
+        start = max(0, int(utterance.start * worker.rate)) * 2
+        end = max(start, int(utterance.end * worker.rate)) * 2
+        audio = bytes(worker.pcm[start:end])
+        extra: dict[str, Any] = {}
+        if worker.config.infer and audio:
+            from ivr.emulators.classifier import to_cpqd_json
+
+            classifier = self.emulator.classifier
+            scores = await self.loop.run_in_executor(None, classifier.classify, audio, worker.rate)
+            extra = {k: v for k, v in to_cpqd_json(scores).items() if k in worker.config.infer}
+        words = tuple(TimedWord(w.text, w.start, w.end, w.confidence) for w in utterance.words)
+        return UtteranceResult(
+            utterance.text,
+            utterance.confidence,
+            utterance.start,
+            utterance.end,
+            words,
+            utterance.tag,
+            extra,
+            audio,
+        )
+
+
+# --- command line ---
+
+DESCRIPTION = (
+    "CPQD Speech Server 2.4 emulator (ASR WebSocket API 2.3/2.4) on local engines: pt-BR is a best-effort"
+    " grammar matcher (pocketsphinx's English acoustic model with an espeak-ng derived dictionary), en-US"
+    " pocketsphinx, ko Vosk. Accuracy as measured in ivr/emulators/engine.py and TOOLBOX.md: pt-BR about"
+    " 93 % exact on in-grammar espeak-ng phrases, rejection weak on near misses, spoken digits unusable."
+    " There is no free-form recognizer: builtin:slm/general decodes the --phrases vocabulary only."
+)
+EPILOG = (
+    "Paths: /asr/ws/v3/recognize (document 003), /asr/ws/v2/recognize/8k, /asr-server/asr, /ws/v1/recognize;"
+    " /16k selects 16 kHz. Status: GET /status/channels/<Channel-Identifier> (JSON: sessions, recognitions,"
+    " verify buffer). The real server's idle timeout is not documented; --idle-timeout sets the emulator's."
+    " --fault makes every session fail START_RECOGNITION for fallback tests: start-failure (Result FAILURE),"
+    " invalid-action (Result INVALID_ACTION), close-mid-utterance (socket closed after START_OF_SPEECH),"
+    " no-reply (START_RECOGNITION and all after it unanswered)."
+)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = shared.argument_parser("cpqd", DESCRIPTION, port=DEFAULT_PORT)
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "--language", default="pt-BR", help="the language of grammars that declare none (default pt-BR)"
+    )
+    parser.add_argument(
+        "--languages",
+        default=",".join(DEFAULT_LANGUAGES),
+        help="engines to load, comma-separated (default pt-BR,en; add ko for Vosk Korean, ~540 MiB)",
+    )
+    parser.add_argument("--user", default=os.environ.get("IVR_CPQD_EMULATOR_USER"), help="require Basic auth")
+    parser.add_argument("--password", default=os.environ.get("IVR_CPQD_EMULATOR_PASSWORD"))
+    parser.add_argument(
+        "--idle-timeout", type=float, default=None, metavar="SECONDS", help="close sessions idle this long"
+    )
+    parser.add_argument("--fault", choices=[f.value for f in Fault], default=None)
+    return parser
+
+
+def _engines(args: argparse.Namespace) -> LocalEngines:
+    phrases: list[str] = []
+    if args.phrases:
+        with open(args.phrases, encoding="utf-8") as f:
+            phrases += read_phrases(f)
+    phrases += read_phrases(args.phrase)
+    languages = [
+        engine_language(code.strip(), code.strip()) for code in args.languages.split(",") if code.strip()
+    ]
+    model_dirs: dict[str, str] = {}
+    for spec in args.model:
+        language, sep, path = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--model expects LANG=DIR: {spec!r}")
+        model_dirs[engine_language(language, language)] = path
+    # CPQD sessions bring their own grammars (DEFINE_GRAMMAR), so engines load without phrases too.
+    return load_engines(
+        languages, phrases, model_dirs=model_dirs, workers=args.workers, session_grammars=True
+    )
+
+
+async def _listen(emulator: CpqdEmulator, host: str, port: int) -> None:
+    ready = asyncio.Event()
+    server = asyncio.create_task(emulator.serve(host, port, ready=ready))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    ready_wait = asyncio.create_task(ready.wait())
+    await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        ready_wait.cancel()
+        server.result()  # raises the bind error
+        return
+    print(f"cpqd emulator listening on ws://{host}:{port}{PATHS[0]}", flush=True)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
+    stopping.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if (args.user is None) != (args.password is None):
+        raise SystemExit("--user and --password go together")
+    engines = _engines(args)
+    for language in engines.engines:
+        log.info("%s: %s loaded", language, engines.engines[language].description)
+    for language, reason in engines.unavailable.items():
+        log.info("%s: not served: %s", language, reason)
+    options = EmulatorOptions(
+        language=engine_language(args.language, args.language),
+        user=args.user,
+        password=args.password,
+        idle_timeout=args.idle_timeout,
+        fault=Fault(args.fault) if args.fault else None,
+    )
+    try:
+        asyncio.run(_listen(CpqdEmulator(engines, options), args.host, args.port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    finally:
+        engines.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

