@@ -216,11 +216,34 @@ def _classification(document: dict[str, Any]) -> Classification | None:
     return Classification(emotion=emotion, age=age, gender=gender)
 
 
+# Which of the ten emotions make up each of 2.4's four p_groups. Document 003 names the groups but not their
+# members, and its own example omits p_groups; this is our reading (the valence/arousal quadrants the names
+# describe), used only to fill in p_groups when a server leaves them out, so group routes still work.
+EMOTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "negativo_desativado": ("triste",),
+    "positivo": ("entusiasmado", "feliz", "surpreso"),
+    "neutro": ("neutro",),
+    "negativo_ativado": ("enojado", "irritado", "frustrado", "ansioso", "amedrontado"),
+}
+
+
+def _groups_of(p: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+    values = dict(p)
+    if not values:
+        return ()
+    return tuple(
+        (group, round(sum(values.get(e, 0.0) for e in members), 6))
+        for group, members in EMOTION_GROUPS.items()
+    )
+
+
 def _emotion(value: object) -> Scores | None:
-    """Label ``emotion``; ``p`` the ten emotions; ``p_groups`` the four groups (absent in 003's example)."""
+    """Label ``emotion``; ``p`` the ten emotions; ``p_groups`` the four groups (derived from ``p`` when the
+    server sends none, as 003's own example does not)."""
     if not isinstance(value, dict):
         return None
     p, groups = _distribution(value.get("p")), _distribution(value.get("p_groups"))
+    groups = groups or _groups_of(p)
     label = _text(value.get("emotion")) or _argmax(p)
     return Scores(label, p, groups) if label or p else None
 

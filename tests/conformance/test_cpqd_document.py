@@ -143,8 +143,16 @@ def test_result_example(as_printed: bool) -> None:
         for a in document["alternatives"]
     )
     age, gender, emotion = document["age_scores"], document["gender_scores"], document["emotion_scores"]
+    # The example has no p_groups: the codec fills them in from p, each group the sum of its members.
+    p = emotion["p"]
+    groups = (
+        ("negativo_desativado", p["triste"]),
+        ("positivo", p["entusiasmado"] + p["feliz"] + p["surpreso"]),
+        ("neutro", p["neutro"]),
+        ("negativo_ativado", p["enojado"] + p["irritado"] + p["frustrado"] + p["ansioso"] + p["amedrontado"]),
+    )
     classification = Classification(
-        emotion=Scores(emotion["emotion"], tuple(emotion["p"].items())),  # the example has no p_groups
+        emotion=Scores(emotion["emotion"], tuple(p.items()), tuple((g, round(v, 6)) for g, v in groups)),
         age=Scores(str(age["age"]), tuple(age["p"].items()), ((age["confidence"], 1.0),)),
         gender=Scores(gender["gender"], (("M", gender["p"][0]), ("F", gender["p"][1]))),
     )
@@ -152,6 +160,9 @@ def test_result_example(as_printed: bool) -> None:
     assert final.text == "gastando 123 testando 123 testando" and final.confidence == 0.96
     assert classification.emotion is not None and classification.emotion.label == "frustrado"
     assert classification.gender is not None and classification.gender.score("M") > 0.85
+    # frustrado 0.67 dominates: the derived activated-negative group is where a priority route looks
+    assert final.classification is not None and final.classification.emotion is not None
+    assert dict(final.classification.emotion.groups)["negativo_ativado"] > 0.8
 
 
 def test_classifier_fields_named_by_the_document() -> None:

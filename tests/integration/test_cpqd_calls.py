@@ -12,6 +12,7 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,11 +24,12 @@ pytestmark = pytest.mark.integration
 BANCO = REPO / "dialplans" / "banco.yaml"
 RECORDINGS = REPO.parent / "shared" / "audio" / "cpqd-sdk"
 AGITATED = ("-a", "180", "-p", "80", "-s", "190")  # TOOLBOX.md: loud, high, fast
+PORTUGUESE_ONLY = ("--languages", "pt-BR")
 
 
 @pytest.fixture(scope="module")
 def cpqd_url() -> Iterator[str]:
-    with emulator("cpqd", load_dialplan(BANCO).phrases(), "--languages", "pt-BR") as url:
+    with emulator("cpqd", load_dialplan(BANCO).phrases(), *PORTUGUESE_ONLY) as url:
         yield url
 
 
@@ -37,7 +39,7 @@ def channel_status(url: str, channel: str) -> dict[str, object]:
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
-def call(tmp: Path, url: str, scenario: str, audio: Path) -> tuple[dict[str, object], str]:
+def call(tmp: Path, url: str, scenario: str, audio: Path) -> tuple[dict[str, Any], str]:
     """One sipp call on the bank dialplan; its CDR and what sipp saw (messages log)."""
     script = scenario_with(scenario, tmp, AUDIO=str(audio))
     with bridge(tmp, url, asr_urls={"cpqd": url}, dialplan=str(BANCO)) as b:
@@ -129,3 +131,14 @@ def test_a_real_recording_answers_the_second_step(tmp_path: Path, cpqd_url: str)
     )
     cdr, _ = call(tmp_path, cpqd_url, "speech_hangup.xml", two_turns(tmp_path, first, yes))
     assert cdr["route"][-1] == "bloqueado<say:sim", cdr
+
+
+@pytest.mark.parametrize("fault", ["start-failure", "invalid-action", "close-mid-utterance", "no-reply"])
+def test_a_failing_vendor_gets_the_caller_the_fallback_not_dead_air(tmp_path: Path, fault: str) -> None:
+    audio = speak("consultar saldo", tmp_path / "calm.ulaw", voice="pt-br", ulaw_raw=True, lead=0.5)
+    phrases = load_dialplan(BANCO).phrases()
+    with emulator("cpqd", phrases, *PORTUGUESE_ONLY, "--fault", fault) as url:
+        cdr, _ = call(tmp_path, url, "speech_agent.xml", audio)
+    # The prompt played on and the no-input timer ran out: the no_input target, an agent, not silence.
+    assert cdr["route"] == ["saudacao<start", "atendente<recognizer_failed"], cdr
+    assert cdr["transfer_status"] == 200 and cdr["hangup_cause"] == "transferred", cdr
