@@ -40,6 +40,7 @@ from ivr.asr.cpqd import (
     vendor_language,
 )
 from ivr.asr.memory import MemoryConnection
+from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream
 
 CHANNEL = "698dc19d489c4e4db73e28a713eab07b"
@@ -1049,3 +1050,40 @@ async def test_two_recognitions_on_one_session_through_the_driver() -> None:
         "EndOfSpeech",
         "Final",
     ]
+
+
+async def test_a_dropped_connection_reopens_the_session_with_the_calls_channel_identifier() -> None:
+    peer = CpqdPeer(["sim", "não"])
+    connections: list[MemoryConnection] = []
+    created: list[str] = []
+
+    def recording(frame: bytes | str) -> list[bytes | str]:
+        assert isinstance(frame, bytes)
+        first, headers, _ = parsed(frame)
+        if first.split()[2] == "CREATE_SESSION":
+            created.append(headers["Channel-Identifier"])
+        return peer(frame)
+
+    async def connect() -> MemoryConnection:
+        connections.append(MemoryConnection(recording))
+        return connections[-1]
+
+    sink = Sink()
+    stream = RecognizerStream(
+        "cpqd", connect, lambda r: make_codec("cpqd", dict(r.options), channel_id=r.channel_id), sink
+    )
+    clip = pcm("yes-8k.wav")
+    for recognition in (1, 2):
+        await stream.recognize(RecognitionRequest(recognition, "pt-BR", channel_id=CHANNEL))
+        for start in range(0, len(clip), 320):
+            stream.audio(clip[start : start + 320])
+            await asyncio.sleep(0)
+        stream.end(recognition)
+        await sink.final(recognition)
+        if recognition == 1:
+            connections[0].abort()  # the network drops between the two listen steps
+            await asyncio.sleep(0.05)
+    await stream.close()
+    assert len(connections) == 2 and created == [CHANNEL, CHANNEL]
+    finals = [e for e in sink.events if isinstance(e, Final)]
+    assert [f.text for f in finals] == ["sim", "não"]
