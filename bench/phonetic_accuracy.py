@@ -188,16 +188,21 @@ async def run(language: str, quick: bool) -> None:
         f"  with the engine's defaults, all clips: {hits:.0f} % correct accepts, "
         f"false accepts {far:.0f} % far, {near:.0f} % near"
     )
+    default_coverage, default_margin = engine_defaults(language)
+    sweep = ", ".join(
+        "{:.2f}: {:.0f}/{:.0f}/{:.0f}".format(cut, *rates(clips, cut, default_margin))
+        for cut in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
+    )
+    print(f"  by min coverage (default {default_coverage}), correct/far/near %: {sweep}")
     wrong = [c for c in clips if c.kind == "in" and c.text != c.said]
     if wrong:
         print("  in-grammar misses:", ", ".join(sorted({f"{c.said}->{c.text or '-'}" for c in wrong})))
 
 
 def engine_defaults(language: str) -> tuple[float, float]:
-    from ivr.emulators.phonetic import BACKGROUND_MARGIN
-    from ivr.emulators.sphinx import MIN_COVERAGE
+    from ivr.emulators.phonetic import BACKGROUND_MARGIN, PHONETIC_MIN_COVERAGE
 
-    return MIN_COVERAGE, BACKGROUND_MARGIN[language]
+    return PHONETIC_MIN_COVERAGE, BACKGROUND_MARGIN[language]
 
 
 def main() -> None:
