@@ -219,6 +219,19 @@ def _classification(document: dict[str, Any]) -> Classification | None:
 # Which of the ten emotions make up each of 2.4's four p_groups. Document 003 names the groups but not their
 # members, and its own example omits p_groups; this is our reading (the valence/arousal quadrants the names
 # describe), used only to fill in p_groups when a server leaves them out, so group routes still work.
+# The ten emotions of `emotion_scores.p`, in the document's order.
+EMOTIONS = (
+    "enojado",
+    "frustrado",
+    "triste",
+    "ansioso",
+    "entusiasmado",
+    "feliz",
+    "surpreso",
+    "amedrontado",
+    "neutro",
+    "irritado",
+)
 EMOTION_GROUPS: dict[str, tuple[str, ...]] = {
     "negativo_desativado": ("triste",),
     "positivo": ("entusiasmado", "feliz", "surpreso"),

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ivr.asr import cpqd_message
 from ivr.asr.base import AudioFormat, Classifier
 from ivr.asr.registry import check_step
 
@@ -36,22 +37,10 @@ _URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _SKIP_FLOW_CHECK = "skip_flow_check"
 
-# The speaker classes CPQD Speech Server 2.4 reports (document 003): the ten emotions of `emotion_scores.p`
-# and the four groups of `p_groups`; routes name them, so a typo is caught at load.
-EMOTIONS = (
-    "enojado",
-    "frustrado",
-    "triste",
-    "ansioso",
-    "entusiasmado",
-    "feliz",
-    "surpreso",
-    "amedrontado",
-    "neutro",
-    "irritado",
-)
-EMOTION_GROUPS = ("negativo_desativado", "positivo", "neutro", "negativo_ativado")
-GENDERS = ("M", "F")
+# Routes name the speaker classes CPQD Speech Server 2.4 reports (the only vendor with classifiers), so a
+# typo is caught at load.
+EMOTIONS = cpqd_message.EMOTIONS
+EMOTION_GROUPS = tuple(cpqd_message.EMOTION_GROUPS)
 
 
 class _Model(BaseModel):
