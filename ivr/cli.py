@@ -89,7 +89,9 @@ async def _serve(settings: Settings) -> None:
     dialplan = load_dialplan(settings.dialplan)
     used = dialplan.vendors()
     emulators = [
-        EmbeddedEmulator(vendor, "127.0.0.1", settings.emulator_port + i, dialplan.phrases())
+        EmbeddedEmulator(
+            vendor, "127.0.0.1", settings.emulator_port + i, dialplan.phrases(), dialplan.languages(vendor)
+        )
         for i, vendor in enumerate(v for v, url in settings.asr_urls.items() if url == EMBEDDED and v in used)
     ]
     try:

@@ -26,13 +26,20 @@ EMULATOR_PATHS = {"mediazen": "", "cpqd": "/asr/ws/v3/recognize", "amivoice": "/
 
 
 class EmbeddedEmulator:
-    def __init__(self, vendor: str, host: str, port: int, phrases: Sequence[str]) -> None:
+    """One vendor emulator as a child process, serving the dialplan's phrases in the given languages."""
+
+    def __init__(
+        self, vendor: str, host: str, port: int, phrases: Sequence[str], languages: Sequence[str] = ()
+    ) -> None:
+        # `languages` limits the engines the emulator loads (empty: its own default), so a Japanese dialplan
+        # on AmiVoice does not load Korean Vosk (~540 MiB).
         if vendor not in EMULATOR_MODULES:
             raise ValueError(f"no emulator for {vendor!r} (have: {', '.join(EMULATOR_MODULES)})")
         self.vendor = vendor
         self.host = host
         self.port = port
         self.phrases = list(phrases)
+        self.languages = list(languages)
         self._proc: asyncio.subprocess.Process | None = None
         self._phrase_file: Path | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -56,6 +63,8 @@ class EmbeddedEmulator:
                 f.write("\n".join(self.phrases) + "\n")
                 self._phrase_file = Path(f.name)
             argv += ["--phrases", str(self._phrase_file)]
+        for language in self.languages:
+            argv += ["--language", language]
         self._proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
         assert self._proc.stdout is not None
         try:

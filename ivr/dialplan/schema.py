@@ -374,6 +374,15 @@ class Dialplan(_Model):
         """The recognizer vendors the listening steps use."""
         return {step.settings.vendor or self.asr.vendor for step in self.steps.values() if step.listens}
 
+    def languages(self, vendor: str) -> list[str]:
+        """The languages the listening steps on `vendor` ask for, in order of appearance."""
+        found = (
+            step.settings.language or self.asr.language
+            for step in self.steps.values()
+            if step.listens and (step.settings.vendor or self.asr.vendor) == vendor
+        )
+        return list(dict.fromkeys(found))
+
     def phrases(self) -> list[str]:
         """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
         return list(dict.fromkeys(p for step in self.steps.values() for p in step_vocabulary(step)))

@@ -29,8 +29,6 @@ import contextlib
 import datetime
 import functools
 import logging
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Coroutine
@@ -38,12 +36,12 @@ from typing import Any
 
 from ivr.emulators import session as shared
 from ivr.emulators import wsserver
+from ivr.emulators.amivoice_audio import ENGINE_RATE
 from ivr.emulators.amivoice_protocol import (
     CANT_CONNECT,
     DEFAULT_NO_COMMUNICATION_TIMEOUT,
     DEFAULT_SILENCE_TIMEOUT,
     ENGINE_LANGUAGES,
-    ENGINE_RATE,
     AbortRecognition,
     AmiVoiceServerProtocol,
     AudioReceived,
@@ -281,12 +279,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = shared.argument_parser("amivoice", DESCRIPTION, port=DEFAULT_PORT)
     parser.add_argument("--appkey", help="require this authorization= value in every s command")
     parser.add_argument(
-        "--language",
-        action="append",
-        choices=sorted(SERVED_LANGUAGES),
-        help="load only these engines (repeatable; default: all; Korean costs ~540 MiB and 5 s to load)",
-    )
-    parser.add_argument(
         "--silence-timeout",
         type=float,
         default=DEFAULT_SILENCE_TIMEOUT,
@@ -303,46 +295,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _listen(host: str, port: int, handler: wsserver.Handler) -> None:
-    server = await wsserver.start(handler, host, port, paths=PATHS)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    bound = server.sockets[0].getsockname()[1] if server.sockets else port
-    print(f"amivoice emulator listening on ws://{host}:{bound}/v1/", flush=True)
-    async with server:
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
     """`ivr emulate amivoice`: load the engines, serve until SIGTERM/SIGINT; the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    languages = {lang: SERVED_LANGUAGES[lang] for lang in (args.language or SERVED_LANGUAGES)}
-    engines = shared.engines_from_args(args, languages)
-    for name, language in ENGINE_LANGUAGES.items():
-        engine = engines.get(language)
-        if engine is not None:
-            log.info("%s (%s): %s", name, language, engine.description)
-        else:
-            log.info("%s (%s): not served: %s", name, language, engines.why_unavailable(language))
-    if engines.get("ja") is not None:
-        _kakasi()  # load the reading dictionary (about 1 s) before serving, not in the first session
     options = Options(args.appkey, args.silence_timeout, args.no_communication_timeout)
-    try:
-        asyncio.run(_listen(args.host, args.port, connection_handler(engines, options)))
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
-        return 1
-    finally:
-        engines.close()
-    return 0
+
+    def server(engines: LocalEngines) -> shared.Server:
+        for name, language in ENGINE_LANGUAGES.items():
+            if engines.get(language) is None:
+                log.info("%s (%s): not served: %s", name, language, engines.why_unavailable(language))
+        if engines.get("ja") is not None:
+            _kakasi()  # load the reading dictionary (about 1 s) before serving, not in the first session
+        return functools.partial(serve, engines=engines, options=options)
+
+    return shared.run_emulator(
+        args, vendor="amivoice", languages=SERVED_LANGUAGES, server=server, path=PATHS[0]
+    )
 
 
 if __name__ == "__main__":

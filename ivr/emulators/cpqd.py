@@ -30,8 +30,6 @@ import itertools
 import json
 import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,36 +37,31 @@ from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ivr.emulators import session as shared
-from ivr.emulators.cpqd_protocol import (
+from ivr.emulators.cpqd_channels import ChannelRegistry
+from ivr.emulators.cpqd_events import (
     AudioEnded,
     AudioReceived,
-    ChannelRegistry,
     CloseConnection,
-    CpqdServerSession,
     Event,
-    Fault,
-    GrammarSource,
-    RecognitionConfig,
     RecognitionRequested,
     RecognitionStopped,
     SendMessage,
-    TimedWord,
     UtteranceResult,
 )
+from ivr.emulators.cpqd_grammars import GrammarSource
+from ivr.emulators.cpqd_parameters import RecognitionConfig
+from ivr.emulators.cpqd_protocol import CpqdServerSession, Fault
 from ivr.emulators.engine import (
     GrammarError,
     LocalEngines,
     RecognizerSession,
     SpeechStarted,
     Utterance,
-    load_engines,
     parse_grammar,
-    read_phrases,
 )
 
 log = logging.getLogger(__name__)
@@ -107,7 +100,7 @@ def engine_language(declared: str | None, default: str) -> str:
 class EmulatorOptions:
     """How the emulator behaves beyond the protocol: auth, timeouts, faults, the default language."""
 
-    language: str = "pt-BR"
+    default_language: str = "pt-BR"
     user: str | None = None
     password: str | None = None
     idle_timeout: float | None = None
@@ -183,21 +176,16 @@ class CpqdEmulator:
 
     async def serve(self, host: str, port: int, *, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; `ready` is set once the socket is bound."""
-
-        async def guarded(ws: ServerConnection) -> None:
-            try:
-                await self.handle(ws)
-            except Exception:
-                log.exception("cpqd session failed")  # one broken session must not take the others down
-                await ws.close(1011, "internal error")
-
-        # Compression off: the payload is audio (DESIGN.md). No keepalive pings: the SDKs do not expect them.
-        async with ws_serve(
-            guarded, host, port, process_request=self.process_request, compression=None, ping_interval=None
-        ) as server:
-            if ready is not None:
-                ready.set()
-            await server.serve_forever()
+        # No keepalive pings: the SDKs do not expect them.
+        await shared.serve(
+            host,
+            port,
+            self.handle,
+            vendor="cpqd",
+            ready=ready,
+            process_request=self.process_request,
+            ping_interval=None,
+        )
 
 
 class _Worker:
@@ -309,7 +297,7 @@ class _Connection:
         if grammar.text is not None:
             with contextlib.suppress(GrammarError):
                 declared = parse_grammar(grammar.text, grammar.uri).language
-        language = engine_language(declared, options.language)
+        language = engine_language(declared, options.default_language)
         engine = self.emulator.engines.get(language)
         if engine is None:
             reason = (
@@ -374,13 +362,12 @@ class _Connection:
             classifier = self.emulator.classifier
             scores = await self.loop.run_in_executor(None, classifier.classify, audio, worker.rate)
             extra = {k: v for k, v in to_cpqd_json(scores).items() if k in worker.config.infer}
-        words = tuple(TimedWord(w.text, w.start, w.end, w.confidence) for w in utterance.words)
         return UtteranceResult(
             utterance.text,
             utterance.confidence,
             utterance.start,
             utterance.end,
-            words,
+            utterance.words,
             utterance.tag,
             extra,
             audio,
@@ -402,7 +389,8 @@ EPILOG = (
     " verify buffer). The real server's idle timeout is not documented; --idle-timeout sets the emulator's."
     " --fault makes every session fail START_RECOGNITION for fallback tests: start-failure (Result FAILURE),"
     " invalid-action (Result INVALID_ACTION), close-mid-utterance (socket closed after START_OF_SPEECH),"
-    " no-reply (START_RECOGNITION and all after it unanswered)."
+    " no-reply (START_RECOGNITION and all after it unanswered). Engines: --language pt-BR --language en"
+    " unless given (ko for Vosk Korean, ~540 MiB; ja)."
 )
 
 
@@ -410,12 +398,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = shared.argument_parser("cpqd", DESCRIPTION, port=DEFAULT_PORT)
     parser.epilog = EPILOG
     parser.add_argument(
-        "--language", default="pt-BR", help="the language of grammars that declare none (default pt-BR)"
-    )
-    parser.add_argument(
-        "--languages",
-        default=",".join(DEFAULT_LANGUAGES),
-        help="engines to load, comma-separated (default pt-BR,en; add ko for Vosk Korean, ~540 MiB)",
+        "--default-language",
+        default="pt-BR",
+        help="the language of grammars that declare none (default pt-BR)",
     )
     parser.add_argument("--user", default=os.environ.get("IVR_CPQD_EMULATOR_USER"), help="require Basic auth")
     parser.add_argument("--password", default=os.environ.get("IVR_CPQD_EMULATOR_PASSWORD"))
@@ -426,79 +411,28 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engines(args: argparse.Namespace) -> LocalEngines:
-    phrases: list[str] = []
-    if args.phrases:
-        with open(args.phrases, encoding="utf-8") as f:
-            phrases += read_phrases(f)
-    phrases += read_phrases(args.phrase)
-    languages = [
-        engine_language(code.strip(), code.strip()) for code in args.languages.split(",") if code.strip()
-    ]
-    model_dirs: dict[str, str] = {}
-    for spec in args.model:
-        language, sep, path = spec.partition("=")
-        if not sep:
-            raise SystemExit(f"--model expects LANG=DIR: {spec!r}")
-        model_dirs[engine_language(language, language)] = path
-    # CPQD sessions bring their own grammars (DEFINE_GRAMMAR), so engines load without phrases too.
-    return load_engines(
-        languages, phrases, model_dirs=model_dirs, workers=args.workers, session_grammars=True
-    )
-
-
-async def _listen(emulator: CpqdEmulator, host: str, port: int) -> None:
-    ready = asyncio.Event()
-    server = asyncio.create_task(emulator.serve(host, port, ready=ready))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    ready_wait = asyncio.create_task(ready.wait())
-    await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if server.done():
-        ready_wait.cancel()
-        server.result()  # raises the bind error
-        return
-    print(f"cpqd emulator listening on ws://{host}:{port}{PATHS[0]}", flush=True)
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
-    stopping.cancel()
-
-
 def main(argv: list[str] | None = None) -> int:
+    """`ivr emulate cpqd`: load the engines (pt-BR and en unless --language says), serve; the exit status."""
     args = argument_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     if (args.user is None) != (args.password is None):
         raise SystemExit("--user and --password go together")
-    engines = _engines(args)
-    for language in engines.engines:
-        log.info("%s: %s loaded", language, engines.engines[language].description)
-    for language, reason in engines.unavailable.items():
-        log.info("%s: not served: %s", language, reason)
     options = EmulatorOptions(
-        language=engine_language(args.language, args.language),
+        default_language=engine_language(args.default_language, args.default_language),
         user=args.user,
         password=args.password,
         idle_timeout=args.idle_timeout,
         fault=Fault(args.fault) if args.fault else None,
     )
-    try:
-        asyncio.run(_listen(CpqdEmulator(engines, options), args.host, args.port))
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
-        return 1
-    finally:
-        engines.close()
-    return 0
+    return shared.run_emulator(
+        args,
+        vendor="cpqd",
+        languages={language: language for language in ENGINE_LANGUAGES.values()},
+        default_languages=DEFAULT_LANGUAGES,
+        # CPQD sessions bring their own grammars (DEFINE_GRAMMAR), so engines load without phrases too.
+        session_grammars=True,
+        server=lambda engines: CpqdEmulator(engines, options).serve,
+        path=PATHS[0],
+    )
 
 
 if __name__ == "__main__":

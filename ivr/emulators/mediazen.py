@@ -14,14 +14,15 @@ The wire protocol, per the document:
 `MediazenServerProtocol` is the sans-I/O core (messages in, events out); `serve()` is the asyncio adapter over
 `websockets`, one connection = one recognition session; `main()` is the command line. The queue, worker,
 server and command line are the ones every emulator shares (`ivr.emulators.session`); the recognizers are the
-local engines (`ivr.emulators.engine`): ko on Vosk, en on pocketsphinx; jp is refused, as no Japanese engine
-installs here.
+local engines (`ivr.emulators.engine`): ko on Vosk, en on pocketsphinx, jp on the best-effort Japanese
+matcher, which needs Japanese phrases (`--phrases`) and refuses the join without them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ivr.emulators import session as shared
-from ivr.emulators.engine import LocalEngines
+from ivr.emulators.engine import GrammarError, LocalEngines
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +269,12 @@ class _Connection:
         if engine is None:
             reason = self.engines.why_unavailable(engine_language)
             return self.core.reject_join(f"language {language!r} is not served: {reason}")
-        self.worker = asyncio.create_task(
-            shared.recognize(engine.new_session(SAMPLE_RATE), self.audio, self.on_step, self.on_finish)
-        )
+        try:
+            session = engine.new_session(SAMPLE_RATE)
+        except (GrammarError, ValueError) as exc:
+            # A grammar matcher (Japanese) with none of its language's phrases has nothing to match.
+            return self.core.reject_join(f"language {language!r} is not served: {exc} (no phrases in it)")
+        self.worker = asyncio.create_task(shared.recognize(session, self.audio, self.on_step, self.on_finish))
         return self.core.accept_join()
 
     async def on_step(self, text: str, confidence: float, endpoint: bool) -> None:
@@ -295,14 +299,14 @@ async def serve(host: str, port: int, engines: LocalEngines, *, ready: asyncio.E
 
 
 def main(argv: list[str] | None = None) -> int:
-    return shared.run_emulator(
-        argv,
-        vendor="mediazen",
-        description="Mediazen ASR WebSocket emulator backed by local engines (ko: Vosk, en: pocketsphinx).",
-        port=8765,
-        languages=ENGINE_LANGUAGES,
-        handler=connection_handler,
-    )
+    """`ivr emulate mediazen`: load the engines, serve until SIGTERM/SIGINT; the exit status."""
+    description = "Mediazen ASR WebSocket emulator backed by local engines (ko: Vosk, en: pocketsphinx)."
+    args = shared.argument_parser("mediazen", description, port=8765).parse_args(argv)
+
+    def server(engines: LocalEngines) -> shared.Server:
+        return functools.partial(serve, engines=engines)
+
+    return shared.run_emulator(args, vendor="mediazen", languages=ENGINE_LANGUAGES, server=server)
 
 
 if __name__ == "__main__":

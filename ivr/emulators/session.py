@@ -4,12 +4,12 @@
 - `recognize()`: the one task per recognition that feeds the engine and is the only sender of its results,
   so they go out in recognition order.
 - `serve()`: a WebSocket server where one broken session is logged and closed without touching the others.
-- `run_emulator()`: the command line every emulator offers (`--host --port --phrases --phrase --model LANG=DIR
-  --workers --log-level`): loads the local engines, prints "<vendor> emulator listening on ws://host:port"
-  once the socket is bound (`ivr.embedded` waits for that line), and exits 0 on SIGTERM/SIGINT, 1 if it
-  cannot listen.
+- `argument_parser()`, `run_emulator()`: the command line every emulator offers (`--host --port --phrases
+  --phrase --language LANG --model LANG=DIR --workers --log-level`): loads the local engines (only those of
+  the `--language`s given), prints "<vendor> emulator listening on ws://host:port<path>" once the socket is
+  bound (`ivr.embedded` waits for that line), and exits 0 on SIGTERM/SIGINT, 1 if it cannot listen.
 
-Nothing here knows a vendor's wire format; each vendor module brings its core and its connection handler.
+Nothing here knows a vendor's wire format; each vendor module brings its core and its `Server`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request, Response
 
 from ivr.emulators.engine import LocalEngines, RecognizerSession, load_engines, read_phrases
 
@@ -32,6 +34,13 @@ log = logging.getLogger(__name__)
 StepHandler = Callable[[str, float, bool], Awaitable[None]]
 FinishHandler = Callable[[str, float], Awaitable[None]]
 ConnectionHandler = Callable[[ServerConnection], Awaitable[None]]
+ProcessRequest = Callable[[ServerConnection, Request], Response | None]
+
+
+class Server(Protocol):
+    """What an emulator serves with: on (host, port) until cancelled, setting `ready` once bound."""
+
+    def __call__(self, host: str, port: int, *, ready: asyncio.Event) -> Coroutine[Any, Any, None]: ...
 
 
 class AudioQueue:
@@ -81,9 +90,20 @@ async def recognize(
 
 
 async def serve(
-    host: str, port: int, handler: ConnectionHandler, *, vendor: str, ready: asyncio.Event | None = None
+    host: str,
+    port: int,
+    handler: ConnectionHandler,
+    *,
+    vendor: str,
+    ready: asyncio.Event | None = None,
+    process_request: ProcessRequest | None = None,
+    ping_interval: float | None = 20.0,
 ) -> None:
-    """Serve WebSocket connections with `handler` until cancelled; `ready` is set once the socket is bound."""
+    """Serve WebSocket connections with `handler` until cancelled; `ready` is set once the socket is bound.
+
+    `process_request` may answer a request over plain HTTP before the upgrade (auth, a status endpoint);
+    `ping_interval` None sends no keepalive pings, for clients that do not expect them.
+    """
 
     async def guarded(ws: ServerConnection) -> None:
         try:
@@ -94,7 +114,14 @@ async def serve(
             await ws.close(1011, "internal error")
 
     # Compression off: the payload is audio (DESIGN.md, decisions).
-    async with ws_serve(guarded, host, port, compression=None) as server:
+    async with ws_serve(
+        guarded,
+        host,
+        port,
+        process_request=process_request,
+        compression=None,
+        ping_interval=ping_interval,
+    ) as server:
         if ready is not None:
             ready.set()
         await server.serve_forever()
@@ -118,6 +145,14 @@ def argument_parser(vendor: str, description: str, *, port: int) -> argparse.Arg
         "--phrase", action="append", default=[], help="a phrase of the vocabulary (repeatable)"
     )
     parser.add_argument(
+        "--language",
+        action="append",
+        default=[],
+        metavar="LANG",
+        help="load only this language's engine (repeatable; default: the emulator's languages; Korean costs"
+        " ~540 MiB and 5 s to load)",
+    )
+    parser.add_argument(
         "--model",
         action="append",
         default=[],
@@ -130,71 +165,113 @@ def argument_parser(vendor: str, description: str, *, port: int) -> argparse.Arg
     return parser
 
 
-def engines_from_args(args: argparse.Namespace, languages: Mapping[str, str]) -> LocalEngines:
-    """Load the engines for the vendor's languages (vendor code -> BCP-47 engine language)."""
+def engine_language(spec: str, languages: Mapping[str, str]) -> str | None:
+    """The engine language a command-line LANG names, or None.
+
+    LANG is a vendor code, an engine language, or a tag with the same primary subtag as one of them (`pt`
+    for `pt-BR`, `en-US` for `en`).
+    """
+    accepted = {**{lang: lang for lang in languages.values()}, **languages}
+    if spec in accepted:
+        return accepted[spec]
+    primary = spec.split("-", 1)[0].lower()
+    for code, language in accepted.items():
+        if code.split("-", 1)[0].lower() == primary:
+            return language
+    return None
+
+
+def engines_from_args(
+    args: argparse.Namespace,
+    languages: Mapping[str, str],
+    *,
+    default: Sequence[str] | None = None,
+    session_grammars: bool = False,
+) -> LocalEngines:
+    """Load the engines for the vendor's languages (vendor code -> BCP-47 engine language).
+
+    `--language` picks among them, `default` (vendor codes) when it is not given, all of them otherwise.
+    `session_grammars`: sessions bring their own grammars, so engines load without phrases too.
+    """
     phrases: list[str] = []
     if args.phrases:
         with open(args.phrases, encoding="utf-8") as f:
             phrases += read_phrases(f)
     phrases += read_phrases(args.phrase)
-    accepted = {**{lang: lang for lang in languages.values()}, **languages}
+    names = ", ".join(dict.fromkeys([*languages, *languages.values()]))
+    wanted: list[str] = []
+    for spec in args.language or default or languages:
+        language = engine_language(spec, languages)
+        if language is None:
+            raise SystemExit(f"--language expects one of {names}: {spec!r}")
+        wanted.append(language)
     model_dirs: dict[str, str] = {}
     for spec in args.model:
-        language, sep, path = spec.partition("=")
-        if not sep or language not in accepted:
-            raise SystemExit(f"--model expects LANG=DIR with LANG one of {', '.join(accepted)}: {spec!r}")
-        model_dirs[accepted[language]] = path
-    return load_engines(languages.values(), phrases, model_dirs=model_dirs, workers=args.workers)
+        code, sep, path = spec.partition("=")
+        language = engine_language(code, languages) if sep else None
+        if language is None:
+            raise SystemExit(f"--model expects LANG=DIR with LANG one of {names}: {spec!r}")
+        model_dirs[language] = path
+    return load_engines(
+        wanted, phrases, model_dirs=model_dirs, workers=args.workers, session_grammars=session_grammars
+    )
 
 
-async def _listen(host: str, port: int, handler: ConnectionHandler, vendor: str) -> None:
+async def _listen(host: str, port: int, server: Server, banner: str) -> None:
     ready = asyncio.Event()
-    server = asyncio.create_task(serve(host, port, handler, vendor=vendor, ready=ready))
+    serving = asyncio.create_task(server(host, port, ready=ready))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     ready_wait = asyncio.create_task(ready.wait())
-    await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if server.done():
+    await asyncio.wait({serving, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
         ready_wait.cancel()
-        server.result()  # raises the bind error
+        serving.result()  # raises the bind error
         return
-    print(f"{vendor} emulator listening on ws://{host}:{port}", flush=True)
+    print(banner, flush=True)
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.cancel()
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    serving.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await server
+        await serving
     stopping.cancel()
 
 
-def run_emulator(
-    argv: list[str] | None,
-    *,
-    vendor: str,
-    description: str,
-    port: int,
-    languages: Mapping[str, str],
-    handler: Callable[[LocalEngines], ConnectionHandler],
-) -> int:
-    """An emulator's `main()`: parse `argv`, load the engines, serve until SIGTERM; the exit status."""
-    args = argument_parser(vendor, description, port=port).parse_args(argv)
+def configure_logging(args: argparse.Namespace) -> None:
+    """Log to stderr at `--log-level` (stdout carries the "listening" line `ivr.embedded` waits for)."""
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    engines = engines_from_args(args, languages)
-    for code, language in languages.items():
-        engine = engines.get(language)
-        if engine is not None:
-            log.info("%s: %s loaded", code, engine.description)
-        else:
-            log.info("%s: not served: %s", code, engines.why_unavailable(language))
+
+
+def run_emulator(
+    args: argparse.Namespace,
+    *,
+    vendor: str,
+    languages: Mapping[str, str],
+    server: Callable[[LocalEngines], Server],
+    default_languages: Sequence[str] | None = None,
+    session_grammars: bool = False,
+    path: str = "",
+) -> int:
+    """An emulator's `main()` after parsing: load the engines, serve until SIGTERM; the exit status.
+
+    `server(engines)` is what serves connections; `path` ends the URL the "listening" line shows.
+    """
+    configure_logging(args)
+    engines = engines_from_args(args, languages, default=default_languages, session_grammars=session_grammars)
+    for language in engines.engines:
+        log.info("%s: %s loaded", language, engines.engines[language].description)
+    for language, reason in engines.unavailable.items():
+        log.info("%s: not served: %s", language, reason)
+    banner = f"{vendor} emulator listening on ws://{args.host}:{args.port}{path}"
     try:
-        asyncio.run(_listen(args.host, args.port, handler(engines), vendor))
+        asyncio.run(_listen(args.host, args.port, server(engines), banner))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1

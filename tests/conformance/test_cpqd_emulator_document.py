@@ -19,15 +19,11 @@ from typing import Any
 import pytest
 
 from ivr.emulators.classifier import ProsodyClassifier, to_cpqd_json
-from ivr.emulators.cpqd_protocol import (
-    ChannelRegistry,
-    CpqdServerSession,
-    MessageType,
-    RecognitionRequested,
-    SendMessage,
-    TimedWord,
-    UtteranceResult,
-)
+from ivr.emulators.cpqd_channels import ChannelRegistry
+from ivr.emulators.cpqd_events import RecognitionRequested, SendMessage, UtteranceResult
+from ivr.emulators.cpqd_framing import MessageType
+from ivr.emulators.cpqd_protocol import CpqdServerSession
+from ivr.emulators.recognizer import TimedWord
 
 SPECS = Path("/work/shared/specs")
 AUDIO = Path("/work/shared/audio/cpqd-sdk")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 BANCO = REPO / "dialplans" / "banco.yaml"
 RECORDINGS = REPO.parent / "shared" / "audio" / "cpqd-sdk"
 AGITATED = ("-a", "180", "-p", "80", "-s", "190")  # TOOLBOX.md: loud, high, fast
-PORTUGUESE_ONLY = ("--languages", "pt-BR")
+PORTUGUESE_ONLY = ("--language", "pt-BR")
 
 
 @pytest.fixture(scope="module")

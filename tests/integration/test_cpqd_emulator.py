@@ -77,7 +77,7 @@ def _start(tmp: Path, *args: str) -> Iterator[Emulator]:
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """One emulator for the module (pt-BR and English engines), no auth, no idle timeout."""
-    yield from _start(tmp_path_factory.mktemp("cpqd"), "--languages", "pt-BR,en")
+    yield from _start(tmp_path_factory.mktemp("cpqd"), "--language", "pt-BR", "--language", "en")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """An emulator that wants Basic auth and closes sessions idle for a second."""
     yield from _start(
         tmp_path_factory.mktemp("cpqd-auth"),
-        *("--languages", "en", "--user", USER, "--password", PASSWORD, "--idle-timeout", "1"),
+        *("--language", "en", "--user", USER, "--password", PASSWORD, "--idle-timeout", "1"),
     )
 
 
@@ -207,21 +207,29 @@ async def release(ws: ClientConnection) -> None:
     assert (reply.headers["Method"], reply.headers["Result"]) == ("RELEASE_SESSION", "SUCCESS")
 
 
+def recognize_recording(
+    emulator: Emulator, path: str, grammar: str, recording: str, **session: str
+) -> list[Reply]:
+    """One recognition of a CPqD recording with one of its grammars: the replies up to the last result."""
+
+    async def main() -> list[Reply]:
+        async with connect(emulator.url + path, compression=None) as ws:
+            await create_session(ws, **session)
+            await define_grammar(ws, grammar, (AUDIO / f"{grammar}.gram").read_text(encoding="utf-8"))
+            await start_recognition(ws, f"session:{grammar}")
+            await send_audio(ws, (AUDIO / recording).read_bytes(), wav=True)
+            seen = await results(ws)
+            await release(ws)  # the late audio answers, if any, come before
+            return seen
+
+    return asyncio.run(main())
+
+
 # --- CPqD's recordings on the pt-BR engine ---
 
 
 def test_yes_with_the_yes_no_grammar_is_sim(emulator: Emulator) -> None:
-    async def main() -> list[Reply]:
-        async with connect(emulator.url + "/asr/ws/v2/recognize/8k", compression=None) as ws:
-            await create_session(ws)
-            await define_grammar(ws, "yes_no", (AUDIO / "yes_no.gram").read_text(encoding="utf-8"))
-            await start_recognition(ws, "session:yes_no")
-            await send_audio(ws, (AUDIO / "yes-8k.wav").read_bytes(), wav=True)
-            seen = await results(ws)
-            await release(ws)
-            return seen
-
-    seen = asyncio.run(main())
+    seen = recognize_recording(emulator, "/asr/ws/v2/recognize/8k", "yes_no", "yes-8k.wav")
     assert [r.type for r in seen][:2] == ["START_OF_SPEECH", "END_OF_SPEECH"]
     (final,) = finals(seen)
     assert final["result_status"] == "RECOGNIZED", final
@@ -230,17 +238,9 @@ def test_yes_with_the_yes_no_grammar_is_sim(emulator: Emulator) -> None:
 
 
 def test_pizza_orders_in_continuous_mode_come_as_segments(emulator: Emulator) -> None:
-    async def main() -> list[Reply]:
-        async with connect(emulator.url + "/asr/ws/v3/recognize", compression=None) as ws:
-            await create_session(ws, **{"decoder.continuousMode": "true"})
-            await define_grammar(ws, "pizza", (AUDIO / "pizza.gram").read_text(encoding="utf-8"))
-            await start_recognition(ws, "session:pizza")
-            await send_audio(ws, (AUDIO / "pizza-multi-8k.wav").read_bytes(), wav=True)
-            seen = await results(ws)
-            await release(ws)
-            return seen
-
-    seen = asyncio.run(main())
+    seen = recognize_recording(
+        emulator, "/asr/ws/v3/recognize", "pizza", "pizza-multi-8k.wav", **{"decoder.continuousMode": "true"}
+    )
     segments = finals(seen)
     recognized = [s for s in segments if s["result_status"] == "RECOGNIZED"]
     assert len(recognized) >= 3, segments
@@ -251,35 +251,15 @@ def test_pizza_orders_in_continuous_mode_come_as_segments(emulator: Emulator) ->
 
 
 def test_silence_times_out_with_no_input(emulator: Emulator) -> None:
-    async def main() -> list[Reply]:
-        async with connect(emulator.url + "/asr/ws/v3/recognize", compression=None) as ws:
-            timers = {"noInputTimeout.enabled": "true", "noInputTimeout.value": "2000"}
-            await create_session(ws, **timers)
-            await define_grammar(ws, "yes_no", (AUDIO / "yes_no.gram").read_text(encoding="utf-8"))
-            await start_recognition(ws, "session:yes_no")
-            await send_audio(ws, (AUDIO / "silence-8k.wav").read_bytes(), wav=True)
-            seen = await results(ws)
-            await release(ws)  # the late audio answers, if any, come before
-            return seen
-
-    seen = asyncio.run(main())
+    timers = {"noInputTimeout.enabled": "true", "noInputTimeout.value": "2000"}
+    seen = recognize_recording(emulator, "/asr/ws/v3/recognize", "yes_no", "silence-8k.wav", **timers)
     (final,) = finals(seen)
     assert final["result_status"] == "NO_INPUT_TIMEOUT" and final["alternatives"] == []
     assert "START_OF_SPEECH" not in [r.type for r in seen]
 
 
 def test_gibberish_is_no_match(emulator: Emulator) -> None:
-    async def main() -> list[Reply]:
-        async with connect(emulator.url + "/asr-server/asr", compression=None) as ws:
-            await create_session(ws)
-            await define_grammar(ws, "pizza", (AUDIO / "pizza.gram").read_text(encoding="utf-8"))
-            await start_recognition(ws, "session:pizza")
-            await send_audio(ws, (AUDIO / "gibberish-8k.wav").read_bytes(), wav=True)
-            seen = await results(ws)
-            await release(ws)
-            return seen
-
-    seen = asyncio.run(main())
+    seen = recognize_recording(emulator, "/asr-server/asr", "pizza", "gibberish-8k.wav")
     final = finals(seen)[-1]
     assert final["result_status"] == "NO_MATCH", final
     assert all(f["result_status"] != "RECOGNIZED" for f in finals(seen))

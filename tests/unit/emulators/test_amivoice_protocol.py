@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.emulators.amivoice_audio import AUDIO_FORMATS, AudioConverter, parse_wav_header
 from ivr.emulators.amivoice_protocol import (
-    AUDIO_FORMATS,
     AbortRecognition,
     AmiVoiceServerProtocol,
-    AudioConverter,
     AudioReceived,
     CloseConnection,
     CommandError,
@@ -27,7 +26,6 @@ from ivr.emulators.amivoice_protocol import (
     StartRequested,
     final_result,
     parse_start,
-    parse_wav_header,
     split_fields,
 )
 from ivr.emulators.recognizer import SpeechStarted, TimedWord, Utterance

@@ -11,24 +11,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.emulators.cpqd_protocol import (
+from ivr.emulators.cpqd_audio import AudioInput
+from ivr.emulators.cpqd_channels import ChannelRegistry
+from ivr.emulators.cpqd_events import (
     AudioEnded,
-    AudioInput,
     AudioReceived,
-    ChannelRegistry,
     CloseConnection,
-    CpqdServerSession,
     Event,
-    Fault,
-    MessageError,
-    MessageType,
     RecognitionRequested,
     RecognitionStopped,
     SendMessage,
-    TimedWord,
     UtteranceResult,
-    parse_message,
 )
+from ivr.emulators.cpqd_framing import MessageError, MessageType, parse_message
+from ivr.emulators.cpqd_protocol import CpqdServerSession, Fault
+from ivr.emulators.recognizer import TimedWord
 
 HANDLE = "201604081523970032"
 YES_NO = "#ABNF 1.0 UTF-8;\nlanguage pt-BR;\nroot $root;\n$root = sim | não;\n"

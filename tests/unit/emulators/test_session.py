@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ivr.emulators.engine import PocketsphinxEngine
-from ivr.emulators.session import AudioQueue, argument_parser, recognize
+from ivr.emulators.session import AudioQueue, argument_parser, engine_language, recognize
 from tests.integration.harness import speak
 
 
@@ -62,7 +62,20 @@ def test_worker_sends_steps_in_order_then_the_flush(tmp_path: Path) -> None:
 
 def test_every_emulator_takes_the_same_options() -> None:
     args = argument_parser("cpqd", "test", port=9000).parse_args(
-        ["--phrases", "menu.txt", "--phrase", "yes", "--phrase", "네", "--model", "ja=/models/ja"]
+        [
+            *("--phrases", "menu.txt", "--phrase", "yes", "--phrase", "네", "--model", "ja=/models/ja"),
+            *("--language", "ja", "--language", "en"),
+        ]
     )
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 9000, 2)
     assert args.phrase == ["yes", "네"] and args.model == ["ja=/models/ja"]
+    assert args.language == ["ja", "en"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "language"),
+    [("pt-BR", "pt-BR"), ("pt", "pt-BR"), ("en-US", "en"), ("jp", "ja"), ("ja", "ja"), ("fr", None)],
+)
+def test_language_flag_names_vendor_codes_and_engine_languages(spec: str, language: str | None) -> None:
+    # Mediazen's codes (jp is Japanese) with CPQD's pt-BR: a vendor code, an engine language or a subtag.
+    assert engine_language(spec, {"ko": "ko", "en": "en", "jp": "ja", "pt-BR": "pt-BR"}) == language
