@@ -65,7 +65,7 @@ HELD_OUT = {
         "다시 한번 말씀해 주세요",
     ],
 }
-REAL = Path("/work/shared/audio/cpqd-sdk")
+REAL = Path("../shared/audio/cpqd-sdk")
 
 
 def speech(voice: str, style: str, text: str, ulaw: bool, directory: Path) -> bytes:

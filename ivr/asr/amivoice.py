@@ -1,6 +1,6 @@
 """Sans-I/O codec of the AmiVoice API WebSocket interface.
 
-Sources: AmiVoice "WebSocket Interface" (/work/shared/specs/002-amivoice-websocket.md: commands, events,
+Sources: AmiVoice "WebSocket Interface" (../shared/specs/002-amivoice-websocket.md: commands, events,
 timeouts, the sample client's session log), "음성 인식 결과 형식" (001-amivoice-result-format.md: the
 U/A JSON), and protocol-notes.md Part 2 (what the official Wrp library sends and parses).
 

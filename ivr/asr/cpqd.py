@@ -1,6 +1,6 @@
 """Sans-I/O codec of the CPQD ASR WebSocket API, versions 2.4 (CPQD Speech Server) and 2.3.
 
-Sources: /work/shared/specs/003-cpqd-asr-websocket-2.4.md (what 2.4 adds: ``Channel-Identifier``,
+Sources: ../shared/specs/003-cpqd-asr-websocket-2.4.md (what 2.4 adds: ``Channel-Identifier``,
 ``Infer-*-enabled``, ``Verify-Buffer-Utterance``, the classifier results) and protocol-notes.md Part 1
 (the 2.3 base protocol as CPQD's SDKs speak it). Framing, result bodies and options live in
 ``cpqd_message``. One session per call carries many recognitions (``base`` has the sequence). The mapping:

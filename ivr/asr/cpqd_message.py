@@ -1,7 +1,7 @@
 """CPQD ASR WebSocket wire forms: message framing, result bodies, and the options that become parameters.
 
 Sources: protocol-notes.md Part 1 (1.2 framing, 1.4 server messages, 1.6 the RECOGNITION_RESULT body) and
-/work/shared/specs/003-cpqd-asr-websocket-2.4.md (the 2.4 ``age_scores``, ``gender_scores``,
+../shared/specs/003-cpqd-asr-websocket-2.4.md (the 2.4 ``age_scores``, ``gender_scores``,
 ``emotion_scores``).
 A message is a first line ``ASR <version> <TYPE>``, ``Name: value`` header lines, a blank line and a body of
 ``Content-Length`` bytes, one message per WebSocket frame. We write what CPQD's Java SDK writes (CRLF, binary

@@ -1,7 +1,7 @@
 """Sans-I/O codec of the Mediazen speech recognition WebSocket server.
 
 Source: "음성인식 WebSocket Server Message", Mediazen, 2025-07-31
-(/work/shared/specs/000-mediazen-asr-websocket.md).
+(../shared/specs/000-mediazen-asr-websocket.md).
 The exchange: text ``{"language","cmd":"join"}`` -> ``event: reply`` with ``payload.status``; binary frames of
 live 16-bit 8 kHz mono raw PCM; ``new:text`` results with ``epd`` (end point detected); text ``cmd: quit`` ->
 ``event: close``. The join names the language and nothing else (no grammar, timers or classifiers), so one

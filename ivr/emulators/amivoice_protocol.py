@@ -1,6 +1,6 @@
 """Sans-I/O server core of the AmiVoice API WebSocket interface, written from the vendor documents.
 
-Sources: /work/shared/specs/002-amivoice-websocket.md (commands s/p/e, events S/E/C/U/A, timeouts, the sample
+Sources: ../shared/specs/002-amivoice-websocket.md (commands s/p/e, events S/E/C/U/A, timeouts, the sample
 client and its session log), 001-amivoice-result-format.md (result JSON), protocol-notes.md Part 2 (what the
 Wrp libraries send and need). Never written from our client codec (`ivr.asr.amivoice`, DESIGN.md rule 4).
 

@@ -1,7 +1,7 @@
 """Speaker classifier for the CPQD 2.4 emulator: emotion, age and gender scores from prosody alone.
 
 CPQD Speech Server 2.4 adds `emotion_scores`, `age_scores` and `gender_scores` to a recognition result
-(/work/shared/specs/003-cpqd-asr-websocket-2.4.md). No emotion, age or gender model installs here, so
+(../shared/specs/003-cpqd-asr-websocket-2.4.md). No emotion, age or gender model installs here, so
 `ProsodyClassifier` reads four things off the audio, batch-wise with numpy: loudness (RMS dBFS of the speech
 frames) and its spread, pitch (YIN over voiced frames: median and 10-90 % range in semitones), speaking rate
 (energy peaks of voiced syllable nuclei per second of speech) and the share of clipped samples, and maps them

@@ -1,6 +1,6 @@
 """CPQD Speech Server 2.4 (ASR WebSocket API 2.3/2.4) emulated on local engines: `ivr emulate cpqd`.
 
-Written from /work/shared/specs/003-cpqd-asr-websocket-2.4.md and protocol-notes.md part 1, never from our
+Written from ../shared/specs/003-cpqd-asr-websocket-2.4.md and protocol-notes.md part 1, never from our
 client codec (`ivr.asr`), so that a misreading on either side fails a test instead of passing against itself;
 the aim is a local server CPQD's own SDKs (asr-sdk-python, -java, -cpp) use unchanged.
 

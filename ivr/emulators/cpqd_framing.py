@@ -1,6 +1,6 @@
 """CPQD ASR WebSocket protocol 2.3/2.4 framing: the wire's enums, and parsing and building one message.
 
-Sources: /work/shared/specs/003-cpqd-asr-websocket-2.4.md and protocol-notes.md part 1. A message is one
+Sources: ../shared/specs/003-cpqd-asr-websocket-2.4.md and protocol-notes.md part 1. A message is one
 WebSocket frame: `ASR 2.x TYPE`, header lines `Name: value`, a blank line, then exactly Content-Length bytes
 of body. The SDKs differ (notes 1.2), so parsing is tolerant: LF or CRLF, a missing blank line or final
 newline, no space after the colon, any header order, case-insensitive names, stray CR/LF after the body.

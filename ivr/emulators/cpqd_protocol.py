@@ -1,6 +1,6 @@
 """CPQD ASR WebSocket protocol 2.3/2.4, the server side's session machine, sans-I/O.
 
-Sources: /work/shared/specs/003-cpqd-asr-websocket-2.4.md (the 2.4 additions: Channel-Identifier,
+Sources: ../shared/specs/003-cpqd-asr-websocket-2.4.md (the 2.4 additions: Channel-Identifier,
 Verify-Buffer-Utterance, Infer-*-enabled, the classifier objects) and protocol-notes.md part 1 (the 2.3
 protocol as CPQD's public SDKs speak it). Written from those documents only, never from our client codec.
 

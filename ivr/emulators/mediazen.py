@@ -1,7 +1,7 @@
 """Mediazen speech-recognition WebSocket server, emulated from the vendor document.
 
 Source: "음성인식 WebSocket Server Message", MEDIAZEN, 2025-07-31
-(/work/shared/specs/000-mediazen-asr-websocket.md). Written from that document only, never from our client
+(../shared/specs/000-mediazen-asr-websocket.md). Written from that document only, never from our client
 codec (`ivr.asr`), so a misreading on either side fails a test instead of passing against itself.
 
 The wire protocol, per the document:

@@ -1,5 +1,5 @@
 """Replays the AmiVoice documents through AmiVoiceCodec: the sample client's session log of
-002-amivoice-websocket.md and the result JSON of 001-amivoice-result-format.md, read from /work/shared/specs
+002-amivoice-websocket.md and the result JSON of 001-amivoice-result-format.md, read from ../shared/specs
 at test time, and the s commands the documents and protocol-notes.md show, rebuilt from equivalent settings.
 
 The short examples are copied here verbatim (and checked against the documents when they sit beside the

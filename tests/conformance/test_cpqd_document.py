@@ -1,6 +1,6 @@
 """CpqdCodec against the examples of the CPQD 2.4 document (003) and the transcript of protocol-notes 1.8.
 
-The examples are read out of /work/shared/specs at test time, so the tests check the documents themselves.
+The examples are read out of ../shared/specs at test time, so the tests check the documents themselves.
 Where a document's example is not usable as printed (003's result JSON has a trailing comma; the transcript
 abbreviates some values), the test changes it visibly, next to the reason.
 """
@@ -31,10 +31,10 @@ from ivr.asr.base import (
 )
 from ivr.asr.cpqd import CpqdCodec
 
-SPECS = Path("/work/shared/specs")
+SPECS = Path("../shared/specs")
 DOCUMENT = SPECS / "003-cpqd-asr-websocket-2.4.md"
 NOTES = SPECS / "protocol-notes.md"
-GRAMMAR = Path("/work/shared/audio/cpqd-sdk/pizza.gram")
+GRAMMAR = Path("../shared/audio/cpqd-sdk/pizza.gram")
 
 if not DOCUMENT.exists() or not NOTES.exists():  # the vendor documents sit beside the repository, not in it
     pytest.skip(f"the CPQD documents are not at {SPECS}", allow_module_level=True)

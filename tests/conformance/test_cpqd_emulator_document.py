@@ -1,6 +1,6 @@
 """The documents' own CPQD exchanges replayed against the emulator's core.
 
-Requests are read out of /work/shared/specs at test time: the example transcript of protocol-notes 1.8 (Java
+Requests are read out of ../shared/specs at test time: the example transcript of protocol-notes 1.8 (Java
 SDK, ASR 2.3) and the ASR 2.4 examples of document 003 (CREATE_SESSION with Channel-Identifier,
 START_RECOGNITION with Media-Type, the RECOGNITION_RESULT JSON with the classifier objects). The replies must
 have the documented shape. Placeholders in the transcript (`<ua>`, `...grammar text...`, `<4000 bytes>`) are
@@ -25,8 +25,8 @@ from ivr.emulators.cpqd_framing import MessageType
 from ivr.emulators.cpqd_protocol import CpqdServerSession
 from ivr.emulators.recognizer import TimedWord
 
-SPECS = Path("/work/shared/specs")
-AUDIO = Path("/work/shared/audio/cpqd-sdk")
+SPECS = Path("../shared/specs")
+AUDIO = Path("../shared/audio/cpqd-sdk")
 HANDLE = "201604081523970032"
 CHECKED_HEADERS = ("Method", "Result", "Session-Status", "Result-Status")
 SERVER_TYPES = ["RESPONSE", "START_OF_SPEECH", "END_OF_SPEECH", "RECOGNITION_RESULT"]

@@ -1,6 +1,6 @@
 """Replays the exchange of "음성인식 WebSocket Server Message" (Mediazen, 2025-07-31) through MediazenCodec.
 
-The examples below are copied verbatim from /work/shared/specs/000-mediazen-asr-websocket.md (the ``<br>`` of
+The examples below are copied verbatim from ../shared/specs/000-mediazen-asr-websocket.md (the ``<br>`` of
 its tables written as newlines); when the document sits beside the repository, a test checks they still match.
 """
 

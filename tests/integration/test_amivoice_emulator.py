@@ -26,7 +26,7 @@ from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
-SPEC = Path("/work/shared/specs/002-amivoice-websocket.md")
+SPEC = Path("../shared/specs/002-amivoice-websocket.md")
 APPKEY = "emulator-test-appkey"
 ENGLISH = ["check my balance", "speak to an agent", "main menu", "yes", "no"]
 JAPANESE = ["はい", "いいえ", "オペレーター", "残高照会"]

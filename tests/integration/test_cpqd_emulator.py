@@ -2,7 +2,7 @@
 `websockets` frames written here as CPQD's SDKs frame them (protocol-notes 1.2: binary frames, the Python
 SDK's LF lines and missing blank lines, the Java SDK's CRLF), not by our client codec.
 
-The recordings are CPqD's own (/work/shared/audio/cpqd-sdk/, Brazilian Portuguese): those tests need the
+The recordings are CPqD's own (../shared/audio/cpqd-sdk/, Brazilian Portuguese): those tests need the
 best-effort pt-BR engine of ivr/emulators/engine.py. The session-level tests (classifier, verify buffer, auth,
 idle timeout) use English espeak-ng speech on the English engine.
 """
@@ -34,7 +34,7 @@ from tests.integration.harness import speak
 
 pytestmark = pytest.mark.integration
 
-AUDIO = Path("/work/shared/audio/cpqd-sdk")
+AUDIO = Path("../shared/audio/cpqd-sdk")
 TIMEOUT = 30.0
 CHUNK = 4096  # the Python SDK's FileAudioSource block
 EN_GRAMMAR = "#ABNF 1.0 UTF-8;\nlanguage en-US;\nroot $answer;\n$answer = yes {YES} | no {NO};\n"

@@ -1,5 +1,5 @@
 """The Mediazen emulator as a real process with Vosk (ko) and pocketsphinx (en), driven by a plain WebSocket
-client written from the vendor document (/work/shared/specs/000-mediazen-asr-websocket.md), not from our
+client written from the vendor document (../shared/specs/000-mediazen-asr-websocket.md), not from our
 client codec."""
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from ivr.asr.stream import RecognizerStream
 
 CHANNEL = "698dc19d489c4e4db73e28a713eab07b"
 NOW = 10.0
-AUDIO = Path("/work/shared/audio/cpqd-sdk")
+AUDIO = Path("../shared/audio/cpqd-sdk")
 
 
 def server(kind: str, headers: dict[str, str] | None = None, body: bytes = b"", eol: str = "\r\n") -> bytes:

@@ -43,7 +43,7 @@ HELD_OUT = [
     ("ko", "예약을 변경하고 싶습니다"),
     ("ko", "다시 한번 말씀해 주세요"),
 ]
-REAL = Path("/work/shared/audio/cpqd-sdk")
+REAL = Path("../shared/audio/cpqd-sdk")
 REAL_SPEECH = [
     "yes-8k",
     "pizza-8k",

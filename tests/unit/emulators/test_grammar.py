@@ -8,7 +8,7 @@ import pytest
 
 from ivr.emulators.grammar import Grammar, GrammarError, Sentence, parse_grammar
 
-AUDIO = Path("/work/shared/audio/cpqd-sdk")
+AUDIO = Path("../shared/audio/cpqd-sdk")
 
 
 def _gram(name: str) -> Grammar:

@@ -20,7 +20,7 @@ from ivr.emulators.engine import (
 from ivr.emulators.lexicon import EspeakLexicon, KanaLexicon, ja_phones, pt_phones
 from tests.integration.harness import speak
 
-AUDIO = Path("/work/shared/audio/cpqd-sdk")
+AUDIO = Path("../shared/audio/cpqd-sdk")
 YES_NO = (AUDIO / "yes_no.gram").read_text(encoding="utf-8")
 PIZZA = (AUDIO / "pizza.gram").read_text(encoding="utf-8")
 JA_MENU = ["はい", "いいえ", "オペレーター", "残高照会"]
