@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+
+# The read-only neighbour of the repository: the vendors' documents and the test recordings.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def require_tool(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +29,9 @@ from ivr.asr.base import (
     VendorError,
     Word,
 )
+from tests.tools import SHARED
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
+SPECS = SHARED / "specs"
 WEBSOCKET = SPECS / "002-amivoice-websocket.md"
 RESULTS = SPECS / "001-amivoice-result-format.md"
 NOTES = SPECS / "protocol-notes.md"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -30,11 +29,12 @@ from ivr.asr.base import (
     Word,
 )
 from ivr.asr.cpqd import CpqdCodec
+from tests.tools import SHARED
 
-SPECS = Path("../shared/specs")
+SPECS = SHARED / "specs"
 DOCUMENT = SPECS / "003-cpqd-asr-websocket-2.4.md"
 NOTES = SPECS / "protocol-notes.md"
-GRAMMAR = Path("../shared/audio/cpqd-sdk/pizza.gram")
+GRAMMAR = SHARED / "audio/cpqd-sdk/pizza.gram"
 
 if not DOCUMENT.exists() or not NOTES.exists():  # the vendor documents sit beside the repository, not in it
     pytest.skip(f"the CPQD documents are not at {SPECS}", allow_module_level=True)

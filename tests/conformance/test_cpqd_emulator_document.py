@@ -13,7 +13,6 @@ import json
 import re
 import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +23,10 @@ from ivr.emulators.cpqd_events import RecognitionRequested, SendMessage, Utteran
 from ivr.emulators.cpqd_framing import MessageType
 from ivr.emulators.cpqd_protocol import CpqdServerSession
 from ivr.emulators.recognizer import TimedWord
+from tests.tools import SHARED
 
-SPECS = Path("../shared/specs")
-AUDIO = Path("../shared/audio/cpqd-sdk")
+SPECS = SHARED / "specs"
+AUDIO = SHARED / "audio/cpqd-sdk"
 HANDLE = "201604081523970032"
 CHECKED_HEADERS = ("Method", "Result", "Session-Status", "Result-Status")
 SERVER_TYPES = ["RESPONSE", "START_OF_SPEECH", "END_OF_SPEECH", "RECOGNITION_RESULT"]

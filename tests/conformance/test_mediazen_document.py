@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +22,9 @@ from ivr.asr.base import (
     StartOfSpeech,
 )
 from ivr.asr.mediazen import MediazenCodec
+from tests.tools import SHARED
 
-DOCUMENT = Path(__file__).resolve().parents[3] / "shared" / "specs" / "000-mediazen-asr-websocket.md"
+DOCUMENT = SHARED / "specs" / "000-mediazen-asr-websocket.md"
 
 # §1 To Server / From Server
 JOIN = '{   "language": "ko",   "cmd": "join" }'

@@ -22,11 +22,11 @@ from websockets.asyncio.client import connect
 
 from ivr.emulators.wsserver import Control, FrameParser, Opcode
 from tests.integration.harness import free_port
-from tests.tools import require_tool
+from tests.tools import SHARED, require_tool
 
 pytestmark = pytest.mark.integration
 
-SPEC = Path("../shared/specs/002-amivoice-websocket.md")
+SPEC = SHARED / "specs/002-amivoice-websocket.md"
 APPKEY = "emulator-test-appkey"
 ENGLISH = ["check my balance", "speak to an agent", "main menu", "yes", "no"]
 JAPANESE = ["はい", "いいえ", "オペレーター", "残高照会"]

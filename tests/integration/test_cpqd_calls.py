@@ -18,11 +18,12 @@ import pytest
 
 from ivr.dialplan.loader import load_dialplan
 from tests.integration.harness import REPO, bridge, emulator, run_sipp, scenario_with, speak
+from tests.tools import SHARED
 
 pytestmark = pytest.mark.integration
 
 BANCO = REPO / "dialplans" / "banco.yaml"
-RECORDINGS = REPO.parent / "shared" / "audio" / "cpqd-sdk"
+RECORDINGS = SHARED / "audio" / "cpqd-sdk"
 AGITATED = ("-a", "180", "-p", "80", "-s", "190")  # TOOLBOX.md: loud, high, fast
 PORTUGUESE_ONLY = ("--language", "pt-BR")
 

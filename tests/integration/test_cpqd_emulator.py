@@ -31,10 +31,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.harness import speak
+from tests.tools import SHARED
 
 pytestmark = pytest.mark.integration
 
-AUDIO = Path("../shared/audio/cpqd-sdk")
+AUDIO = SHARED / "audio/cpqd-sdk"
 TIMEOUT = 30.0
 CHUNK = 4096  # the Python SDK's FileAudioSource block
 EN_GRAMMAR = "#ABNF 1.0 UTF-8;\nlanguage en-US;\nroot $answer;\n$answer = yes {YES} | no {NO};\n"

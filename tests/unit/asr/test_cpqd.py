@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import wave
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -42,10 +41,11 @@ from ivr.asr.cpqd import (
 from ivr.asr.memory import MemoryConnection
 from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream
+from tests.tools import SHARED
 
 CHANNEL = "698dc19d489c4e4db73e28a713eab07b"
 NOW = 10.0
-AUDIO = Path("../shared/audio/cpqd-sdk")
+AUDIO = SHARED / "audio/cpqd-sdk"
 
 
 def server(kind: str, headers: dict[str, str] | None = None, body: bytes = b"", eol: str = "\r\n") -> bytes:

@@ -25,7 +25,7 @@ from ivr.emulators.classifier import (
     to_cpqd_json,
 )
 from tests.integration.harness import speak
-from tests.tools import require_tool
+from tests.tools import SHARED, require_tool
 
 STYLES = {
     "default": (),
@@ -43,7 +43,7 @@ HELD_OUT = [
     ("ko", "예약을 변경하고 싶습니다"),
     ("ko", "다시 한번 말씀해 주세요"),
 ]
-REAL = Path("../shared/audio/cpqd-sdk")
+REAL = SHARED / "audio/cpqd-sdk"
 REAL_SPEECH = [
     "yes-8k",
     "pizza-8k",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ivr.emulators.grammar import Grammar, GrammarError, Sentence, parse_grammar
+from tests.tools import SHARED
 
-AUDIO = Path("../shared/audio/cpqd-sdk")
+AUDIO = SHARED / "audio/cpqd-sdk"
 
 
 def _gram(name: str) -> Grammar:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import wave
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,9 @@ from ivr.emulators.engine import (
 )
 from ivr.emulators.lexicon import EspeakLexicon, KanaLexicon, ja_phones, pt_phones
 from tests.integration.harness import speak
+from tests.tools import SHARED
 
-AUDIO = Path("../shared/audio/cpqd-sdk")
+AUDIO = SHARED / "audio/cpqd-sdk"
 YES_NO = (AUDIO / "yes_no.gram").read_text(encoding="utf-8")
 PIZZA = (AUDIO / "pizza.gram").read_text(encoding="utf-8")
 JA_MENU = ["はい", "いいえ", "オペレーター", "残高照会"]
