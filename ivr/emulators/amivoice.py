@@ -267,9 +267,9 @@ async def serve(
 DESCRIPTION = (
     "AmiVoice API WebSocket emulator (s/p/e over ws://HOST:PORT/v1/ and /v1/nolog/) backed by local menu"
     " matchers, not AmiVoice's dictation engines: -a-general/-a-general-input (Japanese) on a best-effort"
-    " pocketsphinx matcher with an English acoustic model (TOOLBOX.md measured 78-83 % exact on a few"
-    " clearly different espeak-ng phrases, and weak rejection: 46 % of near misses accepted; see"
-    " ivr/emulators/engine.py); -a-general-en on pocketsphinx en-us;"
+    " pocketsphinx matcher with an English acoustic model (bench/phonetic_accuracy.py on 378 espeak-ng clips"
+    " through µ-law: 83 % of 8 menu phrases right, false accepts 0 % of far off-menu speech and 11 % of near"
+    " misses); -a-general-en on pocketsphinx en-us;"
     " -a-general-ko on Vosk Korean. Each recognizes only the --phrases/--phrase list plus the s command's"
     " profileWords."
 )
