@@ -381,8 +381,8 @@ DESCRIPTION = (
     " grammar matcher (pocketsphinx's English acoustic model with an espeak-ng derived dictionary), en-US"
     " pocketsphinx, ko Vosk. Measured by bench/phonetic_accuracy.py on 378 espeak-ng clips through µ-law:"
     " pt-BR 95 % of in-grammar phrases right; false accepts 3 % of far off-menu speech but 41 % of near"
-    " misses; spoken digits unusable. There is no free-form recognizer: builtin:slm/general decodes the --phrases"
-    " vocabulary only. Emotion, age and gender come from loudness, pitch and speaking rate"
+    " misses; spoken digits unusable. There is no free-form recognizer: builtin:slm/general decodes the"
+    " --phrases vocabulary only. Emotion, age and gender come from loudness, pitch and speaking rate"
     " (bench/classifier.py: espeak-ng default, agitated and sad styles told apart 16/16 each on held-out"
     " phrases), not from a trained model: they say how a voice sounds, not what a caller feels."
 )
