@@ -63,21 +63,52 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> lis
 EMULATOR_PATHS = {"mediazen": "", "cpqd": "/asr/ws/v3/recognize", "amivoice": "/v1/"}
 
 
+@dataclass(frozen=True)
+class RunningEmulator:
+    url: str  # the WebSocket URL its vendor's clients use
+    port: int
+    banner: str  # the line it printed when ready
+
+    @property
+    def root(self) -> str:
+        """ws://host:port, for tests that choose the path."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextmanager
-def emulator(vendor: str, phrases: list[str], *args: str) -> Iterator[str]:
-    """`python -m ivr.emulators.<vendor>` on a free port with the phrases; yields its WebSocket URL."""
+def start_emulator(
+    vendor: str, phrases: list[str], *args: str, log: Path | None = None, clean_exit: bool = False
+) -> Iterator[RunningEmulator]:
+    """`python -m ivr.emulators.<vendor>` on a free port with the phrases (stderr to `log`); with
+    `clean_exit`, stopping it (SIGTERM) must end it with status 0."""
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         f.write("\n".join(phrases) + "\n")
     argv = [sys.executable, "-m", f"ivr.emulators.{vendor}", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen([*argv, "--phrases", f.name, *args], stdout=subprocess.PIPE, text=True)
-    try:
-        _read_until(proc, "listening", timeout=120)
-        yield f"ws://127.0.0.1:{port}{EMULATOR_PATHS[vendor]}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        os.unlink(f.name)
+    with contextlib.ExitStack() as stack:
+        stderr = stack.enter_context(log.open("w")) if log is not None else None
+        proc = subprocess.Popen(
+            [*argv, "--phrases", f.name, *args], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        try:
+            banner = _read_until(proc, "listening", timeout=120)[-1].strip()
+            yield RunningEmulator(f"ws://127.0.0.1:{port}{EMULATOR_PATHS[vendor]}", port, banner)
+        finally:
+            proc.terminate()
+            status = proc.wait(10)
+            os.unlink(f.name)
+        assert not clean_exit or status == 0, f"{vendor} emulator ended with {status}"
+
+
+@contextmanager
+def emulator(vendor: str, phrases: list[str], *args: str) -> Iterator[str]:
+    """`start_emulator`, for tests that need only its URL."""
+    with start_emulator(vendor, phrases, *args) as running:
+        yield running.url
 
 
 def mediazen_emulator(phrases: list[str]) -> contextlib.AbstractContextManager[str]:

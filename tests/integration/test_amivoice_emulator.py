@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from ivr.emulators.wsserver import Control, FrameParser, Opcode
-from tests.integration.harness import free_port
+from tests.integration.harness import start_emulator
 from tests.tools import SHARED, require_tool
 
 pytestmark = pytest.mark.integration
@@ -71,23 +71,17 @@ def speech(
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """One emulator process for the module (engines load once); yields (host, port)."""
-    port = free_port()
-    directory = tmp_path_factory.mktemp("amivoice")
-    phrases = directory / "phrases.txt"
-    phrases.write_text("\n".join([*ENGLISH, *JAPANESE]) + "\n", encoding="utf-8")
-    log = (directory / "emulator.log").open("w")
-    cmd = [sys.executable, "-m", "ivr.emulators.amivoice", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--phrases", str(phrases), "--language", "en", "--language", "ja", "--appkey", APPKEY]
-    cmd += ["--silence-timeout", str(SILENCE_TIMEOUT)]
-    cmd += ["--no-communication-timeout", str(NO_COMMUNICATION_TIMEOUT)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the banner or exit; the engines load in seconds
-    assert line.strip() == f"amivoice emulator listening on ws://127.0.0.1:{port}/v1/", line
-    yield "127.0.0.1", port
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
-    log.close()
+    args = ["--language", "en", "--language", "ja", "--appkey", APPKEY]
+    args += [
+        "--silence-timeout",
+        str(SILENCE_TIMEOUT),
+        "--no-communication-timeout",
+        str(NO_COMMUNICATION_TIMEOUT),
+    ]
+    log = tmp_path_factory.mktemp("amivoice") / "emulator.log"
+    with start_emulator("amivoice", [*ENGLISH, *JAPANESE], *args, log=log, clean_exit=True) as running:
+        assert running.banner == f"amivoice emulator listening on {running.url}", running.banner
+        yield "127.0.0.1", running.port
 
 
 # --- document 002's sample client, unchanged ---

@@ -12,12 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import select
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,7 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.harness import speak
+from tests.integration.harness import RunningEmulator, speak, start_emulator
 from tests.tools import SHARED
 
 pytestmark = pytest.mark.integration
@@ -42,37 +36,13 @@ EN_GRAMMAR = "#ABNF 1.0 UTF-8;\nlanguage en-US;\nroot $answer;\n$answer = yes {Y
 USER, PASSWORD = "ivr", "s3cret"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Emulator:
-    url: str
-    base: str  # http://host:port
+Emulator = RunningEmulator
 
 
 def _start(tmp: Path, *args: str) -> Iterator[Emulator]:
-    port = _free_port()
-    log = (tmp / f"cpqd-{port}.log").open("w")
-    cmd = [sys.executable, "-m", "ivr.emulators.cpqd", "--host", "127.0.0.1", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ})
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    line = ""
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            line = proc.stdout.readline()
-            if "listening" in line:
-                break
-    assert line.strip() == f"cpqd emulator listening on ws://127.0.0.1:{port}/asr/ws/v3/recognize", line
-    yield Emulator(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
-    log.close()
+    with start_emulator("cpqd", [], *args, log=tmp / "cpqd.log", clean_exit=True) as running:
+        assert running.banner == f"cpqd emulator listening on {running.url}", running.banner
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +184,7 @@ def recognize_recording(
     """One recognition of a CPqD recording with one of its grammars: the replies up to the last result."""
 
     async def main() -> list[Reply]:
-        async with connect(emulator.url + path, compression=None) as ws:
+        async with connect(emulator.root + path, compression=None) as ws:
             await create_session(ws, **session)
             await define_grammar(ws, grammar, (AUDIO / f"{grammar}.gram").read_text(encoding="utf-8"))
             await start_recognition(ws, f"session:{grammar}")
@@ -271,7 +241,7 @@ def test_gibberish_is_no_match(emulator: Emulator) -> None:
 
 def test_emotion_scores_when_infer_emotion_is_enabled(emulator: Emulator, english_yes: bytes) -> None:
     async def main() -> list[Reply]:
-        async with connect(emulator.url + "/asr/ws/v3/recognize", compression=None) as ws:
+        async with connect(emulator.root + "/asr/ws/v3/recognize", compression=None) as ws:
             await create_session(ws, **{"Infer-emotion-enabled": "true", "decoder.wordDetails": "2"})
             await define_grammar(ws, "answer", EN_GRAMMAR)
             await start_recognition(ws, "session:answer")
@@ -306,7 +276,7 @@ def test_two_sessions_of_one_channel_share_the_verify_buffer(emulator: Emulator,
     channel = uuid.uuid4().hex
 
     async def one_call(framing: str) -> dict[str, str]:
-        async with connect(emulator.url + "/asr/ws/v3/recognize", compression=None) as ws:
+        async with connect(emulator.root + "/asr/ws/v3/recognize", compression=None) as ws:
             await create_session(ws, channel)
             await define_grammar(ws, "answer", EN_GRAMMAR)
             await start_recognition(ws, "session:answer", **{"Verify-Buffer-Utterance": "true"})
@@ -333,7 +303,7 @@ def test_two_sessions_of_one_channel_share_the_verify_buffer(emulator: Emulator,
 
 def test_unknown_path_is_not_found(emulator: Emulator) -> None:
     async def main() -> None:
-        async with connect(emulator.url + "/somewhere/else"):
+        async with connect(emulator.root + "/somewhere/else"):
             pass
 
     with pytest.raises(InvalidStatus) as refused:
@@ -348,7 +318,7 @@ def _basic(user: str, password: str) -> str:
 def test_basic_auth(guarded: Emulator) -> None:
     async def attempt(authorization: str | None) -> str:
         headers = {"Authorization": authorization} if authorization else None
-        async with connect(guarded.url + "/asr/ws/v3/recognize", additional_headers=headers) as ws:
+        async with connect(guarded.root + "/asr/ws/v3/recognize", additional_headers=headers) as ws:
             reply = await request(ws, java_message("CREATE_SESSION"))
             return reply.headers["Result"]
 
@@ -363,7 +333,7 @@ def test_basic_auth(guarded: Emulator) -> None:
 def test_idle_session_is_closed_with_a_timeout_reason(guarded: Emulator) -> None:
     async def main() -> str:
         headers = {"Authorization": _basic(USER, PASSWORD)}
-        async with connect(guarded.url + "/asr/ws/v3/recognize", additional_headers=headers) as ws:
+        async with connect(guarded.root + "/asr/ws/v3/recognize", additional_headers=headers) as ws:
             await create_session(ws)
             with pytest.raises(ConnectionClosed) as closed:
                 await recv(ws)  # nothing more is sent: the session idles
