@@ -16,6 +16,10 @@ Contract with `ivr/call.py` (the call's effect boundary):
   reprompts (a caller must never wait on retries of a recognizer that is gone). Validation guarantees that
   following no_input targets always ends in a transfer or a hangup.
 - An empty recognized text counts as no input (recognizers return one for noise).
+- Hold (`Held` / `Resumed`, from re-INVITEs) pauses the walk: the prompt and recognition are cancelled, no
+  timer runs, and resuming starts the current step again from its prompt. A transfer already under way
+  goes on (phones hold the call before they transfer it). A failed transfer takes the step's `on_failure`
+  (once; a second failure of the same step ends the call) instead of hanging up on the caller.
 - Routes may also match on how the caller sounds (emotion, age, gender from the recognizer's classifiers,
   `ivr.dialplan.speaker`): every turn's classification is kept, averaged over `asr.emotion_window` turns,
   and a `Transfer` carries a `Handoff` (transcript, the averaged emotion, the Channel-Identifier) for the
@@ -91,6 +95,16 @@ class Digit:
 
 
 @dataclass(frozen=True)
+class Held:
+    """The caller put the call on hold (a re-INVITE with sendonly / inactive): the menu pauses."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The caller took the call off hold: the current step starts again from its prompt."""
+
+
+@dataclass(frozen=True)
 class TransferEnded:
     """Transfer `id` ended with the final status the transfer target reported (408 when none came)."""
 
@@ -98,7 +112,17 @@ class TransferEnded:
     status: int
 
 
-Event = PromptFinished | SpeechStarted | SpeechEnded | Recognized | NotRecognized | Digit | TransferEnded
+Event = (
+    PromptFinished
+    | SpeechStarted
+    | SpeechEnded
+    | Recognized
+    | NotRecognized
+    | Digit
+    | TransferEnded
+    | Held
+    | Resumed
+)
 
 
 # ---- actions (what to do), carried out by the call
@@ -159,8 +183,9 @@ class Hangup:
 @dataclass(frozen=True)
 class Routed:
     """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>,
-    emotion:<group or labels>, age, gender:<M|F>, no_input, no_match, recognizer_failed. A reprompt
-    re-enters the same step with reason no_input or no_match."""
+    emotion:<group or labels>, age, gender:<M|F>, no_input, no_match, recognizer_failed,
+    transfer_failed:<status> (on_failure), resumed (off hold). A reprompt re-enters the same step with
+    reason no_input or no_match."""
 
     id: int
     step: str
@@ -184,6 +209,7 @@ class _Phase(Enum):
     PLAYING = "playing"  # a prompt without barge-in: waiting for its end before listening
     LISTENING = "listening"  # waiting for speech, a result, a digit or the no-input deadline
     TRANSFERRING = "transferring"
+    HELD = "held"  # on hold: nothing plays, listens or times out until the caller resumes
     DONE = "done"
 
 
@@ -215,6 +241,7 @@ class DialplanEngine:
         self._timer: _Timer | None = None
         self._speaker = SpeakerHistory(dialplan.asr.emotion_window)
         self._transcript: list[str] = []
+        self._failed_transfers: set[str] = set()  # steps whose transfer failed once: the next failure ends
 
     @property
     def finished(self) -> bool:
@@ -250,11 +277,9 @@ class DialplanEngine:
         if isinstance(event, PromptFinished):
             return self._prompt_finished(step, event, now)
         if isinstance(event, TransferEnded):
-            if event.id != self._transfer:
-                return []
-            self._phase = _Phase.DONE
-            cause = "transferred" if 200 <= event.status < 300 else f"transfer-failed-{event.status}"
-            return [Hangup(self._new_id(), cause)]
+            return self._transfer_ended(step, event, now)
+        if isinstance(event, Held | Resumed):
+            return self._hold(event, now)
         if self._phase is not _Phase.LISTENING:
             return []
         if isinstance(event, Digit):
@@ -280,6 +305,31 @@ class DialplanEngine:
         if event.confidence < step.settings.min_confidence:
             return self._fallback(step, "no_match", now)
         return self._matched(step, self._match_speech(step, event.text), now)
+
+    def _transfer_ended(self, step: Step, event: TransferEnded, now: float) -> list[Action]:
+        if event.id != self._transfer:
+            return []
+        self._transfer = None
+        if 200 <= event.status < 300:
+            self._phase = _Phase.DONE
+            return [Hangup(self._new_id(), "transferred")]
+        # A refused or unanswered transfer must not hang up on the caller: on_failure, once per step (a
+        # second failure of the same transfer would loop).
+        if step.on_failure is not None and self._name not in self._failed_transfers:
+            self._failed_transfers.add(self._name)
+            return self._enter(step.on_failure, f"transfer_failed:{event.status}", now)
+        self._phase = _Phase.DONE
+        return [Hangup(self._new_id(), f"transfer-failed-{event.status}")]
+
+    def _hold(self, event: Held | Resumed, now: float) -> list[Action]:
+        if isinstance(event, Held):
+            if self._phase in (_Phase.PLAYING, _Phase.LISTENING):
+                self._phase = _Phase.HELD
+                return self._stop_all()
+            return []  # a transfer in progress goes on (phones hold the call before transferring it)
+        if self._phase is not _Phase.HELD:
+            return []
+        return self._enter(self._name, "resumed", now)
 
     def tick(self, now: float) -> list[Action]:
         """The deadline has come: the no-input or max-speech timer ran out."""

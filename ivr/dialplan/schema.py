@@ -278,6 +278,9 @@ class Step(_Model):
     no_input: Fallback | None = None
     no_match: Fallback | None = None
     transfer: str | None = Field(default=None, description="SIP REFER target: a sip:, sips: or tel: URI")
+    on_failure: str | None = Field(
+        default=None, description="the step to go to when the transfer fails (else the call ends)"
+    )
     hangup: bool = False
     goto: str | None = Field(default=None, description="the step to go to after the prompt")
 
@@ -317,6 +320,8 @@ class Step(_Model):
                 yield (name, "goto"), fallback.goto
         if self.goto is not None:
             yield ("goto",), self.goto
+        if self.on_failure is not None:
+            yield ("on_failure",), self.on_failure
 
     def prompts(self) -> Iterator[tuple[Loc, str]]:
         if self.play is not None:
@@ -438,6 +443,8 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
                 yield Issue((*at, fallback), f"step '{name}' has '{fallback}' but does not listen")
     if step.goto is not None and step.play is None:
         yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
+    if step.on_failure is not None and step.transfer is None:
+        yield Issue((*at, "on_failure"), f"step '{name}' has 'on_failure' but does not transfer")
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
         if not (route.say or route.phrases or route.dtmf or route.speaker):

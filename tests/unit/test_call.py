@@ -63,6 +63,7 @@ steps:
     no_match: {{retries: 0, goto: agent}}
   agent:
     transfer: {AGENT}
+    on_failure: bye
   bye:
     play: bye.wav
     hangup: true
@@ -434,6 +435,23 @@ async def test_a_digit_plays_the_prompt_and_the_bridge_hangs_up(rig: Rig) -> Non
     # The listen was cancelled when the step moved on; one session, closed politely at the end.
     assert "cancel" in rig.server.frames and rig.server.connections == 1
     assert call.record.hangup_cause == "normal"
+
+
+async def test_a_refused_transfer_takes_on_failure_instead_of_hanging_up(rig: Rig) -> None:
+    rig.start_call()
+    port = await rig.answered()
+    await rig.send_audio(port, 3)
+    rig.send_digit(port, 0)
+    refer = await rig.sip.wait_for(is_method("REFER"))
+    assert isinstance(refer, Request)
+    rig.sip.deliver(serialize(make_response(refer, 603)))  # the caller's side declines the transfer
+    bye = await rig.sip.wait_for(is_method("BYE"))  # after the on_failure step's prompt
+    assert isinstance(bye, Request)
+    rig.sip.deliver(serialize(make_response(bye, 200)))
+    await ended(rig)
+    [record] = rig.records()
+    assert record["route"] == ["menu<start", "agent<dtmf:0", "bye<transfer_failed:603"], record
+    assert record["transfer_status"] == 603 and record["hangup_cause"] == "normal"
 
 
 @pytest.mark.parametrize("failure", ["refused", "no-url"])

@@ -144,14 +144,15 @@ def test_spoken_agent_request_transfers_after_the_agent_prompt(demo: Dialplan) -
     assert caller.engine.finished
 
 
-def test_a_failed_transfer_hangs_up_with_its_status(demo: Dialplan) -> None:
+def test_a_failed_transfer_tells_the_caller_and_hangs_up(demo: Dialplan) -> None:
     caller = started(demo)
     caller.send(Digit("0"))
     (transfer,) = caller.prompt_done()
     assert isinstance(transfer, Transfer)
     assert caller.send(TransferEnded(transfer.id + 7, 200)) == []  # not this transfer's outcome
-    (hangup,) = caller.send(TransferEnded(transfer.id, 486))
-    assert isinstance(hangup, Hangup) and hangup.cause == "transfer-failed-486"
+    assert routed(caller.send(TransferEnded(transfer.id, 486))) == ("busy", "transfer_failed:486")
+    (hangup,) = caller.prompt_done()
+    assert isinstance(hangup, Hangup) and hangup.cause == "normal"
 
 
 @pytest.mark.parametrize("text", ["상담원연결해주세요", "  상담사   바꿔 주세요 ", "저 상담원이요"])
