@@ -37,11 +37,13 @@ from ivr.dialplan.engine import (
     Digit,
     Event,
     Hangup,
+    Held,
     Listen,
     NotRecognized,
     Play,
     PromptFinished,
     Recognized,
+    Resumed,
     Routed,
     SpeechEnded,
     SpeechStarted,
@@ -58,12 +60,32 @@ from ivr.sip.events import (
     CallEnded,
     CallEstablished,
     InfoDtmf,
+    MediaAnswered,
     ReferStatus,
     ReInvite,
     SipEvent,
 )
 from ivr.sip.message import Request, parse_name_addr
-from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
+from ivr.sip.sdp import (
+    Negotiated,
+    SdpError,
+    SdpNotAcceptable,
+    build_answer,
+    build_offer,
+    negotiate,
+    parse_sdp,
+)
+from ivr.sip.uri import parse_uri
+
+
+def _source_host(invite: Request) -> str:
+    """Where a late-offer caller's media will come from until its answer says: its Contact's host."""
+    contact = invite.headers.get("Contact")
+    if contact:
+        host = parse_uri(parse_name_addr(contact).uri).host
+        if host:
+            return host
+    return "0.0.0.0"
 
 
 def _address_of(header: str | None) -> str:
@@ -85,7 +107,12 @@ class CallSignalling(Protocol):
     def ring(self, call_id: str) -> None: ...
     def answer(self, call_id: str, sdp: bytes) -> None: ...
     def reject(
-        self, call_id: str, status: int, reason: str | None = None, warning: str | None = None
+        self,
+        call_id: str,
+        status: int,
+        reason: str | None = None,
+        warning: str | None = None,
+        warn_code: int = 399,
     ) -> None: ...
     def hangup(self, call_id: str) -> None: ...
     def refer(self, call_id: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> None: ...
@@ -104,6 +131,7 @@ class CallSettings:
     ring_time: float = 0.0
     ack_timeout: float = 32.0
     bye_timeout: float = 5.0
+    rtp_nat: bool = False  # accept media from a non-SDP address after a probation (NAT'd callers)
 
 
 class PromptCache:
@@ -186,6 +214,7 @@ class Call:
         self._acked = asyncio.Event()
         self._ended = asyncio.Event()
         self._refer_result: asyncio.Future[int] | None = None
+        self._held = False  # the caller has put the call on hold (re-INVITE sendonly / inactive)
         self._rtp: RtpSession | None = None
         self._port: int | None = None
         self._g711 = AudioFormat.PCMU
@@ -197,6 +226,11 @@ class Call:
         self._task: asyncio.Task[None] | None = None
 
     # ---- lifecycle
+
+    @property
+    def ended(self) -> bool:
+        """The dialog is over (its cleanup may still be running)."""
+        return self._ended.is_set()
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run(), name=f"call {self.call_id}")
@@ -221,31 +255,49 @@ class Call:
             await self._cleanup()
 
     async def _answer_and_run(self) -> None:
-        try:
-            media = negotiate(parse_sdp(self.invite.body))
-        except SdpNotAcceptable as e:
-            self.log.info("offer not acceptable", reason=str(e))
-            self._reject(488, "rejected-488", warning=str(e))
-            return
-        except SdpError as e:
-            self.log.info("bad SDP offer", reason=str(e))
-            self._reject(488, "rejected-488", warning=f"bad SDP offer: {e}")
-            return
-        self.record.codec = media.encoding
-        self._g711 = AudioFormat.PCMA if media.payload_type == 8 else AudioFormat.PCMU
+        late_offer = not self.invite.body.strip()
+        if late_offer:
+            # A delayed-offer INVITE (RFC 3261 §13.2.1): our offer goes in the 200, the answer in the ACK.
+            media = Negotiated(0, "PCMU", 101, _source_host(self.invite), 0, 20)
+        else:
+            try:
+                media = negotiate(parse_sdp(self.invite.body))
+            except SdpNotAcceptable as e:
+                self.log.info("offer not acceptable", reason=str(e))
+                self._reject(488, "rejected-488", warning=str(e), warn_code=e.warn_code)
+                return
+            except SdpError as e:
+                self.log.info("bad SDP offer", reason=str(e))
+                self._reject(488, "rejected-488", warning=f"bad SDP offer: {e}")
+                return
+            self._use_codec(media)
         if self._settings.ring_time > 0:
             self._sip.ring(self.call_id)
             await asyncio.sleep(self._settings.ring_time)  # a CANCEL meanwhile cancels this task
         self._rtp = await self._open_media(media)
-        answer = build_answer(
-            media,
-            local_host=self._settings.sdp_host,
-            local_port=self._rtp.local_port,
-            session_id=int(time.time()),
-        )
-        self._sip.answer(self.call_id, answer)
+        if late_offer:
+            self._rtp.keepalive = False  # nowhere to send to before the ACK brings the answer
+            sdp = build_offer(
+                local_host=self._settings.sdp_host,
+                local_port=self._rtp.local_port,
+                session_id=int(time.time()),
+            )
+        else:
+            sdp = build_answer(
+                media,
+                local_host=self._settings.sdp_host,
+                local_port=self._rtp.local_port,
+                session_id=int(time.time()),
+            )
+        self._sip.answer(self.call_id, sdp)
         self.record.answer = utc_now()
-        self.log.info("answered", codec=media.encoding, rtp_port=self._port, remote=media.remote_host)
+        self.log.info(
+            "answered",
+            codec=media.encoding,
+            rtp_port=self._port,
+            remote=media.remote_host,
+            late_offer=late_offer,
+        )
         # Media before the ACK would be lost on some PBXs; the UA core ends the call itself when no ACK comes.
         await self._wait_either(self._acked, self._settings.ack_timeout)
         if self._ended.is_set():
@@ -267,6 +319,7 @@ class Call:
                 on_dtmf=self._on_dtmf,
                 on_timeout=self._on_rtp_timeout,
                 inactivity_timeout=self._settings.rtp_timeout,
+                nat=self._settings.rtp_nat,
             )
             try:
                 await rtp.start()
@@ -479,8 +532,10 @@ class Call:
             self.on_refer_status(event.status, event.final)
         elif isinstance(event, InfoDtmf):
             self._on_dtmf(event.digit)
+        elif isinstance(event, MediaAnswered):
+            self._media_changed(event.media)  # the answer to our offer of a late-offer INVITE, in the ACK
         elif isinstance(event, ReInvite):
-            self.on_reinvite(event.invite)
+            self.on_reinvite(event)
 
     def on_refer_status(self, status: int, final: bool) -> None:
         self.log.info("transfer progress", status=status, final=final)
@@ -488,13 +543,35 @@ class Call:
         if final and self._refer_result is not None and not self._refer_result.done():
             self._refer_result.set_result(status)
 
-    def on_reinvite(self, invite: Request) -> None:
-        try:
-            media = negotiate(parse_sdp(invite.body))
-        except SdpError:
+    def on_reinvite(self, event: ReInvite) -> None:
+        """The UA core has answered the re-INVITE (RFC 3264); follow what it negotiated."""
+        if event.media is None:
+            return  # a session refresh without SDP, or one whose ACK brought no answer: nothing changed
+        self._media_changed(event.media)
+        if event.held != self._held:
+            self._held = event.held
+            self.log.info("on hold" if event.held else "off hold")
+            if self._rtp is not None:
+                self._rtp.keepalive = not event.held  # recvonly / inactive: we send nothing
+            self._events.put_nowait(Held() if event.held else Resumed())
+
+    def _use_codec(self, media: Negotiated) -> None:
+        self.record.codec = media.encoding
+        self._g711 = AudioFormat.PCMA if media.payload_type == 8 else AudioFormat.PCMU
+
+    def _media_changed(self, media: Negotiated) -> None:
+        """A new answer or offer: the caller's address (unless it is a c=0.0.0.0 hold) and codec."""
+        self._use_codec(media)
+        if self._rtp is None:
             return
-        if self._rtp is not None:
+        if media.remote_host != "0.0.0.0" and media.remote_port:
             self._rtp.update_remote(media.remote_host, media.remote_port)
+            self._rtp.keepalive = not self._held
+        if (
+            media.payload_type != self._rtp.payload_type
+            or media.dtmf_payload_type != self._rtp.dtmf_payload_type
+        ):
+            self._rtp.set_codec(media.payload_type, media.dtmf_payload_type)
 
     def on_ended(self, cause: str) -> None:
         self._cause = self._cause or cause
@@ -528,9 +605,9 @@ class Call:
         if not self._ended.is_set():
             self._sip.hangup(self.call_id)
 
-    def _reject(self, status: int, cause: str, warning: str | None = None) -> None:
+    def _reject(self, status: int, cause: str, warning: str | None = None, warn_code: int = 399) -> None:
         self._cause = cause
-        self._sip.reject(self.call_id, status, warning=warning)
+        self._sip.reject(self.call_id, status, warning=warning, warn_code=warn_code)
         self._ended.set()
 
     async def _wait_either(self, event: asyncio.Event, timeout: float) -> None:

@@ -29,6 +29,9 @@ class Settings(BaseModel):
     rtp_port_low: int = 20000
     rtp_port_high: int = 29998
     rtp_timeout: float = 30.0
+    # Accept media from an address other than the SDP's (a caller behind NAT) after 5 consecutive packets,
+    # before any latch; off: only the SDP address (any port of it) is ever accepted.
+    rtp_nat: bool = False
     dialplan: Path = BUNDLED_DIALPLAN
     # vendor name -> WebSocket URL; "embedded" starts the local emulator as a child process when the
     # dialplan uses that vendor.
@@ -44,6 +47,8 @@ class Settings(BaseModel):
     refer_timeout: float = 35.0
     # Seconds to ring (180) before answering; 0 answers at once.
     ring_time: float = 0.0
+    # The Server / User-Agent header: no version by default (scanners read it); "" sends none.
+    user_agent: str = "ivr"
 
     @field_validator("trunk_allow")
     @classmethod

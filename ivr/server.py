@@ -42,11 +42,13 @@ class Bridge:
             rtp_timeout=settings.rtp_timeout,
             refer_timeout=settings.refer_timeout,
             ring_time=settings.ring_time,
+            rtp_nat=settings.rtp_nat,
         )
         ua = UserAgent(
             host=settings.contact_host,
             port=settings.sip_port,
             registrar_allow=lambda peer: settings.allows(peer.host),
+            user_agent=settings.user_agent or None,
         )
         self.sip = SipTransport(ua, self._on_sip_event)
 
@@ -124,8 +126,9 @@ class Bridge:
             log.warning("call refused: at capacity or draining", live_calls=len(self.calls))
             self.sip.reject(event.call_id, 503)
             return
-        if event.call_id in self.calls:
-            return
+        previous = self.calls.get(event.call_id)
+        if previous is not None and not previous.ended:
+            return  # the UA core has answered it (486): a new dialog under a live call's Call-ID
         call = Call(
             invite=event.invite,
             sip=self.sip,
@@ -146,6 +149,7 @@ class Bridge:
         call.start()
 
     def _call_done(self, call: Call) -> None:
-        self.calls.pop(call.call_id, None)
+        if self.calls.get(call.call_id) is call:  # not a newer call that reuses the Call-ID
+            del self.calls[call.call_id]
         if not self.calls:
             self._idle.set()

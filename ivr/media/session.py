@@ -1,9 +1,17 @@
 """The asyncio RTP endpoint of one call: receive, reorder, decode and dispatch caller RTP; send paced prompts.
 
-Symmetric RTP (RFC 4961): packets go to the address from the SDP until the first valid packet arrives from
-the caller, then to the source address of the caller's packets, which is what gets through a NAT. After
-latching, a packet from another address is accepted (and re-latched to) only if it carries the latched SSRC
-(a NAT rebinding); a new SSRC from the latched address is accepted as the same caller restarting its stream.
+Symmetric RTP (RFC 4961): packets go to the address from the SDP until the caller's source is latched, then to
+that source, which is what gets through a NAT. Which source may latch is `latch.SourceLatch`'s strict policy
+(the SDP host, or a NAT-ed source after probation); after latching, packets from any other address are dropped
+unparsed. A new SSRC from the latched address is accepted as the same caller restarting its stream.
+
+The caller's audio reaches `on_audio` as one real-time stream: `timeline.Timeline` fills losses, DTMF events,
+comfort noise and silence suppression with silence by time, so the recognizer's endpointer always hears the
+caller stop. RFC 4733 and RFC 3389 packets share the audio's sequence numbers, so they pass through the jitter
+buffer too (as placeholders): they are neither loss nor a gap to wait for.
+
+Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
+calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
 
 A send that fails (an SDP address the socket cannot use, ICMP errors, a full buffer) is counted, never raised:
 the prompt still "plays" on schedule, so the dialplan moves on instead of stalling on a dead media path.
@@ -19,49 +27,17 @@ from typing import Any
 from ivr.media import g711
 from ivr.media.dtmf import DtmfReceiver
 from ivr.media.jitter import JitterBuffer
+from ivr.media.latch import SourceLatch, Verdict
+from ivr.media.ports import PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
 from ivr.media.rtp import RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
+from ivr.media.timeline import Timeline
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
-_COMFORT_NOISE = 13  # RFC 3389; accepted for latching and stats, otherwise ignored
-_MAX_FILL_FRAMES = 50  # a longer sequence gap is a discontinuity, not loss to paper over with silence
+_COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for is filled by time
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
-
-
-class PortsExhausted(RuntimeError):
-    """No free RTP port in the configured range."""
-
-
-class PortAllocator:
-    """Even RTP ports in [low, high] (RFC 3550 §11 leaves the odd one above for RTCP), handed out round-robin
-    so a just-released port is not reused at once (stray packets of the previous call)."""
-
-    def __init__(self, low: int, high: int) -> None:
-        first = low + (low & 1)
-        if not 0 < first <= high <= 65535:
-            raise ValueError(f"no even port in {low}-{high}")
-        self._ports = range(first, high + 1, 2)
-        self._cursor = 0
-        self._in_use: set[int] = set()
-
-    @property
-    def in_use(self) -> int:
-        return len(self._in_use)
-
-    def acquire(self) -> int:
-        count = len(self._ports)
-        for _ in range(count):
-            port = self._ports[self._cursor]
-            self._cursor = (self._cursor + 1) % count
-            if port not in self._in_use:
-                self._in_use.add(port)
-                return port
-        raise PortsExhausted(f"all {count} RTP ports in use")
-
-    def release(self, port: int) -> None:
-        self._in_use.discard(port)
 
 
 class _Playback:
@@ -90,6 +66,8 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class RtpSession:
+    """One call's RTP endpoint: strict-source receive, silence filled by time, paced prompts, keepalive."""
+
     def __init__(
         self,
         *,
@@ -104,7 +82,14 @@ class RtpSession:
         on_timeout: Callable[[], None],
         inactivity_timeout: float = 30.0,
         ptime_ms: int = 20,
+        nat: bool = False,
+        probation: int = 5,
+        keepalive: bool = True,
+        max_fill: float = 0.24,
     ) -> None:
+        """`nat`: also latch to a host other than the SDP's, after `probation` packets in sequence (before
+        any latch only). `keepalive`: send G.711 silence whenever no prompt plays. `max_fill`: the most
+        silence (seconds) put in for one gap in the caller's stream."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
         self.local_host = local_host
         self.local_port = port
@@ -112,7 +97,7 @@ class RtpSession:
         self.dtmf_payload_type = dtmf_payload_type
         self.stats = RtpStats(SAMPLE_RATE)
         self.invalid = 0  # datagrams that are not RTP
-        self.ignored = 0  # RTP from a foreign source, or of a payload type we do not use
+        self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
         self.send_errors = 0
         # True: on_audio gets the G.711 payload as received (for recognizers that take it), not PCM16.
         self.passthrough = False
@@ -127,20 +112,23 @@ class RtpSession:
         self._send_to: tuple[Any, ...] = self._sdp_remote
         # Why _send_to cannot be sent to: checked when it changes, not per packet.
         self._unusable_remote: str | None = None
+        self._latch = SourceLatch(remote_host, nat=nat, probation=probation)
         self._source: tuple[Any, ...] | None = None  # latched caller address
-        self._source_ssrc: int | None = None
         self._accepted = {payload_type, _COMFORT_NOISE}
         if dtmf_payload_type is not None:
             self._accepted.add(dtmf_payload_type)
         self._sender = RtpSender(payload_type)
         self._jitter = JitterBuffer()
         self._dtmf = DtmfReceiver()
-        self._audio_ssrc: int | None = None
-        self._last_audio_seq: int | None = None
+        self._timeline = Timeline(SAMPLE_RATE, frame=self._samples_per_frame, max_fill=max_fill)
+        self._stream_ssrc: int | None = None  # the SSRC whose sequence numbers the jitter buffer follows
+        self._keepalive = keepalive
+        self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._fill_timer: asyncio.TimerHandle | None = None  # receive side: silence while the caller is quiet
+        self._keepalive_timer: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._timed_out = False
         self._closed = False
@@ -156,6 +144,35 @@ class RtpSession:
     def playing(self) -> bool:
         return self._playback is not None
 
+    @property
+    def foreign(self) -> int:
+        """Packets dropped because they came from a source other than the caller's (strict RTP)."""
+        return self._latch.dropped
+
+    @property
+    def jitter_lost(self) -> int:
+        """Sequence numbers the jitter buffer gave up on (real loss: not DTMF or comfort noise)."""
+        return self._jitter.lost
+
+    @property
+    def silence_filled(self) -> int:
+        """Samples of silence handed to `on_audio` in place of audio that never came."""
+        return self._timeline.silence
+
+    @property
+    def keepalive(self) -> bool:
+        """Whether silence is sent between prompts; off while the call is on hold (RFC 3264 recvonly)."""
+        return self._keepalive
+
+    @keepalive.setter
+    def keepalive(self, enabled: bool) -> None:
+        self._keepalive = enabled
+        if enabled:
+            self._arm_keepalive()
+        elif self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
     async def start(self) -> None:
         """Bind the UDP socket; OSError if the port is busy."""
         loop = asyncio.get_running_loop()
@@ -166,16 +183,34 @@ class RtpSession:
         self._transport = transport
         self.local_port = transport.get_extra_info("sockname")[1]
         self._unusable_remote = self._check_remote(self._send_to)
+        if self._unusable_remote is not None:
+            self._latch.reset("")  # no caller sends from an address we cannot send to: latch on probation
         self._last_rx = loop.time()
         self._timer = loop.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
+        self._arm_keepalive()
 
     def update_remote(self, host: str, port: int) -> None:
-        """New SDP address (re-INVITE): send there, and latch again to the caller's next packet."""
+        """New SDP (re-INVITE): send to its address, and latch again by the strict policy (the source
+        latched so far may latch again at once)."""
         self._sdp_remote = self._send_to = (host, port)
         self._source = None
-        self._source_ssrc = None
+        self._latch.reset(host)
         if self._transport is not None:
             self._unusable_remote = self._check_remote(self._send_to)
+            if self._unusable_remote is not None:
+                self._latch.reset("")
+
+    def set_codec(self, payload_type: int, dtmf_payload_type: int | None) -> None:
+        """A re-INVITE changed the codec (e.g. PCMU to PCMA): send and accept the new payload types from now
+        on. The stream (SSRC, sequence numbers, timestamps) runs on, as RFC 3550 §5.1 allows; a prompt that
+        is playing keeps its frames (already encoded), and the next one is in the new codec."""
+        g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
+        self.payload_type = self._sender.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self._accepted = {payload_type, _COMFORT_NOISE}
+        if dtmf_payload_type is not None:
+            self._accepted.add(dtmf_payload_type)
+        self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
 
     async def play(self, pcm: bytes) -> bool:
         """Send PCM16 8 kHz mono as paced G.711 frames. True if it ran to the end, False if stopped.
@@ -187,15 +222,21 @@ class RtpSession:
         self.stop_playback()
         token = _Playback()
         self._playback = token
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
         loop = self._loop
         ptime = self._ptime
         spf = self._samples_per_frame
-        payload = frames(pcm, self.payload_type, spf)
+        pt = self.payload_type  # a set_codec() during the prompt must not relabel frames encoded for this one
+        payload = frames(pcm, pt, spf)
         now = loop.time()
         start = now
         if self._clock is not None:
-            if self._clock > now:
-                start = self._clock  # the replaced prompt's last frame is still playing out
+            if self._clock > now - _MAX_LATE_FRAMES * ptime:
+                # The previous prompt's or the keepalive's last frame is still playing out (or only just
+                # finished): carry on from its clock, so the timestamps run on without a jump.
+                start = self._clock
             else:
                 # RFC 3550 §5.1: the timestamp keeps counting through silence, so the receiver sees it pass.
                 self._sender.skip(round((now - self._clock) * SAMPLE_RATE))
@@ -211,13 +252,14 @@ class RtpSession:
                     self._sender.skip(round(lateness * SAMPLE_RATE))
                 if token.stopped or self._closed:
                     return False
-                self._send(self._sender.packet(frame, spf, marker=index == 0))
+                self._send(self._sender.packet(frame, spf, marker=index == 0, payload_type=pt))
                 self._clock = deadline + ptime
             await self._wait(token, start + len(payload) * ptime)  # let the last frame play out
             return True
         finally:
             if self._playback is token:
                 self._playback = None
+                self._arm_keepalive()
 
     def stop_playback(self) -> None:
         """Barge-in: a running play() returns False at once, sending nothing more."""
@@ -232,10 +274,10 @@ class RtpSession:
             return
         self._closed = True
         self.stop_playback()
-        for timer in (self._timer, self._flush_timer):
+        for timer in (self._timer, self._fill_timer, self._keepalive_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._flush_timer = None
+        self._timer = self._fill_timer = self._keepalive_timer = None
         if self._transport is not None:
             self._transport.close()
             await asyncio.sleep(0)  # let the transport finish closing the socket
@@ -294,64 +336,117 @@ class RtpSession:
         else:
             self._timer = self._loop.call_at(deadline, self._check_inactivity)
 
+    def _arm_keepalive(self) -> None:
+        loop = self._loop
+        if not self._keepalive or self._closed or loop is None or self._playback is not None:
+            return
+        if self._keepalive_timer is not None:
+            return
+        now = loop.time()
+        clock = self._clock
+        if clock is None or clock < now - _MAX_LATE_FRAMES * self._ptime:
+            if clock is not None:
+                self._sender.skip(round((now - clock) * SAMPLE_RATE))  # time passed unsent (keepalive off)
+            self._clock = clock = now
+        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+
+    def _send_silence(self) -> None:
+        self._keepalive_timer = None
+        loop = self._loop
+        clock = self._clock
+        if self._closed or self._playback is not None or loop is None or clock is None:
+            return
+        lateness = loop.time() - clock
+        if lateness > _MAX_LATE_FRAMES * self._ptime:  # a stalled loop: re-base rather than burst
+            self._sender.skip(round(lateness * SAMPLE_RATE))
+            clock += lateness
+        self._send(self._sender.packet(self._silence_frame, self._samples_per_frame))
+        self._clock = clock = clock + self._ptime
+        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        source = self._source
+        if source is not None and addr != source:
+            self._latch.dropped += 1  # strict RTP: not even parsed
+            return
         try:
             packet = parse_rtp(data)
         except RtpError:
             self.invalid += 1
             return
-        if packet.payload_type not in self._accepted:
+        pt = packet.payload_type
+        if pt not in self._accepted:
             self.ignored += 1
             return
-        if addr != self._source:
-            if self._source is not None and packet.ssrc != self._source_ssrc:
-                self.ignored += 1
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        if source is None:
+            if self._latch.check(addr, packet.ssrc, packet.sequence) is Verdict.DROP:
                 return
             self._source = self._send_to = addr
             self._unusable_remote = None  # the caller's own source address: the socket can always reach it
-        self._source_ssrc = packet.ssrc
-        assert self._loop is not None
-        now = self._last_rx = self._loop.time()
+            self._timeline.start(now)
+            if self._fill_timer is None:
+                self._arm_fill(loop)
+        self._last_rx = now
         self.stats.update(packet, now)
-        if packet.payload_type == self.payload_type:
-            if packet.ssrc != self._audio_ssrc:
+        if pt == self.payload_type:
+            if packet.ssrc != self._stream_ssrc:
                 for held in self._jitter.flush():
-                    self._deliver(held)
+                    self._deliver(held, now)
                 self._jitter.reset()
-                self._audio_ssrc = packet.ssrc
-                self._last_audio_seq = None
-            for ready in self._jitter.push(packet):
-                self._deliver(ready)
-            if self._jitter.held and self._flush_timer is None:
-                # Packets leave the buffer only when later ones arrive; if the caller goes quiet (silence
-                # suppression, hold) right after a loss, release what is held instead of keeping it.
-                self._flush_timer = self._loop.call_later(
-                    2 * self._jitter.depth * self._ptime, self._flush_jitter
-                )
-        elif packet.payload_type == self.dtmf_payload_type:
-            digit = self._dtmf.feed(packet)
-            if digit is not None:
-                self._on_dtmf(digit.digit)
-
-    def _flush_jitter(self) -> None:
-        self._flush_timer = None
-        if not self._closed:
-            for held in self._jitter.flush():
-                self._deliver(held)
-
-    def _deliver(self, packet: RtpPacket) -> None:
-        previous = self._last_audio_seq
-        self._last_audio_seq = packet.sequence
-        if previous is not None:
-            # Lost frames (or frames replaced by RFC 4733 events) become silence, so the recognizer's timeline
-            # stays continuous.
-            gap = (packet.sequence - previous - 1) & 0xFFFF
-            if 0 < gap <= _MAX_FILL_FRAMES:
-                if self.passthrough:
-                    self._on_audio(g711.silence(self.payload_type, len(packet.payload) * gap))
-                else:
-                    self._on_audio(bytes(2 * len(packet.payload) * gap))
-        if self.passthrough:
-            self._on_audio(packet.payload)  # the caller's G.711 as received: no decode at all
+                self._stream_ssrc = packet.ssrc
+                self._timeline.discontinuity()
         else:
-            self._on_audio(g711.decode(packet.payload, self.payload_type))
+            if pt == self.dtmf_payload_type:
+                digit = self._dtmf.feed(packet)
+                if digit is not None:
+                    self._on_dtmf(digit.digit)
+            if packet.ssrc != self._stream_ssrc:
+                return  # another stream's sequence numbers: nothing to do with the audio's
+        # DTMF and comfort noise too: they take sequence numbers of the audio stream, so the buffer must see
+        # them (a placeholder, skipped in _deliver) or it would take them for loss and hold the audio behind.
+        for ready in self._jitter.push(packet):
+            self._deliver(ready, now)
+
+    def _arm_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        at = self._timeline.next_check()
+        if at is not None:
+            self._fill_timer = loop.call_at(at, self._fill_silence)
+
+    def _fill_silence(self) -> None:
+        """The caller has been quiet for the timeline's hangover: release what the jitter buffer holds (no
+        later packet is coming to push it out), then hand over silence in real time."""
+        self._fill_timer = None
+        loop = self._loop
+        if self._closed or self._timed_out or loop is None:
+            return
+        now = loop.time()
+        at = self._timeline.next_check()
+        if at is not None and now + _TIMER_SLACK < at:
+            self._fill_timer = loop.call_at(at, self._fill_silence)  # audio came since this was armed
+            return
+        for held in self._jitter.flush():
+            self._deliver(held, now)
+        samples = self._timeline.silence_due(now)
+        if samples:
+            self._on_audio(self._silence(samples))
+        self._arm_fill(loop)
+
+    def _silence(self, samples: int) -> bytes:
+        if self.passthrough:
+            return g711.silence(self.payload_type, samples)
+        return bytes(2 * samples)
+
+    def _deliver(self, packet: RtpPacket, now: float) -> None:
+        if packet.payload_type != self.payload_type:
+            return  # a DTMF or comfort-noise placeholder; the timeline covers the time it stood for
+        payload = packet.payload
+        fill = self._timeline.audio(packet.timestamp, len(payload), now)
+        if fill:
+            self._on_audio(self._silence(fill))
+        if self.passthrough:
+            self._on_audio(payload)  # the caller's G.711 as received: no decode at all
+        else:
+            self._on_audio(g711.decode(payload, self.payload_type))

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from ivr.sip.events import Peer, Transport
 from ivr.sip.message import Headers, Request, SipParseError, parse_name_addr, parse_uri
+from ivr.sip.offeranswer import LocalSession
 from ivr.sip.transaction import new_branch
 
-__all__ = ["Dialog", "build_request", "destination"]
+__all__ = ["Dialog", "build_request", "destination", "reconnect_address"]
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Dialog:
     pending_2xx_cseq: int = 0
     pending_2xx_peer: Peer | None = None
     retransmit_interval: float = 0.5
+    session: LocalSession | None = None  # our SDP so far; None until answered (or unreadable)
+    late_offer: bool = False  # the INVITE had no SDP: our 2xx carries the offer, the ACK the answer
+    pending_reinvite: Request | None = None  # a re-INVITE without SDP whose answer the ACK brings
     hangup_requested: bool = False
     bye_sent: bool = False
     ended: bool = False
@@ -78,7 +82,7 @@ def build_request(
     via_host: str,
     via_port: int,
     transport: Transport,
-    user_agent: str,
+    user_agent: str | None,
     extra: list[tuple[str, str]] | None = None,
     body: bytes = b"",
 ) -> tuple[Request, str]:
@@ -104,7 +108,8 @@ def build_request(
     )
     for route in routes:
         headers.add("Route", route)
-    headers.add("User-Agent", user_agent)
+    if user_agent is not None:
+        headers.add("User-Agent", user_agent)
     for name, value in extra or []:
         headers.add(name, value)
     return Request(method, uri, headers, body), branch
@@ -133,6 +138,8 @@ def destination(dialog: Dialog) -> Peer:
     """
     target = parse_name_addr(dialog.route_set[0]).uri if dialog.route_set else dialog.remote_target
     peer = dialog.peer
+    if peer.transport == "tcp":
+        peer = Peer("tcp", peer.host, peer.port, peer.conn_id, reconnect_address(dialog.invite, peer))
     try:
         uri = parse_uri(target)
     except SipParseError:
@@ -149,3 +156,11 @@ def destination(dialog: Dialog) -> Peer:
             return peer
         return Peer("tcp", uri.host, port)
     return Peer("udp", uri.host, port)
+
+
+def reconnect_address(request: Request, peer: Peer) -> tuple[str, int]:
+    """Where to open a TCP connection to a peer whose connection is gone: the source IP with the top Via's
+    sent-by port, or 5060 (§18.2.2). The source port itself is ephemeral and nothing listens there."""
+    via = request.top_via
+    port = via.port if via is not None and via.port else 5060
+    return peer.host, port

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ivr.sip.uri import (
     NameAddr,
     SipParseError,
+    SipTooLargeError,
     SipUri,
     SipVersionError,
     Via,
@@ -29,6 +30,7 @@ __all__ = [
     "Request",
     "Response",
     "SipParseError",
+    "SipTooLargeError",
     "SipUri",
     "SipVersionError",
     "StreamFramer",
@@ -314,6 +316,11 @@ def _header_lines(head: str) -> tuple[str, list[tuple[str, str]], list[tuple[str
     pairs: list[tuple[str, str]] = []
     problems: list[tuple[str, str]] = []
     for line in unfolded:
+        if "\r" in line:
+            # A CR not followed by LF: some stacks end a line there, so a value carrying it could smuggle a
+            # header into anything that echoes it (RFC 3261 §7.3: CR only occurs in CRLF).
+            problems.append(("bare CR in header line", line))
+            line = line.replace("\r", " ")
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not is_token(name):
@@ -448,6 +455,8 @@ def _parse(data: bytes) -> Request | Response:
         raise SipParseError(reason, line, partial)
     if length is None:
         msg.body = rest  # RFC 3261 §18.3: no Content-Length on UDP means the rest of the datagram
+    elif length > MAX_BODY_BYTES:
+        raise SipTooLargeError("Content-Length too large", str(length), partial)
     elif length > len(rest):
         raise SipParseError("Content-Length larger than the message", str(length), partial)
     else:
@@ -472,12 +481,13 @@ class StreamFramer:
             if skip:
                 del self._buffer[:skip]
             idx = self._buffer.find(b"\r\n\r\n")
+            if (idx < 0 and len(self._buffer) > MAX_HEADER_BYTES) or idx > MAX_HEADER_BYTES:
+                # Answer from the complete lines within the limit (Via, From, ... usually come first).
+                head = bytes(self._buffer[:MAX_HEADER_BYTES])
+                head = head[: head.rfind(b"\r\n")] if b"\r\n" in head else b""
+                raise SipTooLargeError("header section too large", None, _partial_of(head), status=513)
             if idx < 0:
-                if len(self._buffer) > MAX_HEADER_BYTES:
-                    raise SipParseError("header section too large")
                 return out
-            if idx > MAX_HEADER_BYTES:
-                raise SipParseError("header section too large")
             head = bytes(self._buffer[:idx])
             length = self._stream_content_length(head)
             end = idx + 4 + length
@@ -495,7 +505,7 @@ class StreamFramer:
             if length is None:
                 raise SipParseError("missing Content-Length on a stream transport")
             if length > MAX_BODY_BYTES:
-                raise SipParseError("Content-Length too large", str(length))
+                raise SipTooLargeError("Content-Length too large", str(length))
         except SipParseError as exc:
             exc.partial = _partial_of(head)
             raise
@@ -513,13 +523,20 @@ def _partial_of(head: bytes) -> Request | None:
     return msg if isinstance(msg, Request) else None
 
 
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
 def serialize(msg: Request | Response) -> bytes:
     if isinstance(msg, Request):
         start = f"{msg.method} {msg.uri} {msg.version}"
     else:
         start = f"{msg.version} {msg.status} {msg.reason}"
     lines = [start]
-    lines.extend(f"{name}: {value}" for name, value in msg.headers if name != "Content-Length")
+    # No CR or LF inside a value, wherever it came from (a parsed request, our configuration): each would
+    # end the header line at the receiver and let the rest pose as a header of its own.
+    lines.extend(
+        f"{name}: {_LINE_BREAK.sub(' ', value)}" for name, value in msg.headers if name != "Content-Length"
+    )
     lines.append(f"Content-Length: {len(msg.body)}")
     return _encode("\r\n".join(lines) + "\r\n\r\n") + msg.body
 

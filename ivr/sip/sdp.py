@@ -6,12 +6,15 @@ import ipaddress
 from dataclasses import dataclass, field
 
 __all__ = [
+    "HOLD_ADDRESS",
     "MediaFormat",
     "Negotiated",
+    "Origin",
     "SdpError",
     "SdpNotAcceptable",
     "SessionDescription",
     "build_answer",
+    "build_offer",
     "negotiate",
     "parse_sdp",
 ]
@@ -22,7 +25,14 @@ class SdpError(ValueError):
 
 
 class SdpNotAcceptable(SdpError):
-    """No acceptable audio stream in the offer: the caller gets 488 (RFC 3261 §13.3.1.3)."""
+    """No acceptable audio stream in the offer: the caller gets 488 (RFC 3261 §13.3.1.3).
+
+    `warn_code` is the RFC 3261 §20.43 warn-code that says why (304/305 media, 301 address, 399 other).
+    """
+
+    def __init__(self, reason: str, warn_code: int = 399) -> None:
+        super().__init__(reason)
+        self.warn_code = warn_code
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,27 @@ _ANSWER_DIRECTION = {
     "recvonly": "sendonly",
     "inactive": "inactive",
 }
+# Our direction once sending is ruled out by an RFC 2543 hold address (RFC 3264 §8.4: send nothing there).
+_WITHOUT_SEND = {
+    "sendrecv": "recvonly",
+    "sendonly": "inactive",
+    "recvonly": "recvonly",
+    "inactive": "inactive",
+}
+HOLD_ADDRESS = "0.0.0.0"
+DEFAULT_DTMF_PAYLOAD_TYPE = 101
+_STATIC_PT = {"PCMU": 0, "PCMA": 8}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The o= line (RFC 4566 §5.2): later SDP of the session keeps it, with a higher version (RFC 3264 §8)."""
+
+    username: str
+    session_id: int
+    version: int
+    addrtype: str
+    address: str
 
 
 @dataclass
@@ -64,6 +95,7 @@ class SessionDescription:
     media_lines: list[str] = field(default_factory=list)  # "audio 49170 RTP/AVP 0 8" per m= line, in order
     audio_index: int = 0
     connection_type: str = "IP4"  # the c= addrtype ("IP4" or "IP6") that goes with `connection`
+    origin: Origin | None = None  # None when the o= line is missing or not numeric
 
     @property
     def connection_address(self) -> str:
@@ -108,6 +140,7 @@ def parse_sdp(body: bytes) -> SessionDescription:
         raise SdpError("SDP is not UTF-8") from exc
     session_conn: tuple[str, str] | None = None
     session_dir: str | None = None
+    origin: Origin | None = None
     media: list[_Media] = []
     for line in text.splitlines():
         if not line:
@@ -116,7 +149,9 @@ def parse_sdp(body: bytes) -> SessionDescription:
             raise SdpError(f"bad SDP line: {line!r}")
         kind, value = line[0], line[2:].strip()
         current = media[-1] if media else None
-        if kind == "m":
+        if kind == "o" and not media:
+            origin = _origin(value)
+        elif kind == "m":
             parts = value.split()
             if len(parts) < 4 or not _is_number(parts[1].split("/")[0]):
                 raise SdpError(f"bad m= line: {line!r}")
@@ -161,7 +196,15 @@ def parse_sdp(body: bytes) -> SessionDescription:
         media_lines=[m.line for m in media],
         audio_index=index,
         connection_type=conn[0],
+        origin=origin,
     )
+
+
+def _origin(value: str) -> Origin | None:
+    parts = value.split()
+    if len(parts) != 6 or not (_is_number(parts[1]) and _is_number(parts[2])):
+        return None
+    return Origin(parts[0], int(parts[1]), int(parts[2]), parts[4], parts[5])
 
 
 def _media_attribute(media: _Media, name: str, arg: str) -> None:
@@ -191,24 +234,41 @@ class Negotiated:
     offer_media: tuple[str, ...] = ()  # offer m= lines, echoed with port 0 except the audio stream
     audio_index: int = 0
 
+    @property
+    def held(self) -> bool:
+        """The peer takes no media from us (sendonly/inactive offer, or c=0.0.0.0): play nothing to it."""
+        return self.direction in ("recvonly", "inactive")
 
-def negotiate(offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCMA")) -> Negotiated:
-    """Pick the first offered codec we support (the offerer's preference order, RFC 3264 §6.1)."""
+
+def negotiate(
+    offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCMA"), *, prefer: str | None = None
+) -> Negotiated:
+    """Pick the first offered codec we support (the offerer's preference order, RFC 3264 §6.1).
+
+    `prefer` (the running call's codec) wins when offered, so a re-offer does not switch codecs needlessly.
+    """
     if offer.port == 0 or offer.proto.upper() != "RTP/AVP":
-        raise SdpNotAcceptable(f"no usable RTP/AVP audio stream (proto {offer.proto}, port {offer.port})")
+        raise SdpNotAcceptable(
+            f"no usable RTP/AVP audio stream (proto {offer.proto}, port {offer.port})", 302
+        )
     if not _is_ipv4_literal(offer.connection_type, offer.connection):
         # Our RTP sockets are IPv4 and the media path does no DNS lookups, so an IPv6 address or a host name
         # would be answered 200 and then fail at the first RTP send; 488 tells the caller now (RFC 3264 §6).
         # 0.0.0.0 (RFC 2543 hold) is an IPv4 literal and passes, as before.
         shown = f"{offer.connection_type} {offer.connection}"
         raise SdpNotAcceptable(
-            f"connection address {shown!r} is not an IPv4 address; this bridge's RTP is IPv4"
+            f"connection address {shown!r} is not an IPv4 address; this bridge's RTP is IPv4", 301
         )
     wanted = {name.upper() for name in supported}
-    codec = next((f for f in offer.formats if f.encoding.upper() in wanted and f.clock_rate == 8000), None)
-    if codec is None:
+    usable = [f for f in offer.formats if f.encoding.upper() in wanted and f.clock_rate == 8000]
+    preferred = [f for f in usable if prefer is not None and f.encoding.upper() == prefer.upper()]
+    if not usable:
         offered = ", ".join(f"{f.encoding}/{f.clock_rate}" for f in offer.formats) or "none"
-        raise SdpNotAcceptable(f"no supported audio codec offered ({offered})")
+        raise SdpNotAcceptable(f"no supported audio codec offered ({offered})", 305)
+    codec = (preferred or usable)[0]
+    direction = _ANSWER_DIRECTION.get(offer.direction, "sendrecv")
+    if offer.connection == HOLD_ADDRESS:
+        direction = _WITHOUT_SEND[direction]
     dtmf = next(
         (f for f in offer.formats if f.encoding.lower() == "telephone-event" and f.clock_rate == 8000), None
     )
@@ -219,7 +279,7 @@ def negotiate(offer: SessionDescription, supported: tuple[str, ...] = ("PCMU", "
         remote_host=offer.connection,
         remote_port=offer.port,
         ptime=offer.ptime or 20,
-        direction=_ANSWER_DIRECTION.get(offer.direction, "sendrecv"),
+        direction=direction,
         offer_media=tuple(offer.media_lines),
         audio_index=offer.audio_index,
     )
@@ -235,34 +295,92 @@ def _is_ipv4_literal(addrtype: str, address: str) -> bool:
     return True
 
 
-def build_answer(negotiated: Negotiated, *, local_host: str, local_port: int, session_id: int) -> bytes:
-    family = "IP6" if ":" in local_host else "IP4"
+def build_answer(
+    negotiated: Negotiated,
+    *,
+    local_host: str,
+    local_port: int,
+    session_id: int,
+    version: int | None = None,
+    username: str = "ivr",
+) -> bytes:
+    """Our answer: the chosen codec (+ telephone-event), our direction, every offered m= line in order."""
     n = negotiated
-    pts = [str(n.payload_type)] + ([str(n.dtmf_payload_type)] if n.dtmf_payload_type is not None else [])
-    audio = [
-        f"m=audio {local_port} RTP/AVP {' '.join(pts)}",
-        f"a=rtpmap:{n.payload_type} {n.encoding}/8000",
-    ]
-    if n.dtmf_payload_type is not None:
-        audio += [
-            f"a=rtpmap:{n.dtmf_payload_type} telephone-event/8000",
-            f"a=fmtp:{n.dtmf_payload_type} 0-16",
-        ]
-    audio += ["a=ptime:20", f"a={n.direction}"]
+    codecs = [(n.payload_type, n.encoding)]
+    return _session(
+        _audio(local_port, codecs, n.dtmf_payload_type, n.direction),
+        n.offer_media,
+        n.audio_index,
+        local_host=local_host,
+        origin=(username, session_id, session_id if version is None else version),
+    )
+
+
+def build_offer(
+    *,
+    local_host: str,
+    local_port: int,
+    session_id: int,
+    version: int | None = None,
+    username: str = "ivr",
+    codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+    dtmf_payload_type: int | None = DEFAULT_DTMF_PAYLOAD_TYPE,
+    direction: str = "sendrecv",
+    media_lines: tuple[str, ...] = (),
+    audio_index: int = 0,
+) -> bytes:
+    """An offer of G.711 (static payload types, in `codecs` order) and telephone-event (RFC 3264 §5).
+
+    Used when the INVITE had no SDP (late offer: ours goes in the 2xx, the answer comes in the ACK).
+    `media_lines`/`audio_index` keep the m= lines of the session so far: a later offer may not drop any
+    (RFC 3264 §8); the other streams stay declined with port 0.
+    """
+    unknown = [c for c in codecs if c.upper() not in _STATIC_PT]
+    if unknown or not codecs:
+        raise ValueError(f"can only offer PCMU/PCMA, not {unknown or 'nothing'}")
+    pairs = [(_STATIC_PT[c.upper()], c.upper()) for c in codecs]
+    return _session(
+        _audio(local_port, pairs, dtmf_payload_type, direction),
+        media_lines,
+        audio_index,
+        local_host=local_host,
+        origin=(username, session_id, session_id if version is None else version),
+    )
+
+
+def _audio(port: int, codecs: list[tuple[int, str]], dtmf: int | None, direction: str) -> list[str]:
+    pts = [str(pt) for pt, _ in codecs] + ([str(dtmf)] if dtmf is not None else [])
+    lines = [f"m=audio {port} RTP/AVP {' '.join(pts)}"]
+    lines += [f"a=rtpmap:{pt} {encoding}/8000" for pt, encoding in codecs]
+    if dtmf is not None:
+        lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-16"]
+    return [*lines, "a=ptime:20", f"a={direction}"]  # we always send 20 ms frames
+
+
+def _session(
+    audio: list[str],
+    media_lines: tuple[str, ...],
+    audio_index: int,
+    *,
+    local_host: str,
+    origin: tuple[str, int, int],
+) -> bytes:
+    family = "IP6" if ":" in local_host else "IP4"
+    username, session_id, version = origin
     lines = [
         "v=0",
-        f"o=ivr {session_id} {session_id} IN {family} {local_host}",
+        f"o={username} {session_id} {version} IN {family} {local_host}",
         "s=ivr",
         f"c=IN {family} {local_host}",
         "t=0 0",
     ]
-    if not n.offer_media:
+    if not media_lines:
         lines += audio
-    for index, mline in enumerate(n.offer_media):
-        if index == n.audio_index:
+    for index, mline in enumerate(media_lines):
+        if index == audio_index:
             lines += audio
         else:
-            # Streams we decline stay in the answer with port 0, same order (RFC 3264 §6).
+            # Streams we decline stay with port 0, same order (RFC 3264 §6, §8).
             kind, _, proto, *fmts = mline.split()
             lines.append(f"m={kind} 0 {proto} {' '.join(fmts)}")
     return ("\r\n".join(lines) + "\r\n").encode()

@@ -92,9 +92,14 @@ class SipTransport:
         self._after()
 
     def reject(
-        self, call_id: str, status: int, reason: str | None = None, warning: str | None = None
+        self,
+        call_id: str,
+        status: int,
+        reason: str | None = None,
+        warning: str | None = None,
+        warn_code: int = 399,
     ) -> None:
-        self.ua.reject(call_id, status, time.monotonic(), reason, warning)
+        self.ua.reject(call_id, status, time.monotonic(), reason, warning, warn_code)
         self._after()
 
     def hangup(self, call_id: str) -> None:
@@ -201,26 +206,28 @@ class SipTransport:
                     log.warning("sip udp send failed", peer=f"{peer.host}:{peer.port}", error=str(exc))
             return
         writer = self._conns.get(peer.conn_id) if peer.conn_id is not None else None
-        if writer is None:
-            writer = next(
-                (self._conns[c] for c, addr in self._conn_addr.items() if addr == (peer.host, peer.port)),
-                None,
-            )
+        if writer is None or writer.is_closing():
+            writer = self._conn_to(peer.host, peer.port)
+        # The connection is gone: its source port was ephemeral, so connect where the peer listens (§18.2.2).
+        host, port = peer.reconnect or (peer.host, peer.port)
+        if (writer is None or writer.is_closing()) and peer.reconnect is not None:
+            writer = self._conn_to(host, port)
         if writer is not None and not writer.is_closing():
             writer.write(out.data)
             return
         if not self._closing:
-            self._track(asyncio.get_running_loop().create_task(self._connect_and_send(peer, out.data)))
+            self._track(asyncio.get_running_loop().create_task(self._connect_and_send(host, port, out.data)))
 
-    async def _connect_and_send(self, peer: Peer, data: bytes) -> None:
-        """Best effort: the connection the peer used is gone, so open a new one to its address (§18.2.2)."""
+    def _conn_to(self, host: str, port: int) -> asyncio.StreamWriter | None:
+        return next((self._conns[c] for c, addr in self._conn_addr.items() if addr == (host, port)), None)
+
+    async def _connect_and_send(self, host: str, port: int, data: bytes) -> None:
+        """Best effort: open a new connection to the peer's listening address and send."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(peer.host, peer.port), CONNECT_TIMEOUT
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            log.warning("sip tcp connect failed", peer=f"{peer.host}:{peer.port}", error=str(exc))
+            log.warning("sip tcp connect failed", peer=f"{host}:{port}", error=str(exc))
             return
-        conn_id = self._register(writer, peer.host, peer.port)
+        conn_id = self._register(writer, host, port)
         writer.write(data)
         await self._read_loop(conn_id, reader, writer)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NameAddr",
     "SipParseError",
+    "SipTooLargeError",
     "SipUri",
     "SipVersionError",
     "Via",
@@ -29,7 +30,9 @@ __all__ = [
 
 
 class SipParseError(ValueError):
-    """A message (or a value in it) does not follow the RFC 3261 grammar."""
+    """A message (or a value in it) does not follow the RFC 3261 grammar; `status` is what to answer."""
+
+    status = 400
 
     def __init__(self, reason: str, line: str | None = None, partial: Request | None = None) -> None:
         super().__init__(reason if line is None else f"{reason}: {line[:200]!r}")
@@ -40,6 +43,18 @@ class SipParseError(ValueError):
 
 class SipVersionError(SipParseError):
     """The start line names a SIP version other than 2.0: answer 505 (RFC 4475 §3.1.2.16)."""
+
+    status = 505
+
+
+class SipTooLargeError(SipParseError):
+    """A body larger than we take (413, RFC 3261 §21.4.11) or a header section too large (513, §21.5.14)."""
+
+    def __init__(
+        self, reason: str, line: str | None = None, partial: Request | None = None, *, status: int = 413
+    ) -> None:
+        super().__init__(reason, line, partial)
+        self.status = status
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")

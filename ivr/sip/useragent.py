@@ -10,13 +10,14 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-from ivr.sip.dialog import Dialog, build_request, destination
+from ivr.sip.dialog import Dialog, build_request, destination, reconnect_address
 from ivr.sip.events import (
     CallCancelled,
     CallEnded,
     CallEstablished,
     IncomingCall,
     InfoDtmf,
+    MediaAnswered,
     Outgoing,
     Peer,
     ReferStatus,
@@ -38,6 +39,8 @@ from ivr.sip.message import (
     parse_via,
     serialize,
 )
+from ivr.sip.offeranswer import LocalSession
+from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, negotiate, parse_sdp
 from ivr.sip.transaction import (
     T1,
     T2,
@@ -56,6 +59,7 @@ ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REFER", "NOTIFY",
 ALLOW_HEADER = ", ".join(ALLOW)
 SUPPORTED: frozenset[str] = frozenset()  # option tags we implement; any other Require gets 420 (§8.2.2.3)
 DEFAULT_EXPIRES = 3600
+DEFAULT_USER_AGENT = "ivr"  # no version: it only helps whoever scans for a vulnerable release
 _SDP_TYPES = ("application/sdp", "application/*", "*/*")
 
 
@@ -115,12 +119,17 @@ def _sipfrag_status(req: Request) -> tuple[int, bool] | None:
 
 
 class UserAgent:
+    """The sans-I/O SIP user agent (UAS, plus the BYE/REFER it sends and a small registrar).
+
+    `user_agent` is the Server / User-Agent header value; None sends neither header.
+    """
+
     def __init__(
         self,
         *,
         host: str,
         port: int,
-        user_agent: str = "ivr/0.1",
+        user_agent: str | None = DEFAULT_USER_AGENT,
         registrar_allow: Callable[[Peer], bool] | None = None,
     ) -> None:
         self.host = host
@@ -163,9 +172,9 @@ class UserAgent:
         if req is None or req.method == "ACK" or "Via" not in req.headers:
             return
         self._fix_via(req, peer)
-        status = 505 if isinstance(exc, SipVersionError) else 400
-        reason = None if status == 505 else exc.reason
-        resp = make_response(req, status, reason, to_tag=new_tag(), headers=[("Server", self.user_agent)])
+        status = exc.status
+        reason = None if isinstance(exc, SipVersionError) else exc.reason
+        resp = make_response(req, status, reason, to_tag=new_tag(), headers=self._server_header())
         self._out.append(Outgoing(self._response_peer(req, peer), serialize(resp)))
 
     def take_outgoing(self) -> list[Outgoing]:
@@ -209,6 +218,12 @@ class UserAgent:
             return
         call, tx = found
         call.local_sdp = sdp
+        call.late_offer = not tx.request.body
+        try:
+            call.session = LocalSession.from_local_sdp(sdp, offer=call.late_offer)
+        except SdpError as exc:
+            # Re-INVITEs then get this SDP back unchanged, as before RFC 3264 §8 handling.
+            self._diagnostics.append(f"cannot read our own SDP for {call_id}: {exc}")
         call.state = "answered"
         headers = self._dialog_headers(call, initial=True)
         resp = make_response(
@@ -217,14 +232,23 @@ class UserAgent:
         self._send_2xx(call, tx, resp, now)
 
     def reject(
-        self, call_id: str, status: int, now: float, reason: str | None = None, warning: str | None = None
+        self,
+        call_id: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        warning: str | None = None,
+        warn_code: int = 399,
     ) -> None:
-        """Final non-2xx answer to a pending INVITE; `warning` becomes a 399 Warning header (§20.43), so the
-        caller's logs say why (e.g. which SDP address we could not use)."""
+        """Final non-2xx answer to a pending INVITE; `warning` becomes a Warning header (§20.43) with
+        `warn_code` (e.g. `SdpNotAcceptable.warn_code`), so the caller's logs say why. A 488 always has one
+        (§13.3.1.3 asks for it): a generic text when `warning` is None."""
         found = self._pending(call_id)
         if found is not None:
             call, tx = found
-            headers = [("Warning", self._warning(warning))] if warning is not None else []
+            if warning is None and status == 488:
+                warning = "the session description offered is not acceptable"
+            headers = [("Warning", self._warning(warning, warn_code))] if warning is not None else []
             self._final(tx, status, now, reason, headers=headers, to_tag=call.local_tag)
             self._events += self._end(call, "rejected", now)
 
@@ -268,6 +292,9 @@ class UserAgent:
                 self._out.append(Outgoing(existing.peer, existing.last_bytes))
             return []
         tx = self._new_tx(req, self._response_peer(req, peer))
+        if req.method == "INVITE" and req.to_tag is None and self._merged(req, tx):
+            self._final(tx, 482, now)  # the same request arrived by another path (§8.2.2.2)
+            return []
         if req.method not in ALLOW:
             self._final(tx, 501, now, headers=[("Allow", ALLOW_HEADER)])  # §8.2.1
             return []
@@ -306,15 +333,33 @@ class UserAgent:
             return False
         return True
 
+    def _merged(self, req: Request, tx: ServerTransaction) -> bool:
+        """From tag, Call-ID and CSeq of an ongoing INVITE transaction, but another transaction (§8.2.2.2)."""
+        old = self._calls.get(req.call_id)
+        old_tx = self._server_by_id.get(old.invite_tx) if old is not None else None
+        return (
+            old_tx is not None
+            and old_tx.key != tx.key
+            and old_tx.request.from_tag == req.from_tag
+            and old_tx.request.cseq == req.cseq
+        )
+
     def _on_invite(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> list[SipEvent]:
-        if req.call_id in self._calls:
-            self._final(tx, 482, now)  # same Call-ID on a new transaction: a merged/looped request (§8.2.2.2)
+        old = self._calls.get(req.call_id)
+        if old is not None and not old.ended:
+            # A second dialog under a live call's Call-ID: legal (§8.2.2.2 merges only exact repeats), but the
+            # app knows calls by Call-ID, so it has to wait until that call is over.
+            warning = self._warning("this Call-ID belongs to a call in progress")
+            self._final(tx, 486, now, headers=[("Warning", warning)])
             return []
+        if old is not None:
+            # The Call-ID of an ended call, e.g. a trunk retrying after our 488: a new call.
+            self._timers.cancel(("gc", old.call_id))
         tx.state = "proceeding"
-        self._send_response(tx, make_response(req, 100, headers=[("Server", self.user_agent)]))
+        self._send_response(tx, make_response(req, 100, headers=self._server_header()))
         call = Dialog.from_invite(req, peer, tx.id, new_tag())
         self._calls[call.call_id] = call
-        return [IncomingCall(call.call_id, req, peer)]
+        return [IncomingCall(call.call_id, req, peer, late_offer=not req.body)]
 
     def _on_cancel(self, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
         invite_tx = self._server.get(server_key(req, "INVITE"))
@@ -351,12 +396,43 @@ class UserAgent:
         self._timers.cancel(("2xx", call.call_id))
         self._timers.cancel(("ack", call.call_id))
         if call.state != "answered":
-            return []  # ACK of a re-INVITE's 2xx
+            return self._reinvite_answer(call, req)  # ACK of a re-INVITE's 2xx
         call.state = "confirmed"
         if call.hangup_requested:
             self._send_bye(call, now)
             return []
-        return [CallEstablished(call.call_id)]
+        if not call.late_offer:
+            return [CallEstablished(call.call_id)]
+        try:
+            media = self._take_answer(call, req.body)
+        except SdpError as exc:
+            # Our offer went unanswered: there is no session to set up (RFC 3261 §13.2.2.4, RFC 3264 §5).
+            self._diagnostics.append(f"late-offer call {call.call_id} ended: {exc}")
+            self._send_bye(call, now)
+            cause = "no-answer-in-ack" if not req.body else "answer-not-acceptable"
+            return self._end(call, cause, now)
+        return [MediaAnswered(call.call_id, media, req.body), CallEstablished(call.call_id)]
+
+    @staticmethod
+    def _take_answer(call: Dialog, body: bytes) -> Negotiated:
+        if call.session is None:
+            if not body:
+                raise SdpError("no SDP answer in the ACK")
+            return negotiate(parse_sdp(body))  # our offer was unreadable: take what G.711 we can
+        return call.session.take_answer(body)
+
+    def _reinvite_answer(self, call: Dialog, ack: Request) -> list[SipEvent]:
+        """The ACK of our 2xx to a re-INVITE without SDP: it carries the answer to the offer in that 2xx."""
+        reinvite, call.pending_reinvite = call.pending_reinvite, None
+        if reinvite is None:
+            return []
+        try:
+            media = self._take_answer(call, ack.body)
+        except SdpError as exc:
+            # The session stays as it was before this re-INVITE.
+            self._diagnostics.append(f"re-INVITE of {call.call_id} left the session as it was: {exc}")
+            return []
+        return [ReInvite(call.call_id, reinvite, media, media.held)]
 
     def _in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
         call = self._calls.get(req.call_id)
@@ -399,20 +475,39 @@ class UserAgent:
             # An earlier INVITE of the peer is still in progress (§14.2).
             self._final(tx, 500, now, headers=[("Retry-After", "1")])
             return []
+        events: list[SipEvent] = []
+        body = call.local_sdp
+        if call.session is not None and not req.body:
+            # No offer: ours goes in the 200, the answer comes in the ACK (RFC 3261 §14.2, RFC 3264 §8).
+            body = call.session.offer()
+            call.pending_reinvite = req
+        elif call.session is not None:
+            try:
+                media, body = call.session.answer(req.body)
+            except SdpError as exc:
+                # Refused offer: the session goes on unchanged (RFC 3261 §14.2).
+                code = exc.warn_code if isinstance(exc, SdpNotAcceptable) else 399
+                text = str(exc) if isinstance(exc, SdpNotAcceptable) else f"bad SDP offer: {exc}"
+                self._final(tx, 488, now, headers=[("Warning", self._warning(text, code))])
+                return []
+            events.append(ReInvite(call.call_id, req, media, media.held))
+        else:
+            events.append(ReInvite(call.call_id, req))
+        call.local_sdp = body
         contacts = req.headers.get_all("Contact")
         if contacts:
-            call.remote_target = parse_name_addr(contacts[0]).uri  # target refresh (§12.2.2)
+            call.remote_target = parse_name_addr(contacts[0]).uri  # target refresh (§12.2.2), on 2xx only
         tx.state = "proceeding"
         resp = make_response(
             req,
             200,
             to_tag=call.local_tag,
             headers=self._dialog_headers(call, initial=False),
-            body=call.local_sdp,
+            body=body,
             content_type="application/sdp",
         )
         self._send_2xx(call, tx, resp, now)
-        return [ReInvite(call.call_id, req)]
+        return events
 
     def _on_register(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> list[SipEvent]:
         if self.registrar_allow is None or not self.registrar_allow(peer):
@@ -560,7 +655,7 @@ class UserAgent:
             status,
             reason,
             to_tag=to_tag or new_tag(),
-            headers=[*headers, ("Server", self.user_agent)],
+            headers=[*headers, *self._server_header()],
         )
         self._send_response(tx, resp)
         if tx.is_invite:
@@ -624,10 +719,13 @@ class UserAgent:
         self._finish(call, now)
         return [CallEnded(call.call_id, cause)]
 
-    def _warning(self, text: str) -> str:
+    def _warning(self, text: str, code: int = 399) -> str:
         # warn-agent is a hostport (§20.43), so an IPv6 host goes in brackets; 399 is "miscellaneous".
         agent = f"[{self.host}]" if ":" in self.host else self.host
-        return f"399 {agent} {_quoted_string(text)}"
+        return f"{code:03d} {agent} {_quoted_string(text)}"
+
+    def _server_header(self) -> list[tuple[str, str]]:
+        return [("Server", self.user_agent)] if self.user_agent is not None else []
 
     def _contact(self, transport: Transport) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -638,7 +736,7 @@ class UserAgent:
         if initial:
             # The UAS copies Record-Route into dialog-creating responses (§12.1.1).
             headers += [("Record-Route", rr) for rr in call.invite.headers.lines("Record-Route")]
-        headers += [("Allow", ALLOW_HEADER), ("Server", self.user_agent)]
+        headers += [("Allow", ALLOW_HEADER), *self._server_header()]
         return headers
 
     def _capabilities(self) -> list[tuple[str, str]]:
@@ -670,7 +768,7 @@ class UserAgent:
     def _response_peer(req: Request, peer: Peer) -> Peer:
         """Where a response goes (§18.2.2): the same connection on TCP; received/rport or sent-by on UDP."""
         if peer.transport == "tcp":
-            return peer
+            return Peer("tcp", peer.host, peer.port, peer.conn_id, reconnect_address(req, peer))
         via = req.top_via
         if via is None:
             return peer

@@ -107,3 +107,24 @@ def test_keypad_still_works_when_the_recognizer_is_down(tmp_path: Path) -> None:
         assert result.returncode == 0, result.output + b.log()
         (cdr,) = b.wait_cdrs(1)
     assert cdr["route"][-1] == "balance<dtmf:1", cdr
+
+
+def test_hold_is_answered_recvonly_and_resume_sendrecv_and_the_menu_waits(
+    tmp_path: Path, mediazen_url: str
+) -> None:
+    scenario = scenario_with("hold_resume.xml", tmp_path, HOLD_MS="3000")
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(scenario, b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["route"] == ["greeting<start", "greeting<resumed"], cdr
+    assert cdr["hangup_cause"] == "remote-bye", cdr
+
+
+def test_a_late_offer_invite_gets_our_offer_and_the_call_runs(tmp_path: Path, mediazen_url: str) -> None:
+    with bridge(tmp_path, mediazen_url) as b:
+        result = run_sipp(_plain("late_offer.xml"), b.port, tmp_path)
+        assert result.returncode == 0, result.output + b.log()
+        (cdr,) = b.wait_cdrs(1)
+    assert cdr["answer"] is not None and cdr["codec"] == "PCMU", cdr
+    assert cdr["route"] == ["greeting<start"] and cdr["hangup_cause"] == "remote-bye", cdr

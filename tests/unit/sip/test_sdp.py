@@ -104,7 +104,8 @@ def test_media_level_ipv4_overrides_a_session_level_ipv6_connection() -> None:
 def test_ipv4_offers_still_negotiate_including_the_rfc2543_hold_address() -> None:
     assert negotiate(parse_sdp(offer("0"))).remote_host == "192.0.2.10"
     held = negotiate(parse_sdp(offer("0", session_c="c=IN IP4 0.0.0.0\r\n")))
-    assert (held.remote_host, held.direction) == ("0.0.0.0", "sendrecv")  # unchanged behaviour
+    # RFC 3264 §8.4: c=0.0.0.0 means send nothing there, so we only receive: a hold.
+    assert (held.remote_host, held.direction, held.held) == ("0.0.0.0", "recvonly", True)
     assert parse_sdp(offer("0", session_c="c=IN IP6 ::1\r\n")).connection_type == "IP6"
 
 

@@ -19,41 +19,18 @@ from ivr.sip.events import (
 from ivr.sip.message import Request, Response, parse_message, serialize
 from ivr.sip.useragent import UserAgent
 
-from .helpers import CALLER, OFFER, request, requests, responses, statuses
-
-ANSWER = (
-    b"v=0\r\no=ivr 1 1 IN IP4 192.0.2.1\r\ns=ivr\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-    b"m=audio 30000 RTP/AVP 8\r\n"
+from .helpers import (
+    ANSWER,
+    CALLER,
+    OFFER,
+    confirmed_call,
+    new_call,
+    request,
+    requests,
+    responses,
+    run_timers,
+    statuses,
 )
-
-
-def new_call(ua: UserAgent, peer: Peer = CALLER) -> Response:
-    events = ua.receive(request("INVITE", body=OFFER), peer, 0.0)
-    assert [type(e) for e in events] == [IncomingCall]
-    assert statuses(ua.take_outgoing()) == [100]
-    ua.answer("call-1", ANSWER, 0.0)
-    (ok,) = responses(ua.take_outgoing())
-    return ok
-
-
-def confirmed_call(ua: UserAgent) -> str:
-    ok = new_call(ua)
-    tag = ok.to_tag
-    assert tag
-    events = ua.receive(request("ACK", to_tag=tag, branch="z9hG4bK-ack"), CALLER, 0.1)
-    assert events == [CallEstablished("call-1")]
-    return tag
-
-
-def run_timers(ua: UserAgent, until: float) -> tuple[list[float], list[object]]:
-    """Fire every deadline up to `until`; return the times something was sent, and the events."""
-    sent: list[float] = []
-    events: list[object] = []
-    while (deadline := ua.next_deadline()) is not None and deadline <= until:
-        events += ua.tick(deadline)
-        if ua.take_outgoing():
-            sent.append(deadline)
-    return sent, events
 
 
 def test_invite_gets_100_and_duplicate_is_absorbed() -> None:
@@ -230,7 +207,7 @@ def test_info_dtmf_and_reinvite_and_options_in_dialog() -> None:
     (event,) = ua.receive(reinvite, CALLER, 2.0)
     assert isinstance(event, ReInvite) and event.invite.cseq == (4, "INVITE")
     (ok,) = responses(ua.take_outgoing())
-    assert ok.status == 200 and ok.body == ANSWER
+    assert ok.status == 200 and ok.body == ANSWER  # same offer (a session refresh): the very same SDP back
     assert ua.receive(request("ACK", cseq=4, to_tag=tag, branch="z9hG4bK-a4"), CALLER, 2.1) == []
     ua.receive(request("OPTIONS", cseq=5, to_tag=tag, branch="z9hG4bK-o"), CALLER, 3.0)
     assert statuses(ua.take_outgoing()) == [200]
