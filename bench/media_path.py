@@ -118,28 +118,34 @@ def session_datagram_us(*, passthrough: bool = False) -> float:
     return asyncio.run(measure())
 
 
+def sending_sessions(calls: int) -> tuple[socket.socket, list[RtpSession]]:
+    """`calls` sessions sending to one socket nobody reads (so receiving costs nothing), keepalive off."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sessions = [
+        RtpSession(
+            local_host="127.0.0.1",
+            port=0,
+            remote_host="127.0.0.1",
+            remote_port=sink.getsockname()[1],
+            payload_type=g711.PCMU,
+            dtmf_payload_type=None,
+            on_audio=lambda pcm: None,
+            on_dtmf=lambda digit: None,
+            on_timeout=lambda: None,
+            keepalive=False,
+        )
+        for _ in range(calls)
+    ]
+    return sink, sessions
+
+
 def playback_us_per_frame(calls: int = 200, seconds: float = 1.0, *, use_uvloop: bool = False) -> float:
     """CPU per frame of `calls` concurrent play() loops (deadline timer, future, encode, sendto) on the
     running loop; the frames go to a socket nobody reads, so receiving costs nothing."""
 
     async def measure() -> float:
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.bind(("127.0.0.1", 0))
-        sessions = [
-            RtpSession(
-                local_host="127.0.0.1",
-                port=0,
-                remote_host="127.0.0.1",
-                remote_port=sink.getsockname()[1],
-                payload_type=g711.PCMU,
-                dtmf_payload_type=None,
-                on_audio=lambda pcm: None,
-                on_dtmf=lambda digit: None,
-                on_timeout=lambda: None,
-                keepalive=False,
-            )
-            for _ in range(calls)
-        ]
+        sink, sessions = sending_sessions(calls)
         for session in sessions:
             await session.start()
         pcm = bytes(int(2 * 8000 * seconds))
@@ -163,23 +169,7 @@ def keepalive_us_per_frame(calls: int = 200, seconds: float = 1.0, *, use_uvloop
     sendto) for `seconds`, to a socket nobody reads."""
 
     async def measure() -> float:
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.bind(("127.0.0.1", 0))
-        sessions = [
-            RtpSession(
-                local_host="127.0.0.1",
-                port=0,
-                remote_host="127.0.0.1",
-                remote_port=sink.getsockname()[1],
-                payload_type=g711.PCMU,
-                dtmf_payload_type=None,
-                on_audio=lambda pcm: None,
-                on_dtmf=lambda digit: None,
-                on_timeout=lambda: None,
-                keepalive=False,
-            )
-            for _ in range(calls)
-        ]
+        sink, sessions = sending_sessions(calls)
         for session in sessions:
             await session.start()
         cpu = time.process_time()
