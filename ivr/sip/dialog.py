@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ivr.sip.events import Peer, Transport
 from ivr.sip.message import Headers, Request, SipParseError, parse_name_addr, parse_uri
 from ivr.sip.offeranswer import LocalSession
+from ivr.sip.session_timer import SessionTimer
 from ivr.sip.transaction import new_branch
 
 __all__ = ["Dialog", "build_request", "destination", "reconnect_address"]
@@ -39,6 +40,13 @@ class Dialog:
     late_offer: bool = False  # the INVITE had no SDP: our 2xx carries the offer, the ACK the answer
     pending_reinvite: Request | None = None  # a re-INVITE without SDP whose answer the ACK brings
     hangup_requested: bool = False
+    reliable_1xx: bool = False  # the INVITE Required 100rel: our 1xx wait for a PRACK (RFC 3262)
+    rseq: int = 0  # RSeq of our last reliable provisional response
+    unacked_1xx: bytes | None = None  # that response while no PRACK has come for it
+    unacked_1xx_interval: float = 0.5
+    timer: SessionTimer | None = None  # RFC 4028 session timer, once our 2xx has set it up
+    refreshing: bool = False  # a session refresh of ours awaits its final response
+    peer_allows_update: bool = False  # the INVITE's Allow lists UPDATE: refresh with it, not a re-INVITE
     bye_sent: bool = False
     ended: bool = False
 
@@ -68,6 +76,7 @@ class Dialog:
             remote_target=target,
             route_set=invite.headers.get_all("Record-Route"),
             remote_cseq=invite.cseq[0],
+            peer_allows_update=any(m.upper() == "UPDATE" for m in invite.headers.get_all("Allow")),
         )
 
     @property
@@ -85,16 +94,23 @@ def build_request(
     user_agent: str | None,
     extra: list[tuple[str, str]] | None = None,
     body: bytes = b"",
+    cseq: int | None = None,
+    branch: str | None = None,
 ) -> tuple[Request, str]:
-    """An in-dialog request (§12.2.1.1) and its branch. Loose routing when the first route has ;lr."""
-    dialog.local_cseq += 1
+    """An in-dialog request (§12.2.1.1) and its branch. Loose routing when the first route has ;lr.
+
+    `cseq` (the INVITE's number) and `branch` are for an ACK, which takes no new CSeq (§13.2.2.4, §17.1.1.3).
+    """
+    if cseq is None:
+        dialog.local_cseq += 1
+        cseq = dialog.local_cseq
     uri = dialog.remote_target
     routes = list(dialog.route_set)
     if routes and not _is_loose(routes[0]):
         # Strict router (RFC 2543): it goes in the Request-URI and the remote target goes last (§12.2.1.1).
         uri = parse_name_addr(routes[0]).uri
         routes = [*routes[1:], f"<{dialog.remote_target}>"]
-    branch = new_branch()
+    branch = branch or new_branch()
     host = f"[{via_host}]" if ":" in via_host else via_host
     headers = Headers(
         [
@@ -103,7 +119,7 @@ def build_request(
             ("From", f"{dialog.local_uri};tag={dialog.local_tag}"),
             ("To", dialog.remote_uri),
             ("Call-ID", dialog.call_id),
-            ("CSeq", f"{dialog.local_cseq} {method}"),
+            ("CSeq", f"{cseq} {method}"),
         ]
     )
     for route in routes:
@@ -112,6 +128,8 @@ def build_request(
         headers.add("User-Agent", user_agent)
     for name, value in extra or []:
         headers.add(name, value)
+    if body:
+        headers.add("Content-Type", "application/sdp")
     return Request(method, uri, headers, body), branch
 
 

@@ -83,7 +83,8 @@ class ServerTransaction:
 
 @dataclass
 class ClientTransaction:
-    """A non-INVITE request we sent (BYE, REFER): Timer E retransmission, Timer F timeout (§17.1.2)."""
+    """A request we sent (BYE, REFER, UPDATE; a refresh INVITE): Timer E/A retransmission, Timer F/B timeout
+    (§17.1.1, §17.1.2)."""
 
     branch: str
     method: str
@@ -92,6 +93,7 @@ class ClientTransaction:
     peer: Peer
     state: str = "trying"  # trying -> proceeding (1xx) -> completed
     interval: float = T1
+    ack: bytes | None = None  # INVITE: the ACK we sent for its final response, re-sent for retransmissions
 
     @property
     def reliable(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 from ivr.sip.dialog import Dialog, build_request, destination, reconnect_address
 from ivr.sip.events import (
@@ -40,7 +41,17 @@ from ivr.sip.message import (
     serialize,
 )
 from ivr.sip.offeranswer import LocalSession
+from ivr.sip.prack import first_rseq, parse_rack
 from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, negotiate, parse_sdp
+from ivr.sip.session_timer import (
+    DEFAULT_SESSION_EXPIRES,
+    MIN_SE,
+    IntervalTooBrief,
+    SessionTimer,
+    negotiate_uas,
+    parse_delta,
+    parse_session_expires,
+)
 from ivr.sip.transaction import (
     T1,
     T2,
@@ -55,9 +66,22 @@ from ivr.sip.transaction import (
 
 __all__ = ["ALLOW", "UserAgent"]
 
-ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REFER", "NOTIFY", "REGISTER")
+ALLOW = (
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "INFO",
+    "REFER",
+    "NOTIFY",
+    "REGISTER",
+    "UPDATE",
+    "PRACK",
+)
 ALLOW_HEADER = ", ".join(ALLOW)
-SUPPORTED: frozenset[str] = frozenset()  # option tags we implement; any other Require gets 420 (§8.2.2.3)
+SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})  # others in Require get 420 (§8.2.2.3)
+SUPPORTED_HEADER = ", ".join(sorted(SUPPORTED))
 DEFAULT_EXPIRES = 3600
 DEFAULT_USER_AGENT = "ivr"  # no version: it only helps whoever scans for a vulnerable release
 _SDP_TYPES = ("application/sdp", "application/*", "*/*")
@@ -121,7 +145,9 @@ def _sipfrag_status(req: Request) -> tuple[int, bool] | None:
 class UserAgent:
     """The sans-I/O SIP user agent (UAS, plus the BYE/REFER it sends and a small registrar).
 
-    `user_agent` is the Server / User-Agent header value; None sends neither header.
+    `user_agent` is the Server / User-Agent header value; None sends neither header. `min_se` is the shortest
+    session timer interval we accept (RFC 4028 Min-SE) and `session_expires` the one we ask for when a caller
+    supports timers without naming an interval.
     """
 
     def __init__(
@@ -131,7 +157,11 @@ class UserAgent:
         port: int,
         user_agent: str | None = DEFAULT_USER_AGENT,
         registrar_allow: Callable[[Peer], bool] | None = None,
+        min_se: int = MIN_SE,
+        session_expires: int = DEFAULT_SESSION_EXPIRES,
     ) -> None:
+        self.min_se = min_se
+        self.session_expires = session_expires
         self.host = host
         self.port = port
         self.user_agent = user_agent
@@ -210,7 +240,23 @@ class UserAgent:
         if found is not None:
             call, tx = found
             headers = self._dialog_headers(call, initial=True)
+            if not call.reliable_1xx:
+                self._send_response(
+                    tx, make_response(tx.request, 180, to_tag=call.local_tag, headers=headers)
+                )
+                return
+            if not tx.request.body or call.unacked_1xx is not None:
+                # A late offer would have to go in the first reliable response, and only one may be
+                # unacknowledged at a time (RFC 3262 §3, §5): this ringing is left out, the 200 follows.
+                return
+            call.rseq = call.rseq + 1 if call.rseq else first_rseq()
+            headers += [("Require", "100rel"), ("RSeq", str(call.rseq))]
             self._send_response(tx, make_response(tx.request, 180, to_tag=call.local_tag, headers=headers))
+            call.unacked_1xx = tx.last_bytes
+            call.unacked_1xx_interval = T1
+            if not tx.reliable:
+                self._timers.set(("1xx", call.call_id), now + T1)
+            self._timers.set(("prack", call.call_id), now + TIMEOUT_64T1)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         found = self._pending(call_id)
@@ -225,11 +271,13 @@ class UserAgent:
             # Re-INVITEs then get this SDP back unchanged, as before RFC 3264 §8 handling.
             self._diagnostics.append(f"cannot read our own SDP for {call_id}: {exc}")
         call.state = "answered"
-        headers = self._dialog_headers(call, initial=True)
+        self._stop_1xx(call)
+        headers = [*self._dialog_headers(call, initial=True), *self._timer_headers(call)]
         resp = make_response(
             tx.request, 200, to_tag=call.local_tag, headers=headers, body=sdp, content_type="application/sdp"
         )
         self._send_2xx(call, tx, resp, now)
+        self._arm_session_timer(call, now)
 
     def reject(
         self,
@@ -352,12 +400,18 @@ class UserAgent:
             warning = self._warning("this Call-ID belongs to a call in progress")
             self._final(tx, 486, now, headers=[("Warning", warning)])
             return []
+        timer = negotiate_uas(req.headers, min_se=self.min_se, default=self.session_expires)
+        if isinstance(timer, IntervalTooBrief):
+            self._final(tx, 422, now, headers=[("Min-SE", str(timer.min_se))])  # RFC 4028 §9
+            return []
         if old is not None:
             # The Call-ID of an ended call, e.g. a trunk retrying after our 488: a new call.
             self._timers.cancel(("gc", old.call_id))
         tx.state = "proceeding"
         self._send_response(tx, make_response(req, 100, headers=self._server_header()))
         call = Dialog.from_invite(req, peer, tx.id, new_tag())
+        call.timer = timer
+        call.reliable_1xx = any(tag.lower() == "100rel" for tag in req.headers.get_all("Require"))
         self._calls[call.call_id] = call
         return [IncomingCall(call.call_id, req, peer, late_offer=not req.body)]
 
@@ -456,6 +510,10 @@ class UserAgent:
             return self._end(call, "remote-bye", now)
         if req.method == "INVITE":
             return self._on_reinvite(call, req, tx, now)
+        if req.method == "UPDATE":
+            return self._on_update(call, req, tx, now)
+        if req.method == "PRACK":
+            return self._on_prack(call, req, tx, now)
         if req.method == "INFO":
             self._final(tx, 200, now)
             digit = _dtmf_digit(req)
@@ -474,6 +532,15 @@ class UserAgent:
         if call.state == "pending" or call.pending_2xx is not None or call.local_sdp is None:
             # An earlier INVITE of the peer is still in progress (§14.2).
             self._final(tx, 500, now, headers=[("Retry-After", "1")])
+            return []
+        if call.refreshing and any(
+            c.call_id == call.call_id and c.method == "INVITE" and c.state != "completed"
+            for c in self._client.values()
+        ):
+            self._final(tx, 491, now, to_tag=call.local_tag)  # glare with our refresh re-INVITE (§14.2)
+            return []
+        timer = self._refresh_timer(call, req, tx, now)
+        if timer is False:
             return []
         events: list[SipEvent] = []
         body = call.local_sdp
@@ -498,15 +565,89 @@ class UserAgent:
         if contacts:
             call.remote_target = parse_name_addr(contacts[0]).uri  # target refresh (§12.2.2), on 2xx only
         tx.state = "proceeding"
+        call.timer = timer
         resp = make_response(
             req,
             200,
             to_tag=call.local_tag,
-            headers=self._dialog_headers(call, initial=False),
+            headers=[*self._dialog_headers(call, initial=False), *self._timer_headers(call)],
             body=body,
             content_type="application/sdp",
         )
         self._send_2xx(call, tx, resp, now)
+        self._arm_session_timer(call, now)  # a re-INVITE is a session refresh (RFC 4028 §10)
+        return events
+
+    def _refresh_timer(
+        self, call: Dialog, req: Request, tx: ServerTransaction, now: float
+    ) -> SessionTimer | Literal[False] | None:
+        """The session timer a peer's re-INVITE/UPDATE asks for; False when it was refused with 422."""
+        current = call.timer
+        timer = negotiate_uas(req.headers, min_se=self.min_se, default=self.session_expires, current=current)
+        if isinstance(timer, IntervalTooBrief):
+            self._final(tx, 422, now, headers=[("Min-SE", str(timer.min_se))])  # RFC 4028 §9
+            return False
+        return timer
+
+    def _on_prack(self, call: Dialog, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
+        """Acknowledge our reliable provisional response (RFC 3262 §3); anything else is 481."""
+        rack = parse_rack(req.headers.get("RAck"))
+        invite = call.invite
+        if (
+            rack is None
+            or call.unacked_1xx is None
+            or (rack.rseq, rack.cseq, rack.method) != (call.rseq, invite.cseq[0], invite.method)
+        ):
+            self._final(tx, 481, now, to_tag=call.local_tag)
+            return []
+        self._stop_1xx(call)
+        self._final(tx, 200, now, to_tag=call.local_tag)
+        return []
+
+    def _stop_1xx(self, call: Dialog) -> None:
+        call.unacked_1xx = None
+        self._timers.cancel(("1xx", call.call_id))
+        self._timers.cancel(("prack", call.call_id))
+
+    def _on_update(self, call: Dialog, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
+        """RFC 3311: without SDP a session refresh; with SDP an offer answered in the 200, as a re-INVITE."""
+        timer = self._refresh_timer(call, req, tx, now)
+        if timer is False:
+            return []
+        events: list[SipEvent] = []
+        body = b""
+        if req.body:
+            if call.session is None or call.session.awaiting_answer or call.pending_2xx is not None:
+                # An offer of ours is outstanding, or we cannot build an answer (RFC 3311 §5.2).
+                status = 491 if call.session is not None else 488
+                self._final(tx, status, now, to_tag=call.local_tag)
+                return []
+            try:
+                media, body = call.session.answer(req.body)
+            except SdpError as exc:
+                code = exc.warn_code if isinstance(exc, SdpNotAcceptable) else 399
+                text = str(exc) if isinstance(exc, SdpNotAcceptable) else f"bad SDP offer: {exc}"
+                self._final(tx, 488, now, headers=[("Warning", self._warning(text, code))])
+                return []
+            call.local_sdp = body
+            events.append(ReInvite(call.call_id, req, media, media.held))
+        contacts = req.headers.get_all("Contact")
+        if contacts:
+            call.remote_target = parse_name_addr(contacts[0]).uri  # a target refresh (RFC 3311 §5.2)
+        call.timer = timer
+        resp = make_response(
+            req,
+            200,
+            to_tag=call.local_tag,
+            headers=[*self._dialog_headers(call, initial=False), *self._timer_headers(call)],
+            body=body,
+            content_type="application/sdp" if body else None,
+        )
+        self._send_response(tx, resp)
+        tx.state = "completed"
+        self._timers.set(("J", tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
+        if call.answered:  # in an early dialog the timer starts with our 2xx to the INVITE
+            self._arm_session_timer(call, now)
         return events
 
     def _on_register(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> list[SipEvent]:
@@ -555,20 +696,74 @@ class UserAgent:
                 ctx.state = "proceeding"
             return []
         if ctx.state == "completed":
+            if ctx.ack is not None:
+                self._out.append(Outgoing(ctx.peer, ctx.ack))  # a retransmitted final response to our INVITE
             return []  # retransmitted final response
         ctx.state = "completed"
         self._timers.cancel(("E", ctx.branch))
         self._timers.cancel(("F", ctx.branch))
-        self._timers.set(("K", ctx.branch), now + (0 if ctx.reliable else T4))
-        return self._client_done(ctx, resp.status, now)
+        if ctx.method == "INVITE":
+            self._ack(ctx, resp)
+            # Keep the transaction for 64*T1 to answer retransmitted finals (Timers D and M, RFC 6026).
+            self._timers.set(("K", ctx.branch), now + TIMEOUT_64T1)
+        else:
+            self._timers.set(("K", ctx.branch), now + (0 if ctx.reliable else T4))
+        return self._client_done(ctx, resp.status, now, resp)
 
-    def _client_done(self, ctx: ClientTransaction, status: int, now: float) -> list[SipEvent]:
+    def _ack(self, ctx: ClientTransaction, resp: Response) -> None:
+        """ACK our INVITE's final response: a new branch for a 2xx, else the INVITE's (§17.1.1.3)."""
+        call = self._calls.get(ctx.call_id)
+        if call is None:
+            return
+        ack, _ = build_request(
+            call,
+            "ACK",
+            via_host=self.host,
+            via_port=self.port,
+            transport=ctx.peer.transport,
+            user_agent=self.user_agent,
+            cseq=resp.cseq[0],
+            branch=None if resp.status < 300 else ctx.branch,
+        )
+        ctx.ack = serialize(ack)
+        self._out.append(Outgoing(ctx.peer, ctx.ack))
+
+    def _client_done(
+        self, ctx: ClientTransaction, status: int, now: float, resp: Response | None = None
+    ) -> list[SipEvent]:
         call = self._calls.get(ctx.call_id)
         if ctx.method == "BYE" and call is not None:
             return self._end(call, "local-bye", now)
         if ctx.method == "REFER" and status >= 300:
             return [ReferStatus(ctx.call_id, status, True)]
+        if ctx.method in ("INVITE", "UPDATE") and call is not None and not call.ended:
+            return self._refresh_done(call, status, now, resp)
         return []
+
+    def _refresh_done(self, call: Dialog, status: int, now: float, resp: Response | None) -> list[SipEvent]:
+        """The outcome of a session refresh we sent (RFC 4028 §10)."""
+        call.refreshing = False
+        if call.timer is None:
+            return []
+        if 200 <= status < 300 and resp is not None:
+            expires = parse_session_expires(resp.headers.get("Session-Expires"))
+            if expires is not None and expires.interval >= self.min_se:
+                call.timer.interval = expires.interval
+                call.timer.we_refresh = expires.refresher != "uas"
+            self._arm_session_timer(call, now)
+            return []
+        if status == 422 and resp is not None:
+            # The peer wants a longer interval: ask again with its Min-SE (RFC 4028 §7.4).
+            their_min = parse_delta(resp.headers.get("Min-SE"))
+            if their_min is not None and their_min > call.timer.interval:
+                call.timer.interval = their_min
+                self._send_refresh(call, now)
+            return []
+        if status in (408, 481):
+            # The dialog is gone at the other end: end it here (RFC 4028 §10).
+            self._send_bye(call, now)
+            return self._end(call, "session-expired", now)
+        return []  # another failure: the session expiry deadline still stands
 
     # ---- timers --------------------------------------------------------------------------------------------
 
@@ -589,7 +784,12 @@ class UserAgent:
             ctx = self._client.get(ident)
             if ctx is None:
                 return []
-            if kind == "E" and ctx.state != "completed":
+            if kind == "E" and ctx.method == "INVITE" and ctx.state == "trying":
+                # Timer A doubles without the T2 cap and stops at the first provisional (§17.1.1.2).
+                self._out.append(Outgoing(ctx.peer, ctx.data))
+                ctx.interval *= 2
+                self._timers.set(("E", ctx.branch), now + ctx.interval)
+            elif kind == "E" and ctx.method != "INVITE" and ctx.state != "completed":
                 self._out.append(Outgoing(ctx.peer, ctx.data))
                 ctx.interval = T2 if ctx.state == "proceeding" else min(ctx.interval * 2, T2)
                 self._timers.set(("E", ctx.branch), now + ctx.interval)
@@ -616,7 +816,78 @@ class UserAgent:
             return self._end(call, "ack-timeout", now)
         elif kind == "gc" and call.ended:
             del self._calls[call.call_id]
+        elif kind == "1xx" and call.unacked_1xx is not None and (found := self._pending(call.call_id)):
+            self._out.append(Outgoing(found[1].peer, call.unacked_1xx))
+            call.unacked_1xx_interval *= 2  # T1 doubling until the PRACK or 64*T1 (RFC 3262 §3)
+            self._timers.set(("1xx", call.call_id), now + call.unacked_1xx_interval)
+        elif kind == "prack" and call.unacked_1xx is not None and call.state == "pending":
+            # No PRACK: the caller cannot see our responses, so the INVITE is refused (RFC 3262 §3).
+            found = self._pending(call.call_id)
+            self._stop_1xx(call)
+            if found is not None:
+                self._final(found[1], 504, now, "No PRACK", to_tag=call.local_tag)
+            return self._end(call, "prack-timeout", now)
+        elif kind == "st-refresh" and not call.ended:
+            self._send_refresh(call, now)
+        elif kind == "st-expire" and not call.ended:
+            # No refresh came in time: the peer is gone, so end the call (RFC 4028 §10).
+            self._diagnostics.append(f"session timer of {call.call_id} expired")
+            if call.state == "answered":
+                call.pending_2xx = None
+                self._timers.cancel(("2xx", call.call_id))
+                self._timers.cancel(("ack", call.call_id))
+                call.state = "confirmed"
+            self._send_bye(call, now)
+            return self._end(call, "session-expired", now)
         return []
+
+    # ---- session timers (RFC 4028) -------------------------------------------------------------------------
+
+    def _arm_session_timer(self, call: Dialog, now: float) -> None:
+        """(Re)start the dialog's session timer at a 2xx for a refresh: our refresh at half time if we are the
+        refresher, and in any case the expiry, which only a refresh moves on."""
+        self._timers.cancel(("st-refresh", call.call_id))
+        self._timers.cancel(("st-expire", call.call_id))
+        timer = call.timer
+        if timer is None:
+            return
+        if timer.we_refresh:
+            self._timers.set(("st-refresh", call.call_id), timer.refresh_due(now))
+        self._timers.set(("st-expire", call.call_id), timer.expires_at(now))
+
+    def _send_refresh(self, call: Dialog, now: float) -> None:
+        """A session refresh: UPDATE when the peer allows it (no offer/answer needed), else a re-INVITE with
+        our current SDP, which the peer answers unchanged (RFC 4028 §7.4, RFC 3264 §8)."""
+        timer = call.timer
+        if timer is None:
+            return
+        if call.state != "confirmed" or call.pending_2xx is not None or call.refreshing:
+            # Another INVITE exchange is under way (§14.1): try again shortly.
+            self._timers.set(("st-refresh", call.call_id), now + T4)
+            return
+        call.refreshing = True
+        extra = [
+            ("Contact", self._contact(call.peer.transport)),
+            ("Session-Expires", timer.request_value()),
+            ("Min-SE", str(self.min_se)),
+            ("Supported", SUPPORTED_HEADER),
+            ("Allow", ALLOW_HEADER),
+        ]
+        if timer.peer_supports:
+            extra.append(("Require", "timer"))
+        if call.peer_allows_update or call.local_sdp is None:
+            self._send_request(call, "UPDATE", now, extra)
+        else:
+            self._send_request(call, "INVITE", now, extra, body=call.local_sdp)
+
+    def _timer_headers(self, call: Dialog) -> list[tuple[str, str]]:
+        """Session-Expires for our 2xx; Require: timer only towards a peer that supports it (RFC 4028 §9)."""
+        if call.timer is None:
+            return []
+        headers = [("Session-Expires", call.timer.response_value())]
+        if call.timer.peer_supports:
+            headers.append(("Require", "timer"))
+        return headers
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
@@ -681,7 +952,12 @@ class UserAgent:
         self._timers.set(("ack", call.call_id), now + TIMEOUT_64T1)
 
     def _send_request(
-        self, call: Dialog, method: str, now: float, extra: list[tuple[str, str]] | None = None
+        self,
+        call: Dialog,
+        method: str,
+        now: float,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
     ) -> None:
         dest = destination(call)
         req, branch = build_request(
@@ -692,6 +968,7 @@ class UserAgent:
             transport=dest.transport,
             user_agent=self.user_agent,
             extra=extra,
+            body=body,
         )
         ctx = ClientTransaction(branch, method, call.call_id, serialize(req), dest)
         self._client[branch] = ctx
@@ -710,6 +987,9 @@ class UserAgent:
         call.pending_2xx = None
         self._timers.cancel(("2xx", call.call_id))
         self._timers.cancel(("ack", call.call_id))
+        self._timers.cancel(("st-refresh", call.call_id))
+        self._timers.cancel(("st-expire", call.call_id))
+        self._stop_1xx(call)
         # Keep the dialog a while so late retransmissions still match it, then forget it.
         self._timers.set(("gc", call.call_id), now + TIMEOUT_64T1)
 
@@ -736,11 +1016,11 @@ class UserAgent:
         if initial:
             # The UAS copies Record-Route into dialog-creating responses (§12.1.1).
             headers += [("Record-Route", rr) for rr in call.invite.headers.lines("Record-Route")]
-        headers += [("Allow", ALLOW_HEADER), *self._server_header()]
+        headers += [("Allow", ALLOW_HEADER), ("Supported", SUPPORTED_HEADER), *self._server_header()]
         return headers
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp")]
+        return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp"), ("Supported", SUPPORTED_HEADER)]
 
     @staticmethod
     def _fix_via(req: Request, peer: Peer) -> None:

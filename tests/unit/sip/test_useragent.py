@@ -264,9 +264,9 @@ def test_response_routing_received_and_rport() -> None:
 
 def test_unsupported_require_and_content_type() -> None:
     ua = UserAgent(host="192.0.2.1", port=5060)
-    ua.receive(request("INVITE", extra="Require: 100rel\r\n", body=OFFER), CALLER, 0.0)
+    ua.receive(request("INVITE", extra="Require: precondition\r\n", body=OFFER), CALLER, 0.0)
     (resp,) = responses(ua.take_outgoing())
-    assert resp.status == 420 and resp.headers.get("Unsupported") == "100rel"
+    assert resp.status == 420 and resp.headers.get("Unsupported") == "precondition"
     ua.receive(
         request("INVITE", branch="z9hG4bK-2", call_id="c2", extra="Content-Type: text/plain\r\n", body=b"x"),
         CALLER,
