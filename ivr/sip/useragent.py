@@ -528,6 +528,19 @@ class UserAgent:
         self._final(tx, 403, now)  # REFER/REGISTER towards us inside a call: we do not take transfers
         return []
 
+    def _answer_offer(
+        self, call: Dialog, req: Request, tx: ServerTransaction, now: float
+    ) -> tuple[Negotiated, bytes] | None:
+        """Our answer to an in-dialog offer, or None after refusing it with 488 and a Warning saying why."""
+        assert call.session is not None
+        try:
+            return call.session.answer(req.body)
+        except SdpError as exc:
+            code = exc.warn_code if isinstance(exc, SdpNotAcceptable) else 399
+            text = str(exc) if isinstance(exc, SdpNotAcceptable) else f"bad SDP offer: {exc}"
+            self._final(tx, 488, now, headers=[("Warning", self._warning(text, code))])
+            return None
+
     def _on_reinvite(self, call: Dialog, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
         if call.state == "pending" or call.pending_2xx is not None or call.local_sdp is None:
             # An earlier INVITE of the peer is still in progress (§14.2).
@@ -549,14 +562,10 @@ class UserAgent:
             body = call.session.offer()
             call.pending_reinvite = req
         elif call.session is not None:
-            try:
-                media, body = call.session.answer(req.body)
-            except SdpError as exc:
-                # Refused offer: the session goes on unchanged (RFC 3261 §14.2).
-                code = exc.warn_code if isinstance(exc, SdpNotAcceptable) else 399
-                text = str(exc) if isinstance(exc, SdpNotAcceptable) else f"bad SDP offer: {exc}"
-                self._final(tx, 488, now, headers=[("Warning", self._warning(text, code))])
-                return []
+            answered = self._answer_offer(call, req, tx, now)
+            if answered is None:
+                return []  # refused with 488: the session goes on unchanged (RFC 3261 §14.2)
+            media, body = answered
             events.append(ReInvite(call.call_id, req, media, media.held))
         else:
             events.append(ReInvite(call.call_id, req))
@@ -622,13 +631,10 @@ class UserAgent:
                 status = 491 if call.session is not None else 488
                 self._final(tx, status, now, to_tag=call.local_tag)
                 return []
-            try:
-                media, body = call.session.answer(req.body)
-            except SdpError as exc:
-                code = exc.warn_code if isinstance(exc, SdpNotAcceptable) else 399
-                text = str(exc) if isinstance(exc, SdpNotAcceptable) else f"bad SDP offer: {exc}"
-                self._final(tx, 488, now, headers=[("Warning", self._warning(text, code))])
+            answered = self._answer_offer(call, req, tx, now)
+            if answered is None:
                 return []
+            media, body = answered
             call.local_sdp = body
             events.append(ReInvite(call.call_id, req, media, media.held))
         contacts = req.headers.get_all("Contact")
