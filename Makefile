@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEB_TOOLS := sipp:sip-tester espeak-ng:espeak-ng sox:sox
+DEB_TOOLS := sipp:sip-tester espeak-ng:espeak-ng sox:sox baresip:baresip-core
 
 .PHONY: run test venv deb-tools prompts lint typecheck bench clean
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian tools the tests drive (sipp callers, espeak-ng speech, sox conversion); installed only when missing.
+# Debian tools the tests drive (sipp and baresip callers, espeak-ng speech, sox conversion); installed only when missing.
 deb-tools:
 	@missing=""; for pair in $(DEB_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

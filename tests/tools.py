@@ -16,9 +16,8 @@ def require_tool(name: str) -> str:
     """Fail under CI, skip on a developer's machine, with a message saying how to get the tool."""
     path = shutil.which(name)
     if path is None:
-        message = (
-            f"{name} is not installed: `make test` installs it (Debian packages sip-tester, espeak-ng, sox)"
-        )
+        packages = "sip-tester, espeak-ng, sox, baresip-core"
+        message = f"{name} is not installed: `make test` installs it (Debian packages {packages})"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
