@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ivr.emulators.cpqd_framing import Message, MessageError
-from ivr.emulators.grammar import GrammarError, parse_grammar
+from ivr.emulators.grammar import GrammarError
+from ivr.emulators.srgs import parse_grammar
 
 
 @dataclass(frozen=True, slots=True)

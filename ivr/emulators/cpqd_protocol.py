@@ -66,7 +66,7 @@ from ivr.emulators.cpqd_parameters import (
     lookup_parameter,
     normalize_value,
 )
-from ivr.emulators.grammar import parse_grammar
+from ivr.emulators.srgs import parse_grammar
 
 
 class SessionState(Enum):

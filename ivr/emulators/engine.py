@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 
-from ivr.emulators.grammar import GrammarError, parse_grammar
+from ivr.emulators.grammar import GrammarError
 from ivr.emulators.phonetic import PhoneticEngine
 from ivr.emulators.recognizer import (
     EngineEvent,
@@ -64,6 +64,7 @@ from ivr.emulators.sphinx import (
     PocketsphinxEngine,
     PocketsphinxSession,
 )
+from ivr.emulators.srgs import parse_grammar
 from ivr.emulators.vosk_engine import SENTENCE_LIMIT, VoskEngine, VoskSession, default_model_path
 
 __all__ = [

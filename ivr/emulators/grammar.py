@@ -1,7 +1,7 @@
 """SRGS grammars (W3C Speech Recognition Grammar Specification 1.0) for the local engines.
 
 A grammar arrives as ABNF text (`#ABNF 1.0 ...`, section 4 of the spec), as XML (`<grammar ...>`, section 2)
-or as a plain list of phrases one per line. `parse_grammar` turns any of them into one `Grammar`: rules of
+or as a plain list of phrases one per line. `srgs.parse_grammar` turns any of them into a `Grammar`: rules of
 tokens, sequences, weighted alternatives, repeats, rule references and tags. From it the engines take what
 their decoders need: the finite list of sentences (Vosk's phrase list), a JSGF grammar (pocketsphinx), the
 words to pronounce, and `match()`, which decides whether a decoded word string is a complete sentence of
@@ -35,7 +35,6 @@ __all__ = [
     "SpecialRule",
     "Tag",
     "Token",
-    "parse_grammar",
 ]
 
 
@@ -361,15 +360,3 @@ def _jsgf(node: Node, names: dict[str, str], spell: Callable[[str], str | None])
     for _ in range(node.high - node.low):
         optional = f"[{body} {optional}]" if optional else f"[{body}]"
     return " ".join(required + ([optional] if optional else []))
-
-
-# --- parsing (ivr.emulators.srgs) ---
-
-
-def parse_grammar(text: str, source: str = "<grammar>") -> Grammar:
-    """Parse SRGS ABNF, SRGS XML, or phrases one per line (`#` comments); raises GrammarError."""
-    # The parsers build this module's classes, so they import it: imported here, not at the top, to keep
-    # `ivr.emulators.grammar` the one module engines import.
-    from ivr.emulators.srgs import parse
-
-    return parse(text, source)

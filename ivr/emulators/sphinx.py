@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import pocketsphinx
 
-from ivr.emulators.grammar import Grammar, GrammarError, parse_grammar
+from ivr.emulators.grammar import Grammar, GrammarError
 from ivr.emulators.recognizer import (
     ENDPOINT_RATIO,
     ENDPOINT_WINDOW,
@@ -36,6 +36,7 @@ from ivr.emulators.recognizer import (
     Utterance,
     utterance_end,
 )
+from ivr.emulators.srgs import parse_grammar
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """SRGS 1.0 grammar text parsed into `ivr.emulators.grammar.Grammar`: the ABNF form (section 4), the XML
 form (section 2), and plain phrases one per line.
 
-`parse()` picks the form from the text's first characters; `ivr.emulators.grammar.parse_grammar` is its
-public entry.
+`parse_grammar()` picks the form from the text's first characters. The model it builds (and matches with) is
+`ivr.emulators.grammar`, which does not import this module.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ivr.emulators.grammar import (
 )
 
 
-def parse(text: str, source: str = "<grammar>") -> Grammar:
+def parse_grammar(text: str, source: str = "<grammar>") -> Grammar:
     """Parse SRGS ABNF, SRGS XML, or phrases one per line (`#` comments); raises GrammarError."""
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped.startswith("#ABNF"):

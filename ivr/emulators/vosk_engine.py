@@ -13,7 +13,7 @@ from typing import Any
 
 import vosk
 
-from ivr.emulators.grammar import Grammar, GrammarError, parse_grammar
+from ivr.emulators.grammar import Grammar, GrammarError
 from ivr.emulators.recognizer import (
     EngineEvent,
     PooledSession,
@@ -24,6 +24,7 @@ from ivr.emulators.recognizer import (
     Utterance,
     utterance_end,
 )
+from ivr.emulators.srgs import parse_grammar
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.emulators.grammar import Grammar, GrammarError, Sentence, parse_grammar
+from ivr.emulators.grammar import Grammar, GrammarError, Sentence
+from ivr.emulators.srgs import parse_grammar
 from tests.tools import SHARED
 
 AUDIO = SHARED / "audio/cpqd-sdk"
