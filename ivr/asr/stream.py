@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -189,10 +189,7 @@ class RecognizerStream:
             self._pending.clear()
             self._replay = bytearray()
             self._max_backlog = int(self.MAX_BACKLOG_SECONDS * request.audio_format.bytes_per_second)
-        task = asyncio.ensure_future(self._start(request))
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
-        return task
+        return self._spawn(self._start(request))
 
     async def _start(self, request: RecognitionRequest) -> None:
         if self._request is not request:
@@ -451,10 +448,15 @@ class RecognizerStream:
             await asyncio.sleep(self.RETRY_DELAY)
             await self._start(request)
 
-        task = asyncio.ensure_future(again())
+        self._spawn(again())
+        return True
+
+    def _spawn(self, start: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that starts a request, kept so close() can cancel it."""
+        task = asyncio.ensure_future(start)
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
-        return True
+        return task
 
     def _dispatch(self, events: list[AsrEvent]) -> None:
         for event in events:
