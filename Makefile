@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEB_TOOLS := sipp:sip-tester espeak-ng:espeak-ng sox:sox baresip:baresip-core
+DEB_TOOLS := sipp:sip-tester espeak-ng:espeak-ng sox:sox baresip:baresip-core kamailio:kamailio svmap:sipvicious pg_ctlcluster:postgresql
 
 .PHONY: run test venv deb-tools prompts lint typecheck bench clean
 
