@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from ivr import metrics
 from ivr.asr.base import (
     AsrEvent,
     AudioFormat,
@@ -28,8 +29,9 @@ from ivr.asr.base import (
     ResultStatus,
     StartOfSpeech,
 )
+from ivr.asr.failover import Candidate, TurnRecognition
 from ivr.asr.stream import RecognizerStream
-from ivr.cdr import CallRecord, CdrWriter, Transcript, utc_now
+from ivr.cdr import CallRecord, CdrSink, Transcript, utc_now
 from ivr.dialplan.engine import (
     Action,
     Cancel,
@@ -161,10 +163,10 @@ class PromptCache:
 
 @dataclass
 class _Recognition:
-    """The listen in progress: its id, and where its audio goes."""
+    """The listen in progress: its id, and the turn that takes its audio (failing over between vendors)."""
 
     id: int
-    stream: RecognizerStream
+    turn: TurnRecognition
 
 
 @dataclass
@@ -187,7 +189,7 @@ class Call:
         settings: CallSettings,
         ports: PortAllocator,
         prompts: PromptCache,
-        cdr: CdrWriter,
+        cdr: CdrSink,
         recognizers: RecognizerFactory,
         on_done: Callable[[Call], None] = lambda call: None,
     ) -> None:
@@ -209,7 +211,9 @@ class Call:
             caller=_address_of(invite.headers.get("From")),
             callee=_address_of(invite.headers.get("To")),
             dialplan=str(dialplan_path),
+            redacted_steps=frozenset(name for name, step in dialplan.steps.items() if step.redact),
         )
+        cdr.start(self.record)  # a row now, completed at the end: a crash leaves it to be marked interrupted
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._acked = asyncio.Event()
         self._ended = asyncio.Event()
@@ -224,6 +228,7 @@ class Call:
         self._step = ""
         self._cause: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._latency = metrics.RecognitionLatency()
 
     # ---- lifecycle
 
@@ -290,7 +295,6 @@ class Call:
                 session_id=int(time.time()),
             )
         self._sip.answer(self.call_id, sdp)
-        self.record.answer = utc_now()
         self.log.info(
             "answered",
             codec=media.encoding,
@@ -357,7 +361,7 @@ class Call:
             if isinstance(event, Recognized | NotRecognized) and event.id == engine.recognition:
                 self._record_turn(event)
             elif isinstance(event, Digit):
-                self.record.digits.append(event.digit)
+                self.record.add_digit(self._step, event.digit)
             actions = engine.handle(event, now)
 
     def _record_turn(self, event: Recognized | NotRecognized) -> None:
@@ -367,7 +371,7 @@ class Call:
             turn = Transcript.of(self._step, "", 0.0, event.status.value, event.classification)
         else:
             return
-        self.record.transcripts.append(turn)
+        self.record.add_turn(turn)
 
     async def _next_event(self, timeout: float | None) -> Event | None:
         if not self._events.empty():
@@ -393,7 +397,7 @@ class Call:
         elif isinstance(action, StartInputTimers):
             recognition = self._effects.recognition
             if recognition is not None and recognition.id == action.id:
-                recognition.stream.start_timers()
+                recognition.turn.start_timers()
         elif isinstance(action, Cancel):
             self._cancel(action.id)
         elif isinstance(action, Transfer):
@@ -444,26 +448,28 @@ class Call:
 
     def _start_recognition(self, action: Listen) -> None:
         self._stop_recognition()
-        stream = self._stream(action.vendor)
-        if stream is None:
-            self.log.error("no URL configured for recognizer", vendor=action.vendor)
-            reason = f"no URL configured for {action.vendor}"
-            self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
-            return
-        self._effects.recognition = _Recognition(action.id, stream)
+        candidates = [Candidate(action.vendor, action.request)]
+        candidates += [Candidate(vendor, request) for vendor, request in action.secondaries]
+        turn = TurnRecognition(candidates, self._stream, on_failover=self._on_failover)
         request = action.request
         self.log.info(
             "listening", vendor=action.vendor, language=request.language, audio=request.audio_format.value
         )
         if self._rtp is not None:
             self._rtp.passthrough = action.request.audio_format is not AudioFormat.PCM16
-        stream.recognize(action.request)  # its audio is taken from now on; the stream owns the task
+        self._effects.recognition = _Recognition(action.id, turn)
+        if not turn.start():  # its audio is taken from now on; the streams own their tasks
+            self._effects.recognition = None
+            reason = f"no URL configured for {', '.join(c.vendor for c in candidates)}"
+            self._events.put_nowait(NotRecognized(action.id, ResultStatus.ERROR, reason))
+            return
+        self._latency.started(request.id, action.vendor, time.monotonic())
 
     def _stop_recognition(self) -> None:
         recognition = self._effects.recognition
         if recognition is not None:
             self._effects.recognition = None
-            recognition.stream.cancel(recognition.id)
+            recognition.turn.cancel()
 
     def _cancel(self, action_id: int) -> None:
         task = self._effects.prompts.get(action_id)
@@ -475,6 +481,7 @@ class Call:
 
     def _on_asr_event(self, event: AsrEvent) -> None:
         """Recognizer events, as engine events that echo the recognition id."""
+        self._latency.observe(event, time.monotonic())
         if isinstance(event, StartOfSpeech):
             self._events.put_nowait(SpeechStarted(event.recognition))
         elif isinstance(event, EndOfSpeech):
@@ -482,9 +489,12 @@ class Call:
         elif isinstance(event, Final):
             recognition = self._effects.recognition
             if recognition is not None and recognition.id == event.recognition:
+                if recognition.turn.take(event):
+                    return  # the turn goes on with the next vendor, the caller's audio replayed
                 self._effects.recognition = None
             if event.status is ResultStatus.RECOGNIZED:
-                self.log.info("recognized", text=event.text, confidence=event.confidence)
+                shown = self.record.shown(self._step, event.text)
+                self.log.info("recognized", text=shown, confidence=event.confidence)
                 self._events.put_nowait(
                     Recognized(
                         event.recognition,
@@ -507,15 +517,24 @@ class Call:
     def _on_audio(self, pcm: bytes) -> None:
         recognition = self._effects.recognition
         if recognition is not None:
-            recognition.stream.audio(pcm)
+            recognition.turn.audio(pcm)
+
+    def _on_failover(self, source: str, target: str | None, kind: str) -> None:
+        self.log.warning("recognizer failover", source=source, target=target or "none", kind=kind)
+        self.record.failovers.append(f"{self._step}:{source}->{target or 'none'}:{kind}")
+        recognition = self._effects.recognition
+        if target is not None and recognition is not None:
+            # The turn goes on under the same id: its outcome is timed and counted for the vendor that gives it.
+            self._latency.started(recognition.id, target, time.monotonic())
 
     def _on_dtmf(self, digit: str) -> None:
-        self.log.info("dtmf", digit=digit)
+        self.log.info("dtmf", digit=self.record.shown_digit(self._step, digit))
         self._events.put_nowait(Digit(digit))
 
     def _on_rtp_timeout(self) -> None:
         self.log.warning("no RTP from caller", timeout=self._settings.rtp_timeout)
-        self._cause = self._cause or "rtp-timeout"
+        # Before the ACK (rtp_timeout can be shorter than the 64*T1 ACK wait) the call was never set up.
+        self._cause = self._cause or ("rtp-timeout" if self._acked.is_set() else "no-ack")
         self._hangup_now()
 
     # ---- SIP events, delivered by the server
@@ -523,6 +542,8 @@ class Call:
     def on_sip_event(self, event: SipEvent) -> None:
         """A SIP event of this call's dialog."""
         if isinstance(event, CallEstablished):
+            # Answered means the caller ACKed our 2xx: a 2xx that never got its ACK ends "no-ack", unanswered.
+            self.record.answer = self.record.answer or utc_now()
             self._acked.set()
         elif isinstance(event, CallCancelled):
             self.on_ended("cancelled")
@@ -572,6 +593,14 @@ class Call:
             or media.dtmf_payload_type != self._rtp.dtmf_payload_type
         ):
             self._rtp.set_codec(media.payload_type, media.dtmf_payload_type)
+
+    def end(self, cause: str) -> None:
+        """End the call from outside (drain deadline, a failed handler): BYE or reject, then cleanup."""
+        self._cause = self._cause or cause
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # _run hangs up and cleans up
+        else:
+            self._hangup_now()
 
     def on_ended(self, cause: str) -> None:
         self._cause = self._cause or cause
@@ -635,6 +664,7 @@ class Call:
             self.record.end = utc_now()
             self.record.hangup_cause = self._cause or "normal"
             self._cdr.write(self.record)
+            metrics.call_ended(self.record, self._rtp.stats if self._rtp is not None else None)
             self.log.info("call ended", cause=self.record.hangup_cause, route=self.record.route)
         except Exception as exc:
             self.log.error("CDR not written", error=repr(exc))

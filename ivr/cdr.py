@@ -1,6 +1,9 @@
-r"""Call detail records: one JSON line per call, appended when the call ends.
+r"""Call detail records: the record of one call, and the background writer that stores records off the loop.
 
-Lines are valid UTF-8 JSON. SIP header octets that are not UTF-8 reach us as lone surrogates (message.py
+Where records go is ivr.cdrstore (SQLite by default, PostgreSQL for a cluster: a row when the call starts,
+completed when it ends); `CdrWriter` here is the JSON-lines store, one line per call as the call ends.
+
+Records are valid UTF-8 JSON. SIP header octets that are not UTF-8 reach us as lone surrogates (message.py
 decodes with surrogateescape, PEP 383: octet 0xNN becomes U+DCNN); each is written as the literal text \xNN,
 so a Call-ID "abc\udcff" reads back as the 7 characters abc\xff (stored as "abc\\xff"). Any other lone
 surrogate becomes \uNNNN. Valid text, Korean or Japanese included, is written as is. A literal \xNN already in
@@ -9,8 +12,10 @@ the value looks the same: the escape is for people reading CDRs, not a reversibl
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
+import enum
 import json
 import queue
 import re
@@ -18,7 +23,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,6 +31,9 @@ from ivr.asr.base import Classification, Scores
 
 log = structlog.get_logger()
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
+REDACTED_DIGIT = "*"  # one per key pressed: the count stays visible, the key does not
+REDACTED_TEXT = "[redacted]"
 
 
 def utc_now() -> str:
@@ -88,6 +96,8 @@ def _scores(scores: Scores | None) -> dict[str, Any] | None:
 
 @dataclass
 class CallRecord:
+    """What one call did, as its CDR keeps it; call.py fills it in as the call goes."""
+
     call_id: str
     channel_id: str
     caller: str
@@ -100,54 +110,145 @@ class CallRecord:
     transcripts: list[Transcript] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     route: list[str] = field(default_factory=list)
+    # "<step>:<vendor>-><vendor or none>:<failure kind>", one per recognizer failover (ivr.asr.failover)
+    failovers: list[str] = field(default_factory=list)
     transfer_target: str | None = None
     transfer_status: int | None = None
     hangup_cause: str | None = None
+    # Steps whose digits and transcript text are sensitive (`redact: true` on the step): replaced as they are
+    # recorded, so the real values never reach a CDR or a log; the dialplan engine still routes on them.
+    redacted_steps: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def add_digit(self, step: str, digit: str) -> None:
+        self.digits.append(self.shown_digit(step, digit))
+
+    def add_turn(self, turn: Transcript) -> None:
+        if turn.text and turn.step in self.redacted_steps:
+            turn.text = REDACTED_TEXT
+        self.transcripts.append(turn)
+
+    def shown(self, step: str, text: str) -> str:
+        """Recognized `text` as a CDR or log line may show it while the call is in `step`."""
+        return REDACTED_TEXT if step in self.redacted_steps else text
+
+    def shown_digit(self, step: str, digit: str) -> str:
+        """A DTMF `digit` as a CDR or log line may show it while the call is in `step`."""
+        return REDACTED_DIGIT if step in self.redacted_steps else digit
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored: `asdict` without the redaction settings, every string valid UTF-8."""
+        data = asdict(self)
+        del data["redacted_steps"]
+        result: dict[str, Any] = _encodable(data)
+        return result
 
     def to_json(self) -> str:
-        data: dict[str, Any] = _encodable(asdict(self))
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(self.to_dict(), **_JSON)
 
 
-_Item = tuple[str, str] | threading.Event | None  # (call_id, line), a flush marker, or stop
+class CdrPhase(enum.Enum):
+    """When a record is written: as the call starts (a row to complete), or as it ends (the whole record)."""
+
+    START = "start"
+    END = "end"
 
 
-class CdrWriter:
-    """Appends records to a JSON-lines file from one background thread, so the event loop never waits on disk.
+@dataclass(frozen=True)
+class CdrWrite:
+    """One record for the writer thread, taken on the caller's thread (the record itself stays mutable)."""
 
-    `write` serializes on the caller's thread (the record is mutable and stays with the call) and queues the
-    line; the thread appends lines in order, batching what has queued up into one open/write/close. A failed
-    write is logged with the call ids it lost and never reaches the caller. Lines still queued when the
-    process exits without `aclose`/`close` are lost (a daemon thread, so a missing close cannot hang exit).
+    phase: CdrPhase
+    call_id: str
+    channel_id: str
+    start: str
+    end: str | None
+    dialplan: str
+    caller: str
+    callee: str
+    hangup_cause: str | None
+    route: str  # the steps taken, "a > b > c"
+    json: str  # the whole record, as `CallRecord.to_json`
+
+    @classmethod
+    def of(cls, phase: CdrPhase, record: CallRecord) -> CdrWrite:
+        d = record.to_dict()
+        route = " > ".join(entry.partition("<")[0] for entry in d["route"])
+        return cls(
+            phase,
+            d["call_id"],
+            d["channel_id"],
+            d["start"],
+            d["end"],
+            d["dialplan"],
+            d["caller"],
+            d["callee"],
+            d["hangup_cause"],
+            route,
+            json.dumps(d, **_JSON),
+        )
+
+
+class CdrSink(Protocol):
+    """Where calls' records go: `start` as a call begins, `write` as it ends; neither blocks nor raises."""
+
+    def start(self, record: CallRecord) -> None: ...
+    def write(self, record: CallRecord) -> None: ...
+    def flush(self, timeout: float | None = 5.0) -> bool: ...
+    def close(self, timeout: float | None = 5.0) -> bool: ...
+    async def aclose(self, timeout: float = 5.0) -> None: ...
+
+
+_Item = CdrWrite | threading.Event | None  # a record, a flush marker, or stop
+
+
+class BackgroundWriter(abc.ABC):
+    """Writes records from one background thread, so the event loop never waits on disk or a database.
+
+    `start`/`write` serialize on the caller's thread and queue; the thread hands what has queued up to
+    `_store` as one batch, in order. A failed batch is logged with the call ids it lost and never reaches
+    the caller. Records still queued when the process exits without `aclose`/`close` are lost (a daemon
+    thread, so a missing close cannot hang exit).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # At startup, where blocking is fine and a bad path fails loudly, not at the first call's end.
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, name: str = "cdr-writer") -> None:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # so no line is queued behind the stop marker
+        self._lock = threading.Lock()  # so no record is queued behind the stop marker
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    @abc.abstractmethod
+    def where(self) -> str:
+        """Where the records go, for log lines (never a password)."""
+
+    @abc.abstractmethod
+    def _store(self, batch: list[CdrWrite]) -> None:
+        """Write one batch (on the writer thread); raise to have it logged as lost."""
+
+    def start(self, record: CallRecord) -> None:
+        """Queue the row of a call that has just started; returns at once and never raises."""
+        self._submit(CdrPhase.START, record)
+
     def write(self, record: CallRecord) -> None:
-        """Queue one record; returns at once and never raises."""
+        """Queue the complete record of a call that has ended; returns at once and never raises."""
+        self._submit(CdrPhase.END, record)
+
+    def _submit(self, phase: CdrPhase, record: CallRecord) -> None:
         try:
-            call_id = _encodable(record.call_id)
-            line = record.to_json() + "\n"
+            item = CdrWrite.of(phase, record)
         except Exception:
             log.exception("cdr record not serializable, dropped", call_id=repr(record.call_id))
             return
         with self._lock:
             closed = self._closed
             if not closed:
-                self._queue.put((call_id, line))
+                self._queue.put(item)
         if closed:
-            log.warning("cdr writer closed, record dropped", call_id=call_id)
+            log.warning("cdr writer closed, record dropped", call_id=item.call_id, channel_id=item.channel_id)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Block until every record written so far is on disk (or logged as lost); False on timeout.
+        """Block until every record written so far is stored (or logged as lost); False on timeout.
 
         It blocks the calling thread: for tests and shutdown, not for the event loop.
         """
@@ -172,7 +273,7 @@ class CdrWriter:
         self._stop()
         await asyncio.to_thread(self._thread.join, timeout)
         if self._thread.is_alive():
-            log.warning("cdr writer did not finish in time", path=str(self.path), timeout=timeout)
+            log.warning("cdr writer did not finish in time", where=self.where, timeout=timeout)
 
     def _stop(self) -> None:
         with self._lock:
@@ -180,10 +281,14 @@ class CdrWriter:
                 self._closed = True
                 self._queue.put(None)
 
+    def _closed_down(self) -> None:
+        """Called on the writer thread after the last batch: release connections."""
+        return
+
     def _run(self) -> None:
         stop = False
         while not stop:
-            batch: list[tuple[str, str]] = []
+            batch: list[CdrWrite] = []
             markers: list[threading.Event] = []
             item = self._queue.get()
             while True:
@@ -199,19 +304,46 @@ class CdrWriter:
                 except queue.Empty:
                     break
             if batch:
-                self._append(batch)
+                self._store_logged(batch)
             for marker in markers:
                 marker.set()
+        with contextlib.suppress(Exception):
+            self._closed_down()
 
-    def _append(self, batch: list[tuple[str, str]]) -> None:
+    def _store_logged(self, batch: list[CdrWrite]) -> None:
         try:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write("".join(line for _, line in batch))
-        except Exception as exc:  # disk full, permissions, a path gone bad: report it and keep serving
+            self._store(batch)
+        except Exception as exc:  # disk full, permissions, a database gone: report it and keep serving
             with contextlib.suppress(Exception):  # a broken log sink must not kill the writer thread
                 log.error(
                     "cdr write failed",
-                    path=str(self.path),
+                    where=self.where,
                     error=f"{type(exc).__name__}: {exc}",
-                    call_ids=[call_id for call_id, _ in batch],
+                    call_ids=[w.call_id for w in batch],
+                    channel_ids=[w.channel_id for w in batch],
                 )
+
+
+class CdrWriter(BackgroundWriter):
+    """Appends one JSON line per call to a file as the call ends (`cdr_url: jsonl:///path`).
+
+    The lines hold ended calls only: `start` writes nothing, so a call in progress at a crash leaves no line
+    (the SQL stores in ivr.cdrstore keep those). Each batch is one open/append/close.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # At startup, where blocking is fine and a bad path fails loudly, not at the first call's end.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def start(self, record: CallRecord) -> None:
+        pass
+
+    def _store(self, batch: list[CdrWrite]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(w.json + "\n" for w in batch if w.phase is CdrPhase.END))

@@ -1,4 +1,4 @@
-"""`ivr serve | check | emulate`: parses arguments and wires the parts together, nothing else."""
+"""`ivr serve | check | schema | cdr | emulate`: parses arguments and wires the parts, nothing else."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -14,14 +16,17 @@ from typing import Any
 
 import structlog
 
-from ivr.config import EMBEDDED, Settings, load_settings
+from ivr import __version__
+from ivr.config import BUNDLED_DIALPLAN, EMBEDDED, Settings, load_settings
 from ivr.dialplan.loader import DialplanError, load_dialplan, validate_only
 from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
+from ivr.health import HealthServer
 from ivr.observability import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ivr", description="SIP/RTP IVR bridge")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bridge")
     serve.add_argument("--config", type=Path, help="settings YAML (IVR_* environment variables override it)")
@@ -30,7 +35,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dialplan", type=Path, help="dialplan YAML (default: the bundled demo)")
     serve.add_argument("--log-format", choices=["console", "json"])
     check = sub.add_parser("check", help="validate a dialplan; prints file:line errors")
-    check.add_argument("dialplan", type=Path)
+    check.add_argument(
+        "dialplan", type=Path, nargs="?", default=BUNDLED_DIALPLAN, help="default: the bundled demo"
+    )
+    sub.add_parser("schema", help="print the dialplan JSON Schema (for editors and CI validators)")
+    cdr = sub.add_parser("cdr", help="recent calls from the CDR store; --csv exports every column")
+    cdr.add_argument("--config", type=Path, help="settings YAML: its cdr_url (IVR_CDR_URL overrides it)")
+    cdr.add_argument("--url", help="the store URL (sqlite:///, postgresql://, jsonl:///), not the settings'")
+    cdr.add_argument("--limit", type=int, help="at most N calls, the latest first (table: 20; CSV: all)")
+    cdr.add_argument("--since", help="calls started since: 2026-12-01, 2026-12-01T08:00+09:00, 30m, 2h, 7d")
+    cdr.add_argument("--csv", action="store_true", help="CSV with every column, the whole record as JSON")
+    cdr.add_argument("--output", type=Path, help="write to FILE instead of stdout")
     emulate = sub.add_parser("emulate", help="run a local vendor emulator")
     emulate.add_argument("vendor", choices=sorted(EMULATOR_MODULES))
     emulate.add_argument(
@@ -43,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.dialplan)
+    if args.command == "schema":
+        from ivr.dialplan.schema import json_schema
+
+        print(json.dumps(json_schema(), ensure_ascii=False, indent=2))
+        return 0
+    if args.command == "cdr":
+        return _cdr(args)
     if args.command == "emulate":
         emulator: Any = importlib.import_module(EMULATOR_MODULES[args.vendor])
         return int(emulator.main(args.args))
@@ -54,11 +76,48 @@ def main(argv: list[str] | None = None) -> int:
         log_format=args.log_format,
     )
     configure_logging(settings.log_format)
+    _raise_descriptor_limit(settings)
     try:
         _run_loop(_serve(settings))
     except DialplanError as e:
         print(e, file=sys.stderr)
         return 2
+    return 0
+
+
+def _raise_descriptor_limit(settings: Settings) -> None:
+    """Each SIP connection, RTP socket and vendor WebSocket is a descriptor: take the soft limit up to the
+    hard one (Debian's soft default is 1024), and say so when even that cannot hold the configured caps."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    needed = settings.sip_max_connections + 2 * settings.max_calls + 100
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log = structlog.get_logger()
+        log.warning("descriptor limit below the configured caps", nofile=soft, needed=needed)
+
+
+def _cdr(args: argparse.Namespace) -> int:
+    from ivr.cdrstore.report import TABLE_LIMIT, fetch, since_bound, write_csv, write_table
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log_format)  # to stderr: stdout carries the table or the CSV
+    url = args.url or settings.cdr_store_url
+    try:
+        since = None if args.since is None else since_bound(args.since)
+        limit = args.limit if args.limit is not None or args.csv else TABLE_LIMIT
+        rows = fetch(url, limit, since, os.environ)
+    except Exception as exc:  # a bad URL, a database that cannot be reached: say so, no traceback
+        print(f"ivr cdr: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.output is not None:
+            out = stack.enter_context(args.output.open("w", encoding="utf-8", newline=""))
+        (write_csv if args.csv else write_table)(rows, out)
     return 0
 
 
@@ -88,6 +147,11 @@ async def _serve(settings: Settings) -> None:
     log = structlog.get_logger()
     dialplan = load_dialplan(settings.dialplan)
     used = dialplan.vendors()
+    # Up before the emulators load their models: /healthz answers at once, /readyz is 503 until the bridge is.
+    serving: list[Bridge] = []
+    health = HealthServer(lambda: bool(serving) and serving[0].ready)
+    if settings.metrics_port is not None:
+        await health.start(settings.metrics_host, settings.metrics_port)
     emulators = [
         EmbeddedEmulator(
             vendor, "127.0.0.1", settings.emulator_port + i, dialplan.phrases(), dialplan.languages(vendor)
@@ -103,8 +167,10 @@ async def _serve(settings: Settings) -> None:
             settings.asr_urls[emulator.vendor] = emulator.url
         bridge = Bridge(settings, dialplan, settings.dialplan)
         await bridge.start()
+        serving.append(bridge)
         print(
-            f"\nivr is answering on sip:{settings.contact_host}:{bridge.port} (UDP and TCP) "
+            f"\nivr is answering on sip:{settings.contact_host}:{bridge.port} (UDP and TCP"
+            f"{f'; TLS on port {bridge.sip.tls_port}' if bridge.sip.tls_port else ''}) "
             f"with dialplan {settings.dialplan}.\n"
             f"Call it from any SIP phone or trunk (G.711 PCMU/PCMA), e.g. sip:1000@{settings.contact_host}:"
             f"{bridge.port}\nor with sipp: sipp -sn uac -s 1000 -m 1 {settings.contact_host}:{bridge.port}\n"
@@ -117,9 +183,10 @@ async def _serve(settings: Settings) -> None:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await bridge.drain(timeout=30.0)
+        await bridge.drain(timeout=settings.drain_timeout)
         await bridge.close()
     finally:
+        await health.close()
         for emulator in emulators:
             await emulator.stop()
 

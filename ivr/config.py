@@ -6,16 +6,50 @@ import base64
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-BUNDLED_DIALPLAN = Path(__file__).resolve().parent.parent / "dialplans" / "demo.yaml"
+from ivr.sip.connections import StreamLimits
+from ivr.sip.tls import TlsListener, server_context
+
+
+def bundled_dialplans() -> Path:
+    """The bundled dialplans folder: the copy a wheel carries (ivr/bundled/dialplans, see setup.py), else the
+    checkout's top-level dialplans/ (editable installs, `make run`)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "bundled" / "dialplans"
+    return installed if installed.is_dir() else package.parent / "dialplans"
+
+
+BUNDLED_DIALPLAN = bundled_dialplans() / "demo.yaml"
 EMBEDDED = "embedded"
+
+
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+_DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
+
+
+class TrunkSettings(BaseModel):
+    """A trunk: its source CIDRs and, for digest auth, a username (the password: env or secrets file only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")  # IVR_TRUNK_<NAME>_PASSWORD must be a valid variable name
+    allow: list[str]
+    username: str | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
 
 
 class Settings(BaseModel):
@@ -39,16 +73,70 @@ class Settings(BaseModel):
         default_factory=lambda: {"mediazen": EMBEDDED, "cpqd": EMBEDDED, "amivoice": EMBEDDED}
     )
     emulator_port: int = 8765  # the first embedded emulator's port; the next ones take the ports after it
+    # Circuit breaker per recognizer endpoint (ivr.asr.breaker): open after this many consecutive failed
+    # recognitions, so calls go straight to a step's secondary; one probe after the cool-down (s).
+    asr_breaker_failures: int = Field(default=3, ge=1)
+    asr_breaker_cooldown: float = Field(default=30.0, ge=0)
     max_calls: int = 1000
     # Sources allowed to send INVITE/REGISTER (the trunk allow-list), as CIDRs.
     trunk_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    cdr_path: Path = Path("var/cdr.jsonl")
+    # trunk_allow is the trunk "default"; with trunk_username its calls and REGISTERs need digest auth, the
+    # password in IVR_TRUNK_DEFAULT_PASSWORD or secrets_file. Named trunks are matched first, in order.
+    trunk_username: str | None = None
+    trunks: list[TrunkSettings] = Field(default_factory=list)
+    secrets_file: Path | None = None  # YAML mapping: trunk name -> password
+    auth_realm: str = "ivr"
+    # Digest challenges in order of preference (RFC 8760); ["MD5"] for UACs that read only the first one.
+    auth_algorithms: list[DigestAlgorithm] = Field(default_factory=lambda: list(_DIGEST_ALGORITHMS))
+    nonce_lifetime: float = 300.0
+    # Admission per source, decided before any SIP state: INVITEs not yet completed by an ACK, and a token
+    # bucket of INVITEs per second; refusals under load are 503 with Retry-After: busy_retry_after.
+    max_unacked_per_source: int = 50
+    call_rate_per_source: float = 20.0
+    call_burst_per_source: int = 40
+    busy_retry_after: int = 5
+    # Registrar bounds (RFC 3261 §10.3): Expires clamped to max, 423 below min.
+    max_aors: int = 10000
+    max_bindings_per_aor: int = 10
+    min_expires: int = 60
+    max_expires: int = 3600
+    # SIGTERM: calls in progress may go on this long, then get a BYE; new INVITEs and OPTIONS get 503.
+    drain_timeout: float = 30.0
+    # Where CDRs go (ivr.cdrstore): sqlite:///var/cdr.sqlite3 by default (one node), postgresql://user@host/db
+    # for a cluster (the password from IVR_CDR_PASSWORD or PGPASSWORD, never here), or jsonl:///path.
+    cdr_url: str | None = None
+    cdr_path: Path | None = None  # older settings: a JSON-lines file, the same as cdr_url jsonl:///<path>
+    # This bridge's name in its CDR rows: at start-up it marks its own rows left open by a crash interrupted,
+    # never another node's. Default: host name and SIP port (several bridges may share a host).
+    node_id: str | None = None
     log_format: str = "console"
     refer_timeout: float = 35.0
+    # SIP over TCP/TLS (sip/connections.py): caps on open connections, and how long a message may take.
+    # Each connection is a descriptor, as are each call's RTP socket and vendor WebSocket: keep
+    # sip_max_connections + 2 * max_calls + 100 under `ulimit -n` (ivr serve raises the soft limit to the
+    # hard one at start-up).
+    sip_max_connections: int = 1000
+    sip_max_connections_per_source: int = 64
+    sip_header_timeout: float = 5.0
+    sip_body_timeout: float = 5.0
+    sip_idle_timeout: float = 120.0
+    sip_max_body_bytes: int = 16 * 1024
+    # SIP over TLS (RFC 3261 §26.2) on its own port when both files are set; the key's passphrase comes only
+    # from IVR_SIP_TLS_KEY_PASSWORD.
+    sip_tls_port: int = 5061
+    sip_tls_cert_file: Path | None = None
+    sip_tls_key_file: Path | None = None
+    # vendor -> CA bundle (PEM) that verifies its wss:// certificate instead of the system's;
+    # IVR_<VENDOR>_CA_FILE overrides. Verification itself is never turned off.
+    asr_ca_files: dict[str, Path] = Field(default_factory=dict)
     # Seconds to ring (180) before answering; 0 answers at once.
     ring_time: float = 0.0
     # The Server / User-Agent header: no version by default (scanners read it); "" sends none.
     user_agent: str = "ivr"
+    # GET /metrics, /healthz, /readyz (ivr/health.py). Off by default: the endpoint is opt-in, and several
+    # bridges on one host (tests, a node behind Kamailio) would clash on any fixed default port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
     @field_validator("trunk_allow")
     @classmethod
@@ -61,12 +149,27 @@ class Settings(BaseModel):
     def contact_host(self) -> str:
         return self.advertised_host or self.sip_host
 
+    @property
+    def cdr_store_url(self) -> str:
+        if self.cdr_url:
+            return self.cdr_url
+        if self.cdr_path is not None:
+            return f"jsonl:///{self.cdr_path}"  # an absolute path: jsonl:////abs, as sqlite URLs spell it
+        return "sqlite:///var/cdr.sqlite3"
+
+    @property
+    def node(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{self.sip_port}"
+
     def allows(self, host: str) -> bool:
+        """Whether `host` is in any trunk's allow-list (named trunks or trunk_allow): the SIP transports
+        close a connection from anywhere else at accept."""
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(addr in ipaddress.ip_network(c, strict=False) for c in self.trunk_allow)
+        cidrs = [*self.trunk_allow, *(c for trunk in self.trunks for c in trunk.allow)]
+        return any(addr in ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 _ENV_PREFIX = "IVR_"
@@ -84,6 +187,7 @@ class VendorEndpoint:
     credentials: Mapping[str, str] = dataclasses.field(
         default_factory=dict, repr=False
     )  # for the codec (AmiVoice APPKEY)
+    ca_file: Path | None = None  # verifies the vendor's wss:// certificate instead of the system CAs
 
 
 def vendor_endpoint(
@@ -102,7 +206,29 @@ def vendor_endpoint(
         token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode("ascii")
         headers["Authorization"] = f"Basic {token}"
     credentials = {"appkey": environ[prefix + "APPKEY"]} if prefix + "APPKEY" in environ else {}
-    return VendorEndpoint(vendor, url, headers, credentials)
+    ca_file = environ.get(prefix + "CA_FILE") or settings.asr_ca_files.get(vendor)
+    return VendorEndpoint(vendor, url, headers, credentials, Path(ca_file) if ca_file else None)
+
+
+def stream_limits(settings: Settings) -> StreamLimits:
+    """The SIP TCP/TLS connection limits of these settings."""
+    return StreamLimits(
+        max_connections=settings.sip_max_connections,
+        max_per_source=settings.sip_max_connections_per_source,
+        header_timeout=settings.sip_header_timeout,
+        body_timeout=settings.sip_body_timeout,
+        idle_timeout=settings.sip_idle_timeout,
+        max_body_bytes=settings.sip_max_body_bytes,
+    )
+
+
+def tls_listener(settings: Settings, environ: Mapping[str, str] = os.environ) -> TlsListener | None:
+    """The SIP TLS listener when a certificate and key are configured (reads them: call at start-up)."""
+    if settings.sip_tls_cert_file is None or settings.sip_tls_key_file is None:
+        return None
+    password = environ.get(f"{_ENV_PREFIX}SIP_TLS_KEY_PASSWORD")
+    context = server_context(settings.sip_tls_cert_file, settings.sip_tls_key_file, password)
+    return TlsListener(settings.sip_tls_port, context)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

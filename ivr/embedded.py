@@ -1,18 +1,22 @@
 """Local vendor emulators started as child processes, so `ivr serve` works with no vendor account.
 
 A child process, not a thread: recognition is CPU-bound and must not share the bridge's event loop or GIL.
+The children die with the bridge, even one killed with SIGKILL (see ivr.emulators.lifeline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+
+from ivr.emulators.lifeline import PARENT_PID_VARIABLE
 
 log = structlog.get_logger()
 
@@ -65,7 +69,10 @@ class EmbeddedEmulator:
             argv += ["--phrases", str(self._phrase_file)]
         for language in self.languages:
             argv += ["--language", language]
-        self._proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+        # The child asks Linux to kill it when we die (ivr.emulators.lifeline): a bridge killed with SIGKILL
+        # must not leave an emulator holding the port the next `ivr serve` needs.
+        env = {**os.environ, PARENT_PID_VARIABLE: str(os.getpid())}
+        self._proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, env=env)
         assert self._proc.stdout is not None
         try:
             async with asyncio.timeout(timeout):  # loading the Vosk model takes seconds

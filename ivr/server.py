@@ -1,41 +1,111 @@
-"""The bridge process: SIP transport, the registry of live calls, admission (allow-list, capacity), drain."""
+"""The bridge process: SIP transport, the registry of live calls, admission (trunks, auth, limits), drain."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+import yaml
 
+from ivr import metrics
 from ivr.asr.base import AsrEvent
+from ivr.asr.breaker import CircuitBreaker
 from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream, websocket_connector
 from ivr.call import Call, CallSettings, PromptCache
-from ivr.cdr import CdrWriter
-from ivr.config import Settings, VendorEndpoint, vendor_endpoint
+from ivr.cdrstore import open_store
+from ivr.config import Settings, VendorEndpoint, stream_limits, tls_listener, vendor_endpoint
 from ivr.dialplan.schema import Dialplan
 from ivr.media.session import PortAllocator
+from ivr.sip.admission import Admission, Limits, Refusal, Trunk
+from ivr.sip.digest import Credentials, DigestAuthenticator
 from ivr.sip.events import IncomingCall, Registered, SipEvent
+from ivr.sip.message import Request
+from ivr.sip.registrar import Registrar, RegistrarLimits
 from ivr.sip.transport import SipTransport
 from ivr.sip.useragent import UserAgent
 
 log = structlog.get_logger()
 
+DEFAULT_TRUNK = "default"
+BYE_WAIT = 10.0  # after the drain deadline, how long the BYEs (retransmitted per §17.1.2) may take
+
+
+class ConfigurationError(ValueError):
+    """Settings that cannot be served safely (a trunk with a username but no password)."""
+
+
+def _password_variable(name: str) -> str:
+    return f"IVR_TRUNK_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_PASSWORD"
+
+
+def load_trunks(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[Trunk]:
+    """The trunks, named ones first, then "default" from `trunk_allow`. A trunk with a username needs its
+    password from the environment (`IVR_TRUNK_<NAME>_PASSWORD`) or else `secrets_file` (read here, at
+    start-up); a missing one is an error, not an open trunk."""
+    secrets: dict[str, str] = {}
+    if settings.secrets_file is not None:
+        loaded = yaml.safe_load(settings.secrets_file.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigurationError(f"{settings.secrets_file}: must map trunk names to passwords")
+        secrets = {str(k): str(v) for k, v in loaded.items()}
+    specs = [(t.name, t.allow, t.username) for t in settings.trunks]
+    specs.append((DEFAULT_TRUNK, settings.trunk_allow, settings.trunk_username))
+    trunks = []
+    for name, allow, username in specs:
+        credentials = None
+        if username is not None:
+            password = environ.get(_password_variable(name), secrets.get(name))
+            if not password:
+                raise ConfigurationError(f"trunk {name}: username set but no {_password_variable(name)}")
+            credentials = Credentials(username, password)
+        trunks.append(Trunk.from_cidrs(name, allow, credentials))
+    return trunks
+
+
+def _count_refusal(request: Request, refusal: Refusal) -> None:
+    if request.method == "INVITE":
+        metrics.admission_refused(refusal.status, refusal.cause)
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """How a drain went: calls that ended by themselves before the deadline, and those we hung up."""
+
+    finished: int
+    hung_up: int
+    seconds: float
+
 
 class Bridge:
+    """The bridge process: one SIP user agent, the live calls, admission settings, drain and close."""
+
     def __init__(self, settings: Settings, dialplan: Dialplan, dialplan_path: Path) -> None:
         self.settings = settings
         self.dialplan = dialplan
         self.dialplan_path = dialplan_path
         self.calls: dict[str, Call] = {}
-        self.draining = False
+        self._listening = False  # the SIP socket is bound
+        metrics.track_active_calls(lambda: len(self.calls))
         self._idle = asyncio.Event()
         self._idle.set()
         self._ports = PortAllocator(settings.rtp_port_low, settings.rtp_port_high)
         self._prompts = PromptCache()
-        self._cdr = CdrWriter(settings.cdr_path)
+        # At start-up (blocking is fine here): migrate the CDR schema and mark the calls a crash of this node
+        # left open as interrupted. `instance` tells this run's rows from an earlier run's.
+        store = open_store(settings.cdr_store_url, settings.node, uuid.uuid4().hex)
+        self._cdr = store.sink
+        if store.interrupted:
+            log.warning("calls interrupted by a crash", node=settings.node, channel_ids=store.interrupted)
         self._endpoints: dict[str, VendorEndpoint | None] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}  # per endpoint URL, shared by every call
         self._call_settings = CallSettings(
             rtp_host=settings.rtp_host,
             sdp_host=settings.contact_host,
@@ -44,13 +114,41 @@ class Bridge:
             ring_time=settings.ring_time,
             rtp_nat=settings.rtp_nat,
         )
+        limits = Limits(
+            max_calls=settings.max_calls,
+            max_unacked_per_source=settings.max_unacked_per_source,
+            call_rate=settings.call_rate_per_source,
+            call_burst=settings.call_burst_per_source,
+            retry_after=settings.busy_retry_after,
+        )
+        registrar = RegistrarLimits(
+            max_aors=settings.max_aors,
+            max_bindings_per_aor=settings.max_bindings_per_aor,
+            min_expires=settings.min_expires,
+            max_expires=settings.max_expires,
+            default_expires=min(settings.max_expires, RegistrarLimits.default_expires),
+        )
         ua = UserAgent(
             host=settings.contact_host,
             port=settings.sip_port,
-            registrar_allow=lambda peer: settings.allows(peer.host),
+            registrar_allow=lambda peer: True,  # the trunk allow-list and digest auth already ran
             user_agent=settings.user_agent or None,
+            admission=Admission(load_trunks(settings), limits),
+            authenticator=DigestAuthenticator(
+                settings.auth_realm,
+                nonce_lifetime=settings.nonce_lifetime,
+                algorithms=tuple(settings.auth_algorithms),
+            ),
+            registrar=Registrar(registrar),
+            on_refusal=_count_refusal,
         )
-        self.sip = SipTransport(ua, self._on_sip_event)
+        self.sip = SipTransport(
+            ua,
+            self._on_sip_event,
+            accept=settings.allows,
+            limits=stream_limits(settings),
+            tls=tls_listener(settings),
+        )
 
     async def start(self) -> None:
         # Prompts are read and converted once, here, off the event loop: no call waits on a file.
@@ -60,6 +158,7 @@ class Bridge:
         for error in await self._prompts.preload(paths):
             log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
+        self._listening = True
         log.info(
             "bridge listening",
             host=self.settings.sip_host,
@@ -71,14 +170,48 @@ class Bridge:
     def port(self) -> int:
         return self.sip.port
 
-    async def drain(self, timeout: float) -> None:
-        """Refuse new calls with 503 and wait for the live ones to finish."""
-        self.draining = True
-        log.info("draining", live_calls=len(self.calls))
-        try:
+    @property
+    def ready(self) -> bool:
+        """Takes new calls: the SIP socket is bound and the bridge is not draining (GET /readyz)."""
+        return self._listening and not self.draining
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain` has begun: OPTIONS and new INVITEs are answered 503."""
+        return self.sip.ua.draining
+
+    @property
+    def live_dialogs(self) -> int:
+        """Dialogs the SIP core still holds (a call whose BYE awaits its answer counts)."""
+        return self.sip.ua.admission.live_calls
+
+    async def drain(self, timeout: float, bye_wait: float = BYE_WAIT) -> DrainReport:
+        """Answer OPTIONS and new INVITEs 503 (Retry-After), let live calls finish for up to `timeout`
+        seconds, then end the rest with a BYE and wait (at most `bye_wait`) for those transactions to end."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.sip.ua.draining = True
+        before = len(self.calls)
+        log.info("draining", live_calls=before, timeout=timeout)
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            log.warning("drain timeout, hanging up", live_calls=len(self.calls))
+        left = list(self.calls.values())
+        if left:
+            log.warning("drain deadline, hanging up", live_calls=len(left))
+        for call in left:
+            call.end("drain-timeout")
+        deadline = loop.time() + bye_wait
+        while (self.calls or self.live_dialogs) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        report = DrainReport(before - len(left), len(left), loop.time() - started)
+        log.info(
+            "drained",
+            finished=report.finished,
+            hung_up=report.hung_up,
+            seconds=round(report.seconds, 3),
+            unfinished=len(self.calls) + self.live_dialogs,
+        )
+        return report
 
     async def close(self) -> None:
         tasks = [t for call in list(self.calls.values()) if (t := call.start_task) is not None]
@@ -97,35 +230,46 @@ class Bridge:
         if endpoint is None:
             return None
         credentials = endpoint.credentials
+        breaker = self._breakers.get(endpoint.url)
+        if breaker is None:
+            breaker = self._breakers[endpoint.url] = CircuitBreaker(
+                self.settings.asr_breaker_failures, self.settings.asr_breaker_cooldown
+            )
         return RecognizerStream(
             vendor,
-            websocket_connector(endpoint.url, headers=endpoint.headers),
+            websocket_connector(endpoint.url, headers=endpoint.headers, ca_file=endpoint.ca_file),
             lambda request: make_codec(
                 vendor, dict(request.options), channel_id=request.channel_id, **credentials
             ),
             on_event,
+            breaker=breaker,
         )
 
     def _on_sip_event(self, event: SipEvent) -> None:
         if isinstance(event, IncomingCall):
-            self._admit(event)
+            try:
+                self._admit(event)
+            except Exception:
+                # One INVITE's failure ends that call, not the server (and never another call).
+                log.exception("call not started", call_id=event.call_id)
+                self.calls.pop(event.call_id, None)
+                self.sip.reject(event.call_id, 500)
+                self._set_idle()
             return
         if isinstance(event, Registered):
             log.info("registered", aor=event.aor, expires=event.expires, source=event.peer.host)
             return
         call = self.calls.get(event.call_id)
-        if call is not None:
+        if call is None:
+            return
+        try:
             call.on_sip_event(event)
+        except Exception:
+            call.log.exception("sip event handler failed", sip_event=type(event).__name__)
+            call.end("internal-error")
 
     def _admit(self, event: IncomingCall) -> None:
-        if not self.settings.allows(event.peer.host):
-            log.warning("call refused: source not in trunk allow-list", source=event.peer.host)
-            self.sip.reject(event.call_id, 403)
-            return
-        if self.draining or len(self.calls) >= self.settings.max_calls:
-            log.warning("call refused: at capacity or draining", live_calls=len(self.calls))
-            self.sip.reject(event.call_id, 503)
-            return
+        """Start the call: the UA core has already applied the trunk allow-list, auth, limits and drain."""
         previous = self.calls.get(event.call_id)
         if previous is not None and not previous.ended:
             return  # the UA core has answered it (486): a new dialog under a live call's Call-ID
@@ -151,5 +295,8 @@ class Bridge:
     def _call_done(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:  # not a newer call that reuses the Call-ID
             del self.calls[call.call_id]
+        self._set_idle()
+
+    def _set_idle(self) -> None:
         if not self.calls:
             self._idle.set()

@@ -146,6 +146,18 @@ class ResultStatus(Enum):
     ERROR = "error"
 
 
+class Failure(Enum):
+    """What kind of trouble ended a recognition: the word a failover is recorded with (CDR, logs)."""
+
+    VENDOR = "vendor-error"  # the vendor answered with an error, or sent what the codec cannot read
+    UNREACHABLE = "unreachable"  # refused connection, DNS, TLS: no WebSocket
+    UNAUTHORIZED = "unauthorized"  # the handshake was refused (401/403)
+    CLOSED = "closed"  # the connection ended under the recognition
+    TIMEOUT = "timeout"  # a reply that never came within its deadline
+    CIRCUIT_OPEN = "circuit-open"  # skipped: the endpoint's breaker is open
+    INTERNAL = "internal"  # our own bug (codec, reader), or a request no vendor could take
+
+
 @dataclass(frozen=True, slots=True)
 class VendorError:
     """An error as the vendor reported it (code may be empty), or as the driver saw it (code "")."""
@@ -155,6 +167,7 @@ class VendorError:
     # A fresh attempt can succeed (the vendor was busy, or ended an idle session on its own): the driver
     # tries the recognition once more, replaying the caller's audio, before giving up on it.
     retryable: bool = False
+    kind: Failure = Failure.VENDOR
 
     def __str__(self) -> str:
         return f"{self.code} {self.message}".strip()
@@ -277,6 +290,10 @@ class SessionState(Enum):
 class RecognizerError(Exception):
     """A recognition cannot start or go on: refused request, unreachable or stalled vendor."""
 
+    def __init__(self, message: str, kind: Failure = Failure.UNREACHABLE) -> None:
+        super().__init__(message)
+        self.kind = kind
+
 
 class UnsupportedRequest(RecognizerError, ValueError):
     """The vendor cannot do what the request asks (language, audio format, option); raised by ``send``."""
@@ -381,7 +398,7 @@ class CodecBase:
             return []
         events: list[AsrEvent] = []
         if self._recognition is not None:
-            failure = error or VendorError("", f"{self.vendor} closed the connection")
+            failure = error or VendorError("", f"{self.vendor} closed the connection", kind=Failure.CLOSED)
             events.append(self._final(ResultStatus.ERROR, error=failure))
         self._state = SessionState.CLOSED
         self._out.clear()

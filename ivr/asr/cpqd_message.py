@@ -160,10 +160,12 @@ def _loads(text: str) -> Any:
         pass
     except RecursionError:
         raise CpqdParseError("result JSON nested too deeply") from None
+    except ValueError:  # not a JSONDecodeError: an integer past int()'s 4,300 digits, which no field holds
+        raise CpqdParseError("result JSON has a number too long to read") from None
     # Document 003's own result example has a comma before a closing brace; a server built from it might too.
     try:
         return json.loads(_without_trailing_commas(text))
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         raise CpqdParseError("result body is not JSON", text) from None
 
 

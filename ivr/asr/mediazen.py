@@ -20,6 +20,7 @@ from ivr.asr.base import (
     AudioFormat,
     CodecBase,
     EndOfSpeech,
+    Failure,
     Frame,
     Partial,
     RecognitionRequest,
@@ -135,10 +136,18 @@ class MediazenCodec(CodecBase):
             return self._on_reply(payload)
         if event == "close":
             events: list[AsrEvent] = []
-            if self._recognition is not None:
-                # Closed before any result: speech that never became text is no match, else no input.
+            if self._recognition is not None and self._state is SessionState.CLOSING:
+                # The answer to our quit before any result: speech that never became text is no match,
+                # else no input.
                 events.append(
                     self._final(ResultStatus.NO_MATCH if self._in_speech else ResultStatus.NO_INPUT)
+                )
+            elif self._recognition is not None:
+                # A close we did not ask for: the server ended the session under the caller's turn, which
+                # is a vendor failure (the turn can go to a secondary vendor), not the caller's silence.
+                reason = "Mediazen closed the session before a result"
+                events.append(
+                    self._final(ResultStatus.ERROR, error=VendorError("", reason, kind=Failure.CLOSED))
                 )
             self._state = SessionState.CLOSED
             return [*events, SessionClosed()]

@@ -6,23 +6,29 @@ new connection with a fresh codec where the codec's session is over (Mediazen: o
 Whatever happens, every request gets exactly one ``Final``: a refused request, an unreachable or stalled
 vendor, a dropped connection and a codec bug all end as ``Final(ERROR)`` with the reason, never as silence.
 The codec owns the protocol state; this module keeps no flags of its own beyond the request in progress.
+Each failure carries its kind (``Failure``); the endpoint's circuit breaker (``ivr.asr.breaker``), shared by
+the bridge's calls, hears every request's outcome and may refuse a request at once; handing a failed turn to
+another vendor is ``ivr.asr.failover``'s job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
 
 from ivr.asr.base import (
     AsrEvent,
+    Failure,
     Final,
     Frame,
     RecognitionRequest,
@@ -34,6 +40,7 @@ from ivr.asr.base import (
     UnsupportedRequest,
     VendorError,
 )
+from ivr.asr.breaker import CircuitBreaker
 
 __all__ = ["Connection", "ConnectionLost", "Connector", "RecognizerStream", "websocket_connector"]
 
@@ -74,7 +81,7 @@ class _WebSocket:
         try:
             await self._ws.send(frame)
         except ConnectionClosed as exc:
-            raise ConnectionLost(VendorError("", f"connection lost: {exc}")) from exc
+            raise ConnectionLost(VendorError("", f"connection lost: {exc}", kind=Failure.CLOSED)) from exc
 
     async def recv(self) -> Frame:
         try:
@@ -82,7 +89,8 @@ class _WebSocket:
         except ConnectionClosedOK as exc:
             raise ConnectionLost(None) from exc
         except ConnectionClosed as exc:
-            raise ConnectionLost(VendorError(str(exc.rcvd.code if exc.rcvd else ""), str(exc))) from exc
+            code = str(exc.rcvd.code if exc.rcvd else "")
+            raise ConnectionLost(VendorError(code, str(exc), kind=Failure.CLOSED)) from exc
 
     async def close(self) -> None:
         await self._ws.close()
@@ -91,19 +99,36 @@ class _WebSocket:
         self._ws.transport.abort()
 
 
+_CA_CONTEXTS: dict[Path, ssl.SSLContext] = {}
+
+
+async def _verifying_context(ca_file: Path) -> ssl.SSLContext:
+    """A client context that trusts only ``ca_file`` (read once per process, off the event loop)."""
+    context = _CA_CONTEXTS.get(ca_file)
+    if context is None:
+        # create_default_context verifies the chain and the host name; nothing here turns either off.
+        context = await asyncio.to_thread(ssl.create_default_context, cafile=str(ca_file))
+        _CA_CONTEXTS[ca_file] = context
+    return context
+
+
 def websocket_connector(
     url: str,
     *,
     headers: Mapping[str, str] | None = None,
+    ca_file: Path | None = None,
     connect_timeout: float = 5.0,
     ping_timeout: float = 5.0,
     close_timeout: float = 3.0,
 ) -> Connector:
-    """Connections to ``url``; handshake ``headers`` (credentials) are sent and never logged."""
+    """Connections to ``url``; handshake ``headers`` (credentials) are sent and never logged. ``wss://`` is
+    verified against the system CAs (websockets' default context), or ``ca_file`` when given."""
     vendorless = urlsplit(url).hostname
+    secure = urlsplit(url).scheme == "wss"
 
     async def open_connection() -> Connection:
         try:
+            tls: dict[str, Any] = {"ssl": await _verifying_context(ca_file)} if secure and ca_file else {}
             # Audio does not compress: permessage-deflate would only cost CPU (DESIGN.md, Decisions).
             ws = await connect(
                 url,
@@ -112,9 +137,15 @@ def websocket_connector(
                 open_timeout=connect_timeout,
                 close_timeout=close_timeout,
                 ping_timeout=ping_timeout,
+                **tls,
             )
         except TimeoutError as exc:
-            raise RecognizerError(f"no connection to {vendorless} within {connect_timeout} s") from exc
+            message = f"no connection to {vendorless} within {connect_timeout} s"
+            raise RecognizerError(message, Failure.TIMEOUT) from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            kind = Failure.UNAUTHORIZED if status in (401, 403) else Failure.UNREACHABLE
+            raise RecognizerError(f"{vendorless} refused the handshake with {status}", kind) from exc
         except (OSError, WebSocketException) as exc:
             raise RecognizerError(f"cannot connect to {vendorless}: {exc}") from exc
         return _WebSocket(ws)
@@ -128,6 +159,9 @@ class RecognizerStream:
     # Past this much unsent audio the vendor is not keeping up with real time; fail instead of growing.
     MAX_BACKLOG_SECONDS: float = 5.0
     RETRY_DELAY: float = 0.1  # before a retryable error's second attempt (a busy vendor needs a moment)
+    # A vendor that does not answer the session open or the request's start gives up after half the step's
+    # no-input time (at most reply_timeout), so a secondary vendor still has the other half.
+    MIN_REPLY_GUARD: float = 1.0
 
     def __init__(
         self,
@@ -138,8 +172,10 @@ class RecognizerStream:
         *,
         reply_timeout: float = 5.0,
         close_timeout: float = 3.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.vendor = vendor
+        self.breaker = breaker  # the endpoint's, shared by every call of the bridge
         self._connector = connector
         self._codec_factory = codec_factory
         self._on_event = on_event
@@ -173,11 +209,12 @@ class RecognizerStream:
 
     # ---- what a call does
 
-    def recognize(self, request: RecognitionRequest) -> asyncio.Task[None]:
+    def recognize(self, request: RecognitionRequest, replay: bytes = b"") -> asyncio.Task[None]:
         """Start ``request``: its audio is taken from now on (held until the vendor listens).
 
-        The task connects if needed; it never raises for vendor trouble, which comes out as the request's
-        Final(ERROR)."""
+        ``replay`` is audio of the turn heard before (by a vendor that failed): it goes out first, as fast as
+        the vendor takes it, and the backlog allowance grows by its size. The task connects if needed; it
+        never raises for vendor trouble, which comes out as the request's Final(ERROR)."""
         if self._request is not None:
             self.cancel(self._request.id)
         self._open.add(request.id)
@@ -186,15 +223,24 @@ class RecognizerStream:
         else:
             self._request = request
             self._ending = None
-            self._pending.clear()
+            self._pending[:] = replay
             self._replay = bytearray()
-            self._max_backlog = int(self.MAX_BACKLOG_SECONDS * request.audio_format.bytes_per_second)
+            allowance = self.MAX_BACKLOG_SECONDS * request.audio_format.bytes_per_second
+            self._max_backlog = int(allowance) + len(replay)
         return self._spawn(self._start(request))
 
-    async def _start(self, request: RecognitionRequest) -> None:
+    async def _start(self, request: RecognitionRequest, *, retry: bool = False) -> None:
         if self._request is not request:
             return
         per_second = request.audio_format.bytes_per_second
+        # A retry is the same request: the breaker let it through once (maybe as its half-open probe).
+        if not retry and self.breaker is not None and not self.breaker.allow(self._loop.time()):
+            self._log.info("asr.circuit_open")
+            error = VendorError(
+                "", f"{self.vendor} skipped: its circuit breaker is open", kind=Failure.CIRCUIT_OPEN
+            )
+            self._end_request(request.id, ResultStatus.ERROR, error)
+            return
         try:
             await self._ready_for(request)
             codec = self._codec
@@ -209,7 +255,7 @@ class RecognizerStream:
             self._end_request(request.id, ResultStatus.ERROR, VendorError("", str(exc)))
             return
         except (RecognizerError, ConnectionLost, OSError) as exc:
-            self._fail(VendorError("", str(exc)))
+            self._fail(VendorError("", str(exc) or f"{self.vendor} did not answer", kind=_kind_of(exc)))
             return
         except asyncio.CancelledError:
             if self._connecting is not None:
@@ -220,7 +266,7 @@ class RecognizerStream:
             return
         self._after()
         if self._codec is not None and self._codec.state is SessionState.STARTING:
-            self._start_guard = self._loop.call_later(self._reply_timeout, self._check_started, request.id)
+            self._start_guard = self._loop.call_later(self._guard(request), self._check_started, request.id)
 
     def audio(self, chunk: bytes) -> None:
         """Audio of the current request, in its format; held while the vendor is not listening yet."""
@@ -337,12 +383,12 @@ class RecognizerStream:
             return []
 
         self._call(open_session)
-        async with asyncio.timeout(self._reply_timeout):
+        async with asyncio.timeout(self._guard(request)):
             while self._codec is codec and _state(codec) is SessionState.OPENING:
                 self._changed.clear()
                 await self._changed.wait()
         if self._codec is not codec or codec.state is not SessionState.READY:
-            raise RecognizerError(f"{self.vendor} did not open a session")
+            raise RecognizerError(f"{self.vendor} did not open a session", Failure.VENDOR)
 
     def _call(self, step: Callable[[float], list[AsrEvent]]) -> None:
         try:
@@ -404,13 +450,19 @@ class RecognizerStream:
             return False
         return True
 
+    def _guard(self, request: RecognitionRequest) -> float:
+        return min(self._reply_timeout, max(self.MIN_REPLY_GUARD, request.timers.no_input / 2))
+
     def _codec_failed(self, exc: Exception) -> None:
         self._log.exception("asr.codec_failed")
-        self._fail(VendorError("", f"internal error in the {self.vendor} codec: {exc!r}"))
+        self._fail(
+            VendorError("", f"internal error in the {self.vendor} codec: {exc!r}", kind=Failure.INTERNAL)
+        )
 
     def _overflow(self, backlog: int) -> None:
         seconds = backlog / (self._request.audio_format.bytes_per_second if self._request else 16000)
-        self._fail(VendorError("", f"{self.vendor} is not keeping up: {seconds:.1f} s of audio unsent"))
+        message = f"{self.vendor} is not keeping up: {seconds:.1f} s of audio unsent"
+        self._fail(VendorError("", message, kind=Failure.TIMEOUT))
 
     def _on_deadline(self) -> None:
         self._deadline = None
@@ -422,9 +474,9 @@ class RecognizerStream:
         self._start_guard = None
         codec = self._codec
         if codec is not None and codec.recognition == recognition and codec.state is SessionState.STARTING:
-            self._fail(
-                VendorError("", f"{self.vendor} did not start listening within {self._reply_timeout} s")
-            )
+            waited = self._guard(self._request) if self._request is not None else self._reply_timeout
+            message = f"{self.vendor} did not start listening within {waited:g} s"
+            self._fail(VendorError("", message, kind=Failure.TIMEOUT))
 
     def _retry(self, final: Final) -> bool:
         """Try the current request once more for a retryable vendor error, with its audio replayed."""
@@ -446,7 +498,7 @@ class RecognizerStream:
 
         async def again() -> None:
             await asyncio.sleep(self.RETRY_DELAY)
-            await self._start(request)
+            await self._start(request, retry=True)
 
         self._spawn(again())
         return True
@@ -473,7 +525,20 @@ class RecognizerStream:
                 if event.error is not None:
                     self._log.warning("asr.session_closed", error=str(event.error))
                 continue  # the driver's own business: the next request opens a new connection
-            self._on_event(event)
+            self._emit(event)
+
+    def _emit(self, event: AsrEvent) -> None:
+        """An event to the call; a Final is also the endpoint's verdict for its breaker."""
+        breaker = self.breaker
+        if breaker is not None and isinstance(event, Final):
+            now = self._loop.time()
+            if event.status is ResultStatus.CANCELLED:
+                breaker.release(now)
+            elif event.status is not ResultStatus.ERROR:
+                breaker.success(now)
+            elif event.error is None or event.error.kind is not Failure.CIRCUIT_OPEN:
+                breaker.failure(now)
+        self._on_event(event)
 
     async def _read(self, codec: RecognizerCodec, conn: Connection) -> None:
         # No timeout on the wait for frames: silence is legitimate; keepalive pings close a dead connection.
@@ -487,7 +552,8 @@ class RecognizerStream:
                 self._changed.set()
         except Exception as exc:
             self._log.exception("asr.reader_failed")
-            self._fail(VendorError("", f"internal error reading from {self.vendor}: {exc!r}"))
+            message = f"internal error reading from {self.vendor}: {exc!r}"
+            self._fail(VendorError("", message, kind=Failure.INTERNAL))
             return
         if codec.state is SessionState.CLOSED:
             with contextlib.suppress(Exception):
@@ -511,9 +577,12 @@ class RecognizerStream:
                     if isinstance(frame, bytes):
                         self.bytes_sent += len(frame)
         except TimeoutError:
-            self._fail(VendorError("", f"{self.vendor} stopped reading for {self._reply_timeout} s"))
+            message = f"{self.vendor} stopped reading for {self._reply_timeout} s"
+            self._fail(VendorError("", message, kind=Failure.TIMEOUT))
         except ConnectionLost as exc:
-            self._fail(exc.error or VendorError("", f"{self.vendor} closed the connection"))
+            self._fail(
+                exc.error or VendorError("", f"{self.vendor} closed the connection", kind=Failure.CLOSED)
+            )
 
     def _fail(self, error: VendorError) -> None:
         """The session is unusable: end every open request with Final(ERROR) and drop the connection."""
@@ -541,8 +610,8 @@ class RecognizerStream:
         """The driver's own Final for ``recognition`` (refused, failed, cancelled), unless one is out."""
         if self._forget(recognition):
             if isinstance(error, str):
-                error = VendorError("", error)
-            self._on_event(Final(recognition, status, error=error))
+                error = VendorError("", error, kind=Failure.INTERNAL)
+            self._emit(Final(recognition, status, error=error))
 
     def _teardown(self) -> None:
         """Drop the connection and everything running for it (also mid-connect): nothing leaks."""
@@ -563,6 +632,15 @@ class RecognizerStream:
         self._outbox.clear()
         self._outbox_bytes = 0
         self._changed.set()
+
+
+def _kind_of(exc: Exception) -> Failure:
+    """The failure kind of an exception that ended a request's start."""
+    if isinstance(exc, RecognizerError):
+        return exc.kind
+    if isinstance(exc, ConnectionLost):
+        return Failure.CLOSED
+    return Failure.TIMEOUT if isinstance(exc, TimeoutError) else Failure.UNREACHABLE
 
 
 def _state(codec: RecognizerCodec) -> SessionState:

@@ -11,6 +11,8 @@ Contract with `ivr/call.py` (the call's effect boundary):
   With barge-in the `Listen` comes together with the `Play`; without, it comes after the prompt ends.
 - Timers are deadlines the engine owns (`next_deadline`, `tick(now)`): the no-input timer runs from the
   end of the prompt (the call is told with `StartInputTimers`), max-speech from the start of speech.
+- A step's `secondary` recognizer rides along in its `Listen`; the call fails over to it on its own (same
+  recognition id), so a `NotRecognized` ERROR means every recognizer of the step has failed.
 - A recognizer that fails (`NotRecognized` with status ERROR) leaves the prompt playing and the keypad
   working; only when the no-input timer runs out does the caller take the step's no_input target, without
   reprompts (a caller must never wait on retries of a recognizer that is gone). Validation guarantees that
@@ -29,7 +31,7 @@ Contract with `ivr/call.py` (the call's effect boundary):
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -137,10 +139,14 @@ class Play:
 
 @dataclass(frozen=True)
 class Listen:
+    """Recognize the caller on `vendor`; `secondaries` (vendor, request with the same id) take the same
+    turn over, in order, when it fails."""
+
     id: int
     vendor: str
     request: RecognitionRequest
     barge_in: bool
+    secondaries: tuple[tuple[str, RecognitionRequest], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -301,7 +307,8 @@ class DialplanEngine:
             return self._not_recognized(step, event, now)
         if not normalize(event.text):
             return self._fallback(step, "no_input", now)
-        self._transcript.append(event.text)
+        # What a redacted step heard (a card number) never leaves in the transfer's headers either.
+        self._transcript.append("[redacted]" if step.redact else event.text)
         if event.confidence < step.settings.min_confidence:
             return self._fallback(step, "no_match", now)
         return self._matched(step, self._match_speech(step, event.text), now)
@@ -411,11 +418,19 @@ class DialplanEngine:
 
     def _start_listening(self, step: Step) -> Listen:
         recognition = self._new_id()
+        request = self._request(step, recognition)
+        secondary = step.settings.secondary
+        secondaries: tuple[tuple[str, RecognitionRequest], ...] = ()
+        if secondary is not None:
+            language = secondary.language or request.language
+            options = tuple(sorted(secondary.options.items()))
+            secondaries = ((secondary.vendor, replace(request, language=language, options=options)),)
         listen = Listen(
             recognition,
             step.settings.vendor or self._dialplan.asr.vendor,
-            self._request(step, recognition),
+            request,
             step.settings.barge_in,
+            secondaries,
         )
         self._listen = listen.id
         self._speaking = False

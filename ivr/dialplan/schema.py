@@ -71,6 +71,30 @@ AudioChoice = Literal["pcm16", "g711"]
 ClassifierName = Literal["emotion", "age", "gender"]
 
 
+class SecondaryRecognizer(_Model):
+    """The recognizer a listen step fails over to when its vendor fails (the turn's audio replayed)."""
+
+    vendor: Vendor = Field(description="the secondary vendor; checked like the primary")
+    language: str | None = Field(default=None, description="its language (default: the step's)")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="its vendor options, checked against that vendor"
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and not _LANGUAGE.match(value):
+            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _number(v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
 class ListenSettings(_Model):
     timeout: float = Field(
         default=5.0, gt=0, le=600, description="no-input timeout (s) from the end of the prompt"
@@ -114,6 +138,13 @@ class ListenSettings(_Model):
     )
     vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
     language: str | None = Field(default=None, description="overrides asr.language")
+    secondary: SecondaryRecognizer | None = Field(
+        default=None,
+        description="a second vendor for this step: when the first fails (unreachable, refused, dropped,"
+        " silent), the same turn goes on with it, the caller's audio since the start of the turn replayed,"
+        " so the caller need not repeat; it takes the step's audio setting and does not run classifiers;"
+        " with none, or when it fails too, the step's no_input fallback",
+    )
 
     @field_validator("language")
     @classmethod
@@ -283,6 +314,11 @@ class Step(_Model):
     )
     hangup: bool = False
     goto: str | None = Field(default=None, description="the step to go to after the prompt")
+    redact: bool = Field(
+        default=False,
+        description="what the caller says or keys in here is sensitive (a card number): CDRs and logs show "
+        "* per key and [redacted] for text; routing still uses the real values",
+    )
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -375,16 +411,27 @@ class Dialplan(_Model):
         """The SRGS text of a step's grammar_file, read by the loader."""
         return self._grammars.get(name)
 
+    def recognizers(self, step: Step) -> list[tuple[str, str]]:
+        """(vendor, language) of a listening step's recognizers: its own, then its secondary, if any."""
+        settings = step.settings
+        language = settings.language or self.asr.language
+        found: list[tuple[str, str]] = [(settings.vendor or self.asr.vendor, language)]
+        if settings.secondary is not None:
+            found.append((settings.secondary.vendor, settings.secondary.language or language))
+        return found
+
     def vendors(self) -> set[str]:
-        """The recognizer vendors the listening steps use."""
-        return {step.settings.vendor or self.asr.vendor for step in self.steps.values() if step.listens}
+        """The recognizer vendors the listening steps use, secondaries included."""
+        return {v for step in self.steps.values() if step.listens for v, _ in self.recognizers(step)}
 
     def languages(self, vendor: str) -> list[str]:
-        """The languages the listening steps on `vendor` ask for, in order of appearance."""
+        """The languages the listening steps on `vendor` ask for (secondaries included), in order."""
         found = (
-            step.settings.language or self.asr.language
+            language
             for step in self.steps.values()
-            if step.listens and (step.settings.vendor or self.asr.vendor) == vendor
+            if step.listens
+            for v, language in self.recognizers(step)
+            if v == vendor
         )
         return list(dict.fromkeys(found))
 
@@ -487,6 +534,15 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
             else:
                 where = (*at, key)
             yield Issue(where, f"step '{name}': {problem}")
+        secondary = settings.secondary
+        if secondary is not None:
+            # Checked like the primary, except classifiers: a secondary without them still recognizes.
+            at = (*at, "secondary")
+            language = secondary.language or language
+            for key, problem in check_step(secondary.vendor, language, audio, secondary.options):
+                if key == "language" and secondary.language is None:
+                    key, problem = "vendor", problem + " (the step's language: give the secondary its own)"
+                yield Issue((*at, key), f"step '{name}' secondary: {problem}")
 
 
 def _first_speaker_route(step: Step) -> int:

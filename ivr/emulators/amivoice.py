@@ -48,6 +48,7 @@ from ivr.emulators.amivoice_protocol import (
     CloseConnection,
     EndRequested,
     Event,
+    Fault,
     SendText,
     StartCommand,
     StartRequested,
@@ -63,6 +64,7 @@ PATHS = ("/v1/", "/v1", "/v1/nolog/", "/v1/nolog")
 SERVED_LANGUAGES = {"ja": "ja", "en": "en", "ko": "ko"}
 MAX_CHUNK = ENGINE_RATE * 2 // 5  # feed a recognizer that fell behind 200 ms at a time
 POLL = 0.5  # s: how often an idle connection looks at its no-communication deadline
+FAULTS = (*shared.COMMON_FAULTS, *(f.value for f in Fault if f.value not in shared.COMMON_FAULTS))
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,6 +113,7 @@ class _Connection:
             connection_id=f"{stamp}/emulator@{uuid.uuid4().hex[:24]}",
             reading=reading,
             now=time.monotonic(),
+            fault=options.fault,
         )
         self.audio: shared.AudioQueue | None = None
         self.worker: asyncio.Task[None] | None = None
@@ -160,7 +163,7 @@ class _Connection:
                 self.stop_worker()
             elif isinstance(event, CloseConnection):
                 self.closing = True
-                await self.ws.close()
+                await self.ws.close(event.code)
 
     def stop_worker(self) -> None:
         # The worker itself may be the one handling the abort: it then ends on its own (see recognize).
@@ -236,10 +239,13 @@ class Options:
         appkey: str | None = None,
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
         no_communication_timeout: float = DEFAULT_NO_COMMUNICATION_TIMEOUT,
+        fault: str | None = None,
     ) -> None:
         self.appkey = appkey
         self.silence_timeout = silence_timeout
         self.no_communication_timeout = no_communication_timeout
+        self.unauthorized = fault == shared.Fault.UNAUTHORIZED  # the handshake's, not the core's
+        self.fault = Fault(fault) if fault is not None and not self.unauthorized else None
 
 
 def connection_handler(engines: LocalEngines, options: Options) -> wsserver.Handler:
@@ -260,8 +266,11 @@ async def serve(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Serve AmiVoice sessions on /v1/ and /v1/nolog/ until cancelled."""
-    handler = connection_handler(engines, options or Options())
-    await wsserver.serve(handler, host, port, paths=PATHS, ready=ready)
+    options = options or Options()
+    refuse = 401 if options.unauthorized else None
+    await wsserver.serve(
+        connection_handler(engines, options), host, port, paths=PATHS, ready=ready, refuse=refuse
+    )
 
 
 DESCRIPTION = (
@@ -276,7 +285,7 @@ DESCRIPTION = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = shared.argument_parser("amivoice", DESCRIPTION, port=DEFAULT_PORT)
+    parser = shared.argument_parser("amivoice", DESCRIPTION, port=DEFAULT_PORT, faults=FAULTS)
     parser.add_argument("--appkey", help="require this authorization= value in every s command")
     parser.add_argument(
         "--silence-timeout",
@@ -298,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`ivr emulate amivoice`: load the engines, serve until SIGTERM/SIGINT; the exit status."""
     args = _parser().parse_args(argv)
-    options = Options(args.appkey, args.silence_timeout, args.no_communication_timeout)
+    options = Options(args.appkey, args.silence_timeout, args.no_communication_timeout, args.fault)
 
     def server(engines: LocalEngines) -> shared.Server:
         for name, language in ENGINE_LANGUAGES.items():

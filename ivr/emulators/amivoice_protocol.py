@@ -15,6 +15,11 @@ Times are integer milliseconds of the session's audio and restart at every `s` (
 시각 정보": "새로운 세션이 시작될 때마다 기준 시간이 리셋됩니다"). Every S is closed by an A (Wrp counts
 them), also when `e` arrives in mid-utterance with no trailing silence.
 
+Faults for the bridge's failover tests (`fault`): the shared ones (`ivr.emulators.session.Fault`; the 401 is
+the server's) and the document's own errors: `busy` ("s can't connect to recognizer server" to every s),
+`feed-error` ("p can't feed audio data to recognizer server" once the caller speaks), `timeout` ("e timeout
+occurred while recognizing audio data from client", then the close, once the caller speaks).
+
 `AmiVoiceServerProtocol` takes frames and engine events in, with time passed in, and returns typed events;
 `ivr.emulators.amivoice` carries them out over `ivr.emulators.wsserver`. Audio of every documented format is
 converted to 16-bit 8 kHz by `ivr.emulators.amivoice_audio`.
@@ -58,6 +63,19 @@ ILLEGAL_AUTHORIZATION = "received illegal service authorization"
 CANT_CONNECT = "can't connect to recognizer server"
 CANT_FEED = "can't feed audio data to recognizer server"
 NO_COMMUNICATION = "timeout occurred while recognizing audio data from client"
+
+
+class Fault(Enum):
+    """Faults the core commits (`--fault`); the names are the command line's."""
+
+    CLOSE_MID_UTTERANCE = "close-mid-utterance"  # the socket dropped (1011) at the S event
+    NO_REPLY = "no-reply"  # s never answered
+    MALFORMED = "malformed"  # s answered, then an A cut off mid-JSON
+    BUSY = "busy"  # every s answered "s can't connect to recognizer server" (002: retry)
+    FEED_ERROR = "feed-error"  # "p can't feed audio data to recognizer server" at the S event
+    TIMEOUT = "timeout"  # "e timeout occurred ..." and the close at the S event (002: reconnect)
+
+
 UNKNOWN_ENGINE = "can't find grammar file"
 ALREADY_STARTED = "can't start feeding data (a session is already started)"
 
@@ -165,7 +183,8 @@ def parse_start(
         raise CommandError(f"{UNKNOWN_ENGINE} ({shown})")
     interval = DEFAULT_RESULT_UPDATED_INTERVAL
     raw_interval = parameters.get("resultUpdatedInterval", "")
-    if raw_interval.strip().isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (as it does over 4,300 digits).
+    if raw_interval.strip().isascii() and raw_interval.strip().isdigit() and len(raw_interval.strip()) <= 9:
         interval = int(raw_interval)
     return StartCommand(
         audio_format,
@@ -271,7 +290,9 @@ class AbortRecognition:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close the connection after the frames before it."""
+    """Close the connection after the frames before it; 1011 for an emulated crash."""
+
+    code: int = 1000
 
 
 Event = SendText | StartRequested | AudioReceived | EndRequested | AbortRecognition | CloseConnection
@@ -312,7 +333,9 @@ class AmiVoiceServerProtocol:
         connection_id: str = "emulator",
         reading: Callable[[str, str], str] | None = None,
         now: float = 0.0,
+        fault: Fault | None = None,
     ) -> None:
+        self.fault = fault
         self.appkey = appkey
         self.engines = dict(engines)
         self.silence_timeout = silence_timeout
@@ -380,8 +403,15 @@ class AmiVoiceServerProtocol:
             command = parse_start(line, appkey=self.appkey, engines=self.engines)
         except CommandError as exc:
             return [SendText(f"s {exc.message}")]
+        # The request faults strike before any recognizer is asked for (an emulator needs none loaded).
+        if self.fault is Fault.BUSY:
+            return [SendText(f"s {CANT_CONNECT}")]
+        if self.fault is Fault.MALFORMED:
+            return [SendText("s"), SendText('A {"results":[{"tokens":[')]  # an A cut off mid-JSON
         self.state = SessionState.STARTING
         self.session = _Session(command, AudioConverter(command.audio_format))
+        if self.fault is Fault.NO_REPLY:
+            return []  # STARTING for ever: audio is held, nothing answers
         return [StartRequested(command)]
 
     def accept_start(self) -> list[Event]:
@@ -450,9 +480,13 @@ class AmiVoiceServerProtocol:
             if isinstance(event, SpeechStarted):
                 if not session.in_utterance:
                     out += self._speech_started(session, event.time)
+                if self.session is not session:
+                    return out  # a fault ended the session at its S
             else:
                 if not session.in_utterance:
                     out += self._speech_started(session, event.start)
+                if self.session is not session:
+                    return out
                 out += self._utterance_ended(session, event)
         if not session.in_utterance and audio_time - session.last_speech >= self.silence_timeout:
             # 002: after 600 s of audio without speech the server ends the session with this p response.
@@ -470,8 +504,21 @@ class AmiVoiceServerProtocol:
         session.in_utterance = True
         session.last_update = time
         session.last_speech = time
+        if self.fault in (Fault.CLOSE_MID_UTTERANCE, Fault.FEED_ERROR, Fault.TIMEOUT):
+            return self._fail_mid_utterance(time)
         # C (recognition started) right after S, as in the document's session log.
         return [SendText(f"S {_ms(time)}"), SendText("C")]
+
+    def _fail_mid_utterance(self, time: float) -> list[Event]:
+        speech = SendText(f"S {_ms(time)}")
+        if self.fault is Fault.FEED_ERROR:
+            self._end_session(SessionState.IDLE)
+            self._refused_audio = True
+            return [speech, SendText(f"p {CANT_FEED}"), AbortRecognition()]
+        self._end_session(SessionState.CLOSED)
+        if self.fault is Fault.TIMEOUT:
+            return [speech, AbortRecognition(), SendText(f"e {NO_COMMUNICATION}"), CloseConnection()]
+        return [speech, AbortRecognition(), CloseConnection(1011)]
 
     def _utterance_ended(self, session: _Session, utterance: Utterance) -> list[Event]:
         session.in_utterance = False

@@ -148,6 +148,8 @@ class CpqdEmulator:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Auth, the status endpoint and unknown paths, answered before any WebSocket upgrade."""
+        if self.options.fault is Fault.UNAUTHORIZED:
+            return shared.unauthorized(connection)
         if not self._authorized(request):
             # A challenge for the Java SDK (Tyrus answers it); the Python SDK sends Basic pre-emptively.
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
@@ -392,13 +394,14 @@ EPILOG = (
     " verify buffer). The real server's idle timeout is not documented; --idle-timeout sets the emulator's."
     " --fault makes every session fail START_RECOGNITION for fallback tests: start-failure (Result FAILURE),"
     " invalid-action (Result INVALID_ACTION), close-mid-utterance (socket closed after START_OF_SPEECH),"
-    " no-reply (START_RECOGNITION and all after it unanswered). Engines: --language pt-BR --language en"
-    " unless given (ko for Vosk Korean, ~540 MiB; ja)."
+    " no-reply (START_RECOGNITION and all after it unanswered), unauthorized (401 on the handshake),"
+    " malformed (START_RECOGNITION answered with a frame that is no ASR message)."
+    " Engines: --language pt-BR --language en unless given (ko for Vosk Korean, ~540 MiB; ja)."
 )
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = shared.argument_parser("cpqd", DESCRIPTION, port=DEFAULT_PORT)
+    parser = shared.argument_parser("cpqd", DESCRIPTION, port=DEFAULT_PORT, faults=[f.value for f in Fault])
     parser.epilog = EPILOG
     parser.add_argument(
         "--default-language",
@@ -410,7 +413,6 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--idle-timeout", type=float, default=None, metavar="SECONDS", help="close sessions idle this long"
     )
-    parser.add_argument("--fault", choices=[f.value for f in Fault], default=None)
     return parser
 
 

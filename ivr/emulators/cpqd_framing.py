@@ -163,6 +163,8 @@ def parse_message(data: bytes | str) -> Message:
     else:
         if not re.fullmatch(r"[0-9]+", length_text):  # str.isdigit() takes "²", which int() refuses
             raise MessageError("Content-Length must be a whole number of bytes", kind)
+        if len(length_text.lstrip("0")) > 20:  # past any frame, and int() refuses over 4,300 digits
+            raise MessageError(f"Content-Length of {len(length_text)} digits, {len(rest)} body bytes", kind)
         length = int(length_text)
         if length > len(rest):
             raise MessageError(f"Content-Length {length} but {len(rest)} body bytes", kind)

@@ -87,6 +87,8 @@ class Fault(StrEnum):
     INVALID_ACTION = "invalid-action"  # START_RECOGNITION answered INVALID_ACTION
     CLOSE_MID_UTTERANCE = "close-mid-utterance"  # the socket closed right after START_OF_SPEECH
     NO_REPLY = "no-reply"  # START_RECOGNITION and everything after it never answered
+    UNAUTHORIZED = "unauthorized"  # the handshake answered 401 (ivr.emulators.session)
+    MALFORMED = "malformed"  # START_RECOGNITION answered with a frame that is no ASR message
 
 
 @dataclass
@@ -342,6 +344,8 @@ class CpqdServerSession:
         if self.fault is Fault.NO_REPLY:
             self._hung = True
             return []
+        if self.fault is Fault.MALFORMED:
+            return [SendMessage(b'{"error":"emulated fault"}')]  # JSON, where every frame is "ASR 2.x ..."
         if self.fault in (Fault.START_FAILURE, Fault.INVALID_ACTION):
             result = (
                 ResponseResult.FAILURE if self.fault is Fault.START_FAILURE else ResponseResult.INVALID_ACTION

@@ -11,6 +11,10 @@ The wire protocol, per the document:
       "event":"new:text"}  (epd true: end of utterance detected)
   3. text {"language":"ko","cmd":"quit"} -> {"topic":"asr:ko","payload":{},"event":"close"}
 
+Faults for the bridge's failover tests (`--fault`): the shared ones (`ivr.emulators.session.Fault`:
+unauthorized, close-mid-utterance, no-reply, malformed) and `close`, the document's own close event sent by
+the server in mid-utterance, unasked.
+
 `MediazenServerProtocol` is the sans-I/O core (messages in, events out); `serve()` is the asyncio adapter over
 `websockets`, one connection = one recognition session; `main()` is the command line. The queue, worker,
 server and command line are the ones every emulator shares (`ivr.emulators.session`); the recognizers are the
@@ -45,6 +49,11 @@ ENGINE_LANGUAGES = {"ko": "ko", "en": "en", "jp": "ja"}
 SAMPLE_RATE = 8000  # "16bit 8k mono raw data"
 # When the recognizer falls behind, queued audio is fed in chunks of at most this size (200 ms).
 MAX_CHUNK = SAMPLE_RATE * 2 // 5
+
+
+# The vendor's own fault beside the shared ones: its close event (document §2, To Client) in mid-utterance.
+CLOSE = "close"
+FAULTS = (*shared.COMMON_FAULTS, CLOSE)
 
 
 class SessionState(Enum):
@@ -88,7 +97,10 @@ class QuitRequested:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close the WebSocket (after the messages before it)."""
+    """Close the WebSocket (after the messages before it); 1011 for an emulated crash."""
+
+    code: int = 1000
+    reason: str = ""
 
 
 Event = SendMessage | JoinRequested | AudioReceived | QuitRequested | CloseConnection
@@ -101,7 +113,8 @@ def _dumps(message: dict[str, Any]) -> str:
 class MediazenServerProtocol:
     """Sans-I/O server side of one Mediazen session."""
 
-    def __init__(self) -> None:
+    def __init__(self, fault: str | None = None) -> None:
+        self.fault = fault
         self.state = SessionState.IDLE
         # "asr:ko 현재 이 값만 사용": the topic until a join names another language.
         self.language = "ko"
@@ -138,7 +151,7 @@ class MediazenServerProtocol:
             return []
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder's stack
             return [SendMessage(self.reply_error("malformed JSON"))]
         if not isinstance(message, dict):
             return [SendMessage(self.reply_error("expected a JSON object"))]
@@ -169,6 +182,11 @@ class MediazenServerProtocol:
             ]
         self.language = language
         self.state = SessionState.JOINING
+        # The request faults strike before any recognizer is asked for (an emulator needs none loaded).
+        if self.fault == shared.Fault.NO_REPLY:
+            return []  # joining for ever: no reply, no close
+        if self.fault == shared.Fault.MALFORMED:
+            return [SendMessage('{"topic":"asr:' + language + '","payload":')]  # a reply cut off mid-JSON
         return [JoinRequested(language)]
 
     def accept_join(self) -> list[Event]:
@@ -201,6 +219,12 @@ class MediazenServerProtocol:
         if not endpoint:
             if not text or text == self._last_partial:
                 return []
+            if self.fault in (shared.Fault.CLOSE_MID_UTTERANCE, CLOSE):
+                # The caller is speaking: the server goes away, crashing (1011) or with its close event.
+                self.state = SessionState.CLOSED
+                if self.fault == CLOSE:
+                    return [SendMessage(self.close_message()), CloseConnection()]
+                return [CloseConnection(1011, "emulated fault")]
             self._last_partial = text
             return [SendMessage(self.new_text([(text, confidence)], epd=False))]
         return self._final(text, confidence)
@@ -227,10 +251,10 @@ class MediazenServerProtocol:
 class _Connection:
     """One WebSocket connection: the core's events carried out, one recognition worker after the join."""
 
-    def __init__(self, ws: ServerConnection, engines: LocalEngines) -> None:
+    def __init__(self, ws: ServerConnection, engines: LocalEngines, fault: str | None = None) -> None:
         self.ws = ws
         self.engines = engines
-        self.core = MediazenServerProtocol()
+        self.core = MediazenServerProtocol(fault)
         self.audio = shared.AudioQueue(MAX_CHUNK)
         self.worker: asyncio.Task[None] | None = None
 
@@ -261,7 +285,7 @@ class _Connection:
             elif isinstance(event, QuitRequested):
                 self.audio.close()
             elif isinstance(event, CloseConnection):
-                await self.ws.close()
+                await self.ws.close(event.code, event.reason)
 
     def join(self, language: str) -> list[Event]:
         engine_language = ENGINE_LANGUAGES[language]
@@ -284,27 +308,35 @@ class _Connection:
         await self.handle(self.core.finished(text, confidence))
 
 
-def connection_handler(engines: LocalEngines) -> shared.ConnectionHandler:
+def connection_handler(engines: LocalEngines, fault: str | None = None) -> shared.ConnectionHandler:
     """The per-connection coroutine `session.serve()` runs."""
 
     async def handle(ws: ServerConnection) -> None:
-        await _Connection(ws, engines).run()
+        await _Connection(ws, engines, fault).run()
 
     return handle
 
 
-async def serve(host: str, port: int, engines: LocalEngines, *, ready: asyncio.Event | None = None) -> None:
-    """Serve Mediazen sessions until cancelled."""
-    await shared.serve(host, port, connection_handler(engines), vendor="mediazen", ready=ready)
+async def serve(
+    host: str,
+    port: int,
+    engines: LocalEngines,
+    *,
+    ready: asyncio.Event | None = None,
+    fault: str | None = None,
+) -> None:
+    """Serve Mediazen sessions until cancelled, committing `fault` (one of FAULTS) on every one."""
+    handler = connection_handler(engines, fault)
+    await shared.serve(host, port, handler, vendor="mediazen", ready=ready, fault=fault)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`ivr emulate mediazen`: load the engines, serve until SIGTERM/SIGINT; the exit status."""
     description = "Mediazen ASR WebSocket emulator backed by local engines (ko: Vosk, en: pocketsphinx)."
-    args = shared.argument_parser("mediazen", description, port=8765).parse_args(argv)
+    args = shared.argument_parser("mediazen", description, port=8765, faults=FAULTS).parse_args(argv)
 
     def server(engines: LocalEngines) -> shared.Server:
-        return functools.partial(serve, engines=engines)
+        return functools.partial(serve, engines=engines, fault=args.fault)
 
     return shared.run_emulator(args, vendor="mediazen", languages=ENGINE_LANGUAGES, server=server)
 

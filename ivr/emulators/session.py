@@ -4,10 +4,12 @@
 - `recognize()`: the one task per recognition that feeds the engine and is the only sender of its results,
   so they go out in recognition order.
 - `serve()`: a WebSocket server where one broken session is logged and closed without touching the others.
+- `Fault`, `--fault NAME`: the vendor faults every emulator can be told to commit, each in its vendor's
+  documented way, for the bridge's failover tests (vendors add their own documented errors to the list).
 - `argument_parser()`, `run_emulator()`: the command line every emulator offers (`--host --port --phrases
-  --phrase --language LANG --model LANG=DIR --workers --log-level`): loads the local engines (only those of
-  the `--language`s given), prints "<vendor> emulator listening on ws://host:port<path>" once the socket is
-  bound (`ivr.embedded` waits for that line), and exits 0 on SIGTERM/SIGINT, 1 if it cannot listen.
+  --phrase --language LANG --model LANG=DIR --workers --log-level --fault`): loads the local engines (only
+  those of the `--language`s given), prints "<vendor> emulator listening on ws://host:port<path>" once the
+  socket is bound (`ivr.embedded` waits for that line), and exits 0 on SIGTERM/SIGINT, 1 if it cannot listen.
 
 Nothing here knows a vendor's wire format; each vendor module brings its core and its `Server`.
 """
@@ -21,6 +23,8 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from enum import StrEnum
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
@@ -28,6 +32,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.http11 import Request, Response
 
 from ivr.emulators.engine import LocalEngines, RecognizerSession, load_engines, read_phrases
+from ivr.emulators.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,25 @@ StepHandler = Callable[[str, float, bool], Awaitable[None]]
 FinishHandler = Callable[[str, float], Awaitable[None]]
 ConnectionHandler = Callable[[ServerConnection], Awaitable[None]]
 ProcessRequest = Callable[[ServerConnection, Request], Response | None]
+
+
+class Fault(StrEnum):
+    """Faults every emulator commits on `--fault NAME` (a connection refused needs none: nothing listens)."""
+
+    UNAUTHORIZED = "unauthorized"  # the WebSocket handshake answered 401
+    CLOSE_MID_UTTERANCE = "close-mid-utterance"  # the socket dropped (1011) once the caller speaks
+    NO_REPLY = "no-reply"  # the request to recognize is never answered (the socket stays open)
+    MALFORMED = "malformed"  # a frame the vendor never sends, in place of its answer to the request
+
+
+COMMON_FAULTS: tuple[str, ...] = tuple(fault.value for fault in Fault)
+
+
+def unauthorized(connection: ServerConnection) -> Response:
+    """The 401 of `Fault.UNAUTHORIZED`, before any upgrade."""
+    response = connection.respond(HTTPStatus.UNAUTHORIZED, "emulated fault: unauthorized\n")
+    response.headers["WWW-Authenticate"] = 'Basic realm="emulator"'
+    return response
 
 
 class Server(Protocol):
@@ -98,12 +122,20 @@ async def serve(
     ready: asyncio.Event | None = None,
     process_request: ProcessRequest | None = None,
     ping_interval: float | None = 20.0,
+    fault: str | None = None,
 ) -> None:
     """Serve WebSocket connections with `handler` until cancelled; `ready` is set once the socket is bound.
 
     `process_request` may answer a request over plain HTTP before the upgrade (auth, a status endpoint);
-    `ping_interval` None sends no keepalive pings, for clients that do not expect them.
+    `ping_interval` None sends no keepalive pings, for clients that do not expect them; `fault`
+    "unauthorized" answers every handshake 401.
     """
+    if fault == Fault.UNAUTHORIZED:
+
+        def refuse(connection: ServerConnection, request: Request) -> Response | None:
+            return unauthorized(connection)
+
+        process_request = refuse
 
     async def guarded(ws: ServerConnection) -> None:
         try:
@@ -130,9 +162,18 @@ async def serve(
 # --- command line ---
 
 
-def argument_parser(vendor: str, description: str, *, port: int) -> argparse.ArgumentParser:
-    """The options every emulator takes."""
+def argument_parser(
+    vendor: str, description: str, *, port: int, faults: Sequence[str] = COMMON_FAULTS
+) -> argparse.ArgumentParser:
+    """The options every emulator takes; `faults` are the `--fault` names it commits."""
     parser = argparse.ArgumentParser(prog=f"ivr emulate {vendor}", description=description)
+    if faults:
+        parser.add_argument(
+            "--fault",
+            choices=list(faults),
+            default=None,
+            help="commit this vendor fault on every session, for failover tests",
+        )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
     parser.add_argument(
@@ -263,6 +304,7 @@ def run_emulator(
 
     `server(engines)` is what serves connections; `path` ends the URL the "listening" line shows.
     """
+    die_with_parent()  # started by `ivr serve`: never outlive it (kill -9 included), never keep its port
     configure_logging(args)
     engines = engines_from_args(args, languages, default=default_languages, session_grammars=session_grammars)
     for language in engines.engines:

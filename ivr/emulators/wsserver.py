@@ -248,7 +248,13 @@ class UpgradeRequest:
     headers: dict[str, str]
 
 
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 426: "Upgrade Required"}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    426: "Upgrade Required",
+}
 
 
 def parse_upgrade(head: bytes) -> UpgradeRequest:
@@ -446,12 +452,15 @@ async def _handle_client(
     paths: Collection[str] | None,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    refuse: int | None = None,
 ) -> None:
     try:
         head = await _read_head(reader)
         request = parse_upgrade(head)
         if paths is not None and request.path not in paths:
             raise HandshakeError(404, f"no WebSocket endpoint at {request.path}")
+        if refuse is not None:
+            raise HandshakeError(refuse, "emulated fault", (("WWW-Authenticate", 'Basic realm="emulator"'),))
     except (TimeoutError, HandshakeError, ConnectionError) as exc:
         if isinstance(exc, HandshakeError):
             log.info("refused upgrade: %d %s", exc.status, exc.reason)
@@ -491,13 +500,19 @@ async def _handle_client(
 
 
 async def start(
-    handler: Handler, host: str, port: int, *, paths: Collection[str] | None = None
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    paths: Collection[str] | None = None,
+    refuse: int | None = None,
 ) -> asyncio.Server:
-    """Listen on host:port (0 = any free port); `paths` limits the request targets (others get 404)."""
+    """Listen on host:port (0 = any free port); `paths` limits the request targets (others get 404);
+    `refuse` answers every handshake with that status (an emulated fault: 401)."""
     allowed = frozenset(paths) if paths is not None else None
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handle_client(handler, allowed, reader, writer)
+        await _handle_client(handler, allowed, reader, writer, refuse)
 
     return await asyncio.start_server(on_client, host, port, limit=MAX_HEADER_BYTES)
 
@@ -509,9 +524,10 @@ async def serve(
     *,
     paths: Collection[str] | None = None,
     ready: asyncio.Event | None = None,
+    refuse: int | None = None,
 ) -> None:
     """Serve until cancelled; `ready` is set once the socket is bound."""
-    server = await start(handler, host, port, paths=paths)
+    server = await start(handler, host, port, paths=paths, refuse=refuse)
     async with server:
         if ready is not None:
             ready.set()

@@ -10,11 +10,16 @@ from __future__ import annotations
 import random
 from collections import deque
 
-__all__ = ["PortAllocator", "PortsExhausted"]
+__all__ = ["DescriptorsExhausted", "PortAllocator", "PortsExhausted"]
 
 
 class PortsExhausted(RuntimeError):
     """No free RTP port in the configured range."""
+
+
+class DescriptorsExhausted(RuntimeError):
+    """The process (EMFILE) or the system (ENFILE) is out of file descriptors: not a port problem, so it is
+    not an OSError that a retry on the next port would swallow as a busy port."""
 
 
 class PortAllocator:

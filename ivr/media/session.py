@@ -20,6 +20,7 @@ the prompt still "plays" on schedule, so the dialplan moves on instead of stalli
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from ivr.media import g711
 from ivr.media.dtmf import DtmfReceiver
 from ivr.media.jitter import JitterBuffer
 from ivr.media.latch import SourceLatch, Verdict
-from ivr.media.ports import PortAllocator, PortsExhausted
+from ivr.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
 from ivr.media.rtp import RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
@@ -176,9 +177,23 @@ class RtpSession:
     async def start(self) -> None:
         """Bind the UDP socket; OSError if the port is busy."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.local_host, self.local_port)
-        )
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self.local_host, self.local_port)
+            )
+        except OSError as exc:
+            # uvloop wraps the EMFILE in "could not bind to local_addr": look down the cause chain.
+            cause: BaseException | None = exc
+            while cause is not None and getattr(cause, "errno", None) not in (errno.EMFILE, errno.ENFILE):
+                cause = cause.__cause__
+            if isinstance(cause, OSError) and cause.errno is not None:
+                scope = "process" if cause.errno == errno.EMFILE else "system"
+                name = errno.errorcode[cause.errno]
+                raise DescriptorsExhausted(
+                    f"no RTP socket: the {scope} is out of file descriptors ({name}); "
+                    "raise `ulimit -n` or lower sip_max_connections / max_calls"
+                ) from exc
+            raise
         self._loop = loop
         self._transport = transport
         self.local_port = transport.get_extra_info("sockname")[1]

@@ -75,7 +75,8 @@ class CallCancelled:
 
 @dataclass(frozen=True)
 class CallEnded:
-    """cause: "remote-bye", "local-bye", "ack-timeout", "rejected", "transport-error", or for a late offer
+    """cause: "remote-bye", "local-bye", "no-ack" (our 2xx never got its ACK within 64*T1; we sent BYE),
+    "rejected", "transport-error", or for a late offer
     "no-answer-in-ack" / "answer-not-acceptable" (the ACK had no SDP we could use; we sent BYE);
     "session-expired" (RFC 4028: no session refresh came in time, or ours got 408/481; we sent BYE);
     "prack-timeout" (RFC 3262: our reliable 180 got no PRACK within 64*T1; we answered the INVITE 504)."""

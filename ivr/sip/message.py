@@ -366,7 +366,8 @@ def _validate_common(headers: Headers, problems: list[tuple[str, str]]) -> None:
         match = _CSEQ_RE.fullmatch(cseq)
         if match is None:
             problems.append(("bad CSeq", cseq))
-        elif int(match.group(1)) > MAX_CSEQ:
+        elif len(match.group(1).lstrip("0")) > 10 or int(match.group(1)) > MAX_CSEQ:
+            # The length first: int() refuses over 4,300 digits, and this 400 must still go out (§8.2.6).
             problems.append(("CSeq number too large", cseq))
     call_id = headers.get("Call-ID")
     if call_id is not None and (not call_id or any(ch in call_id for ch in " \t")):
@@ -399,6 +400,9 @@ def _content_length(headers: Headers) -> int | None:
     for value in values:
         if not value.isdigit() or not value.isascii():
             raise SipParseError("bad Content-Length", value)
+        if len(value.lstrip("0")) > 18:
+            # Past any body limit, whatever it says; and int() refuses over 4,300 digits (a plain ValueError).
+            raise SipTooLargeError("Content-Length too large", value)
     if len({int(v) for v in values}) > 1:
         raise SipParseError("conflicting Content-Length values", ", ".join(values))
     return int(values[0])
@@ -467,8 +471,22 @@ def _parse(data: bytes) -> Request | Response:
 class StreamFramer:
     """Splits a TCP byte stream into whole messages by Content-Length (mandatory on streams, §18.3)."""
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
+    def __init__(
+        self, max_header_bytes: int = MAX_HEADER_BYTES, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
+        self._buffer = bytearray()  # at most max_header_bytes + max_body_bytes + one read
+        self._max_header = max_header_bytes
+        self._max_body = max_body_bytes
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a message not yet complete (0 between messages)."""
+        return len(self._buffer)
+
+    @property
+    def awaiting_body(self) -> bool:
+        """The pending message's header section is complete; its body is not."""
+        return self._buffer.find(b"\r\n\r\n") >= 0
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
@@ -481,15 +499,15 @@ class StreamFramer:
             if skip:
                 del self._buffer[:skip]
             idx = self._buffer.find(b"\r\n\r\n")
-            if (idx < 0 and len(self._buffer) > MAX_HEADER_BYTES) or idx > MAX_HEADER_BYTES:
+            if (idx < 0 and len(self._buffer) > self._max_header) or idx > self._max_header:
                 # Answer from the complete lines within the limit (Via, From, ... usually come first).
-                head = bytes(self._buffer[:MAX_HEADER_BYTES])
+                head = bytes(self._buffer[: self._max_header])
                 head = head[: head.rfind(b"\r\n")] if b"\r\n" in head else b""
                 raise SipTooLargeError("header section too large", None, _partial_of(head), status=513)
             if idx < 0:
                 return out
             head = bytes(self._buffer[:idx])
-            length = self._stream_content_length(head)
+            length = self._stream_content_length(head, self._max_body)
             end = idx + 4 + length
             if len(self._buffer) < end:
                 return out
@@ -497,14 +515,14 @@ class StreamFramer:
             del self._buffer[:end]
 
     @staticmethod
-    def _stream_content_length(head: bytes) -> int:
+    def _stream_content_length(head: bytes, max_body: int) -> int:
         _, pairs, _ = _header_lines(_decode(head))
         headers = Headers(pairs)
         try:
             length = _content_length(headers)
             if length is None:
                 raise SipParseError("missing Content-Length on a stream transport")
-            if length > MAX_BODY_BYTES:
+            if length > max_body:
                 raise SipTooLargeError("Content-Length too large", str(length))
         except SipParseError as exc:
             exc.partial = _partial_of(head)

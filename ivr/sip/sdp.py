@@ -121,8 +121,9 @@ class _Media:
 
 
 def _is_number(text: str) -> bool:
-    # RFC 4566 §9 DIGIT is %x30-39; str.isdigit() also takes "²", which int() then refuses.
-    return text.isascii() and text.isdigit()
+    # RFC 4566 §9 DIGIT is %x30-39; str.isdigit() also takes "²", which int() then refuses. No field we read
+    # needs more than 20 digits (64-bit o= ids), and int() refuses over 4,300 with a plain ValueError.
+    return text.isascii() and text.isdigit() and len(text) <= 20
 
 
 def _connection(value: str) -> tuple[str, str]:
@@ -153,9 +154,10 @@ def parse_sdp(body: bytes) -> SessionDescription:
             origin = _origin(value)
         elif kind == "m":
             parts = value.split()
-            if len(parts) < 4 or not _is_number(parts[1].split("/")[0]):
-                raise SdpError(f"bad m= line: {line!r}")
-            media.append(_Media(value, parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:]))
+            port = parts[1].split("/")[0] if len(parts) >= 4 else ""
+            if not _is_number(port) or int(port) > 65535:
+                raise SdpError(f"bad m= line (port must be 0-65535): {line[:200]!r}")
+            media.append(_Media(value, parts[0], int(port), parts[2], parts[3:]))
         elif kind == "c":
             if current is None:
                 session_conn = _connection(value)
@@ -180,8 +182,8 @@ def parse_sdp(body: bytes) -> SessionDescription:
         raise SdpError("no c= line for the audio stream")
     formats = []
     for pt_text in chosen.pts:
-        if not _is_number(pt_text):
-            continue
+        if not _is_number(pt_text) or int(pt_text) > 127:
+            continue  # RTP payload types are 7 bits (RFC 3550 §5.1)
         pt = int(pt_text)
         enc, rate = chosen.rtpmap.get(pt) or _STATIC.get(pt, ("", 0))
         if enc:

@@ -9,6 +9,7 @@ import heapq
 import itertools
 import secrets
 from dataclasses import dataclass
+from enum import Enum
 
 from ivr.sip.events import Peer
 from ivr.sip.message import Request, Response
@@ -20,6 +21,7 @@ __all__ = [
     "TIMEOUT_64T1",
     "ClientTransaction",
     "ServerTransaction",
+    "Timer",
     "TimerQueue",
     "new_branch",
     "new_tag",
@@ -33,7 +35,28 @@ TIMEOUT_64T1 = 64 * T1  # Timers B, F, H, J and the 2xx ACK wait (§13.3.1.4)
 
 MAGIC_COOKIE = "z9hG4bK"
 
-TimerKey = tuple[str, str]
+
+class Timer(Enum):
+    """The UA's named deadlines: the §17 transaction timers by their RFC letters, then the dialog ones."""
+
+    G = "G"  # INVITE final response retransmission (§17.2.1)
+    H = "H"  # wait for the ACK of an INVITE final response
+    I = "I"  # noqa: E741 - RFC 3261's name; absorbs ACK retransmissions
+    J = "J"  # absorbs non-INVITE request retransmissions (§17.2.2)
+    E = "E"  # our request's retransmission (Timer A for an INVITE, §17.1)
+    F = "F"  # our request's timeout (Timer B for an INVITE)
+    K = "K"  # absorbs retransmitted final responses to our request
+    RETRANSMIT_2XX = "2xx"  # our 2xx until its ACK (§13.3.1.4)
+    ACK_WAIT = "ack"  # 64*T1 for that ACK, then BYE, cause "no-ack"
+    FORGET_DIALOG = "gc"  # an ended dialog kept for late retransmissions
+    RETRANSMIT_1XX = "1xx"  # a reliable provisional until its PRACK (RFC 3262 §3)
+    PRACK_WAIT = "prack"
+    SESSION_REFRESH = "st-refresh"  # RFC 4028 §10
+    SESSION_EXPIRY = "st-expire"
+    REGISTRAR_PURGE = "reg"  # the earliest registrar binding expiry
+
+
+TimerKey = tuple[Timer, str]
 
 
 def new_branch() -> str:

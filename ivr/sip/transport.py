@@ -1,24 +1,26 @@
-"""asyncio UDP + TCP adapter around the sans-I/O UserAgent: sockets, one timer handle, nothing else."""
+"""asyncio UDP + TCP (+ optional TLS) adapter around the sans-I/O UserAgent: sockets, one timer handle.
+
+UDP and the dispatch of the UA's output live here; TCP and TLS connections, their limits and their sweep
+in transport_tcp.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import time
 from collections.abc import Callable, Sequence
 
 import structlog
 
-from ivr.sip.events import Outgoing, Peer, SipEvent
-from ivr.sip.message import SipParseError, StreamFramer
+from ivr.sip.connections import StreamLimits
+from ivr.sip.events import CallCancelled, CallEnded, IncomingCall, Outgoing, Peer, SipEvent
+from ivr.sip.tls import TlsListener
+from ivr.sip.transport_tcp import StreamConnections
 from ivr.sip.useragent import UserAgent
 
 __all__ = ["SipTransport"]
 
 log = structlog.get_logger()
-READ_SIZE = 65536
-CONNECT_TIMEOUT = 5.0
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -33,16 +35,23 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class SipTransport:
-    def __init__(self, ua: UserAgent, on_event: Callable[[SipEvent], None]) -> None:
+    """The bridge's SIP sockets: UDP and TCP on one port, TLS on its own; `accept` is the allow-list."""
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        on_event: Callable[[SipEvent], None],
+        *,
+        accept: Callable[[str], bool] = lambda host: True,
+        limits: StreamLimits | None = None,
+        tls: TlsListener | None = None,
+    ) -> None:
         self.ua = ua
         self.on_event = on_event
         self.port = 0
+        self.limits = limits or StreamLimits()
+        self._streams = StreamConnections(ua, self._after, accept=accept, limits=self.limits, tls=tls)
         self._udp: asyncio.DatagramTransport | None = None
-        self._server: asyncio.Server | None = None
-        self._conns: dict[int, asyncio.StreamWriter] = {}
-        self._conn_addr: dict[int, tuple[str, int]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._conn_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -52,7 +61,7 @@ class SipTransport:
             udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
             bound = int(udp.get_extra_info("sockname")[1])
             try:
-                self._server = await asyncio.start_server(self._on_tcp_client, host, bound)
+                await self._streams.listen_tcp(host, bound)
             except OSError:
                 udp.close()
                 if port != 0:
@@ -60,26 +69,29 @@ class SipTransport:
                 continue  # the UDP port picked by the OS is taken on TCP: try another one
             self._udp = udp
             self.port = bound
-            return
-        raise OSError("could not bind UDP and TCP on the same port")
+            break
+        else:
+            raise OSError("could not bind UDP and TCP on the same port")
+        self._streams.listen_tls(host)
 
     async def close(self) -> None:
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._conns.values()):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        await self._streams.close()
         if self._udp is not None:
             self._udp.close()
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS port (0 without TLS)."""
+        return self._streams.tls_port
+
+    @property
+    def connections(self) -> int:
+        """Open stream connections (TCP and TLS)."""
+        return len(self._streams)
 
     # ---- app actions ---------------------------------------------------------------------------------------
 
@@ -100,6 +112,7 @@ class SipTransport:
         warn_code: int = 399,
     ) -> None:
         self.ua.reject(call_id, status, time.monotonic(), reason, warning, warn_code)
+        self._streams.release_call(call_id)
         self._after()
 
     def hangup(self, call_id: str) -> None:
@@ -118,53 +131,6 @@ class SipTransport:
         events = self.ua.receive(data, Peer("udp", host, port), time.monotonic())
         self._after(events)
 
-    async def _on_tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        conn_id = self._register(writer, str(peername[0]), int(peername[1]))
-        task = asyncio.current_task()
-        if task is not None:
-            self._track(task)
-        await self._read_loop(conn_id, reader, writer)
-
-    def _register(self, writer: asyncio.StreamWriter, host: str, port: int) -> int:
-        conn_id = next(self._conn_ids)
-        self._conns[conn_id] = writer
-        self._conn_addr[conn_id] = (host, port)
-        return conn_id
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read_loop(
-        self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        host, port = self._conn_addr[conn_id]
-        peer = Peer("tcp", host, port, conn_id)
-        framer = StreamFramer()
-        try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                try:
-                    messages = framer.feed(data)
-                except SipParseError as exc:
-                    # The framing cannot be recovered: answer 400 if we can, then drop the connection.
-                    self.ua.reject_malformed(exc, peer)
-                    self._after()
-                    with contextlib.suppress(Exception):
-                        await writer.drain()
-                    break
-                for message in messages:
-                    self._after(self.ua.receive(message, peer, time.monotonic()))
-        except (ConnectionError, OSError) as exc:
-            log.info("sip tcp connection error", peer=f"{host}:{port}", error=str(exc))
-        finally:
-            self._conns.pop(conn_id, None)
-            self._conn_addr.pop(conn_id, None)
-            writer.close()
-
     # ---- output and timers ---------------------------------------------------------------------------------
 
     def _after(self, events: list[SipEvent] | None = None) -> None:
@@ -175,6 +141,10 @@ class SipTransport:
         for out in self.ua.take_outgoing():
             self._send(out)
         for event in all_events:
+            if isinstance(event, IncomingCall) and event.peer.conn_id is not None:
+                self._streams.bind_call(event.call_id, event.peer.conn_id)
+            elif isinstance(event, CallEnded | CallCancelled):
+                self._streams.release_call(event.call_id)
             try:
                 self.on_event(event)
             except Exception:
@@ -198,36 +168,10 @@ class SipTransport:
 
     def _send(self, out: Outgoing) -> None:
         peer = out.peer
-        if peer.transport == "udp":
-            if self._udp is not None:
-                try:
-                    self._udp.sendto(out.data, (peer.host, peer.port))
-                except OSError as exc:
-                    log.warning("sip udp send failed", peer=f"{peer.host}:{peer.port}", error=str(exc))
-            return
-        writer = self._conns.get(peer.conn_id) if peer.conn_id is not None else None
-        if writer is None or writer.is_closing():
-            writer = self._conn_to(peer.host, peer.port)
-        # The connection is gone: its source port was ephemeral, so connect where the peer listens (§18.2.2).
-        host, port = peer.reconnect or (peer.host, peer.port)
-        if (writer is None or writer.is_closing()) and peer.reconnect is not None:
-            writer = self._conn_to(host, port)
-        if writer is not None and not writer.is_closing():
-            writer.write(out.data)
-            return
-        if not self._closing:
-            self._track(asyncio.get_running_loop().create_task(self._connect_and_send(host, port, out.data)))
-
-    def _conn_to(self, host: str, port: int) -> asyncio.StreamWriter | None:
-        return next((self._conns[c] for c, addr in self._conn_addr.items() if addr == (host, port)), None)
-
-    async def _connect_and_send(self, host: str, port: int, data: bytes) -> None:
-        """Best effort: open a new connection to the peer's listening address and send."""
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            log.warning("sip tcp connect failed", peer=f"{host}:{port}", error=str(exc))
-            return
-        conn_id = self._register(writer, host, port)
-        writer.write(data)
-        await self._read_loop(conn_id, reader, writer)
+        if peer.transport != "udp":
+            self._streams.send(out)
+        elif self._udp is not None:
+            try:
+                self._udp.sendto(out.data, (peer.host, peer.port))
+            except OSError as exc:
+                log.warning("sip udp send failed", peer=f"{peer.host}:{peer.port}", error=str(exc))

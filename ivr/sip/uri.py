@@ -312,7 +312,10 @@ class Via:
     @property
     def rport(self) -> int | None:
         value = _param(self.params, "rport")
-        return int(value) if value is not None and value.isdigit() else None
+        # A port (RFC 3581 §4): up to 5 ASCII digits (int() refuses "²" and over 4,300 digits), 1-65535.
+        if value is None or not (value.isascii() and value.isdigit() and len(value) <= 5):
+            return None
+        return int(value) if 0 < int(value) <= 65535 else None
 
     @property
     def sent_by(self) -> str:

@@ -2,16 +2,21 @@
 
 Bytes and a `now` go in; events come back and datagrams queue up for `take_outgoing()`. Actions taken by the
 app (ring, answer, ...) queue their own events, returned by the next `receive`/`tick` or by `take_events()`.
+
+Admission (`ivr.sip.admission`), digest authentication (`ivr.sip.digest`) and draining are decided for a new
+INVITE, REGISTER or OPTIONS before any transaction or dialog exists; a refusal is one stateless response.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
-from ivr.sip.dialog import Dialog, build_request, destination, reconnect_address
+from ivr.sip.admission import Admission, Refusal
+from ivr.sip.bodies import content_type, dtmf_digit, quoted_string, sipfrag_status
+from ivr.sip.dialog import Dialog, build_request, destination
+from ivr.sip.digest import DigestAuthenticator
 from ivr.sip.events import (
     CallCancelled,
     CallEnded,
@@ -22,13 +27,11 @@ from ivr.sip.events import (
     Outgoing,
     Peer,
     ReferStatus,
-    Registered,
     ReInvite,
     SipEvent,
     Transport,
 )
 from ivr.sip.message import (
-    MAX_CSEQ,
     Request,
     Response,
     SipParseError,
@@ -37,11 +40,11 @@ from ivr.sip.message import (
     parse_message,
     parse_name_addr,
     parse_uri,
-    parse_via,
     serialize,
 )
 from ivr.sip.offeranswer import LocalSession
 from ivr.sip.prack import first_rseq, parse_rack
+from ivr.sip.registrar import Registrar
 from ivr.sip.sdp import Negotiated, SdpError, SdpNotAcceptable, negotiate, parse_sdp
 from ivr.sip.session_timer import (
     DEFAULT_SESSION_EXPIRES,
@@ -59,10 +62,12 @@ from ivr.sip.transaction import (
     TIMEOUT_64T1,
     ClientTransaction,
     ServerTransaction,
+    Timer,
     TimerQueue,
     new_tag,
     server_key,
 )
+from ivr.sip.via import fix_via, response_peer
 
 __all__ = ["ALLOW", "UserAgent"]
 
@@ -82,64 +87,8 @@ ALLOW = (
 ALLOW_HEADER = ", ".join(ALLOW)
 SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})  # others in Require get 420 (§8.2.2.3)
 SUPPORTED_HEADER = ", ".join(sorted(SUPPORTED))
-DEFAULT_EXPIRES = 3600
 DEFAULT_USER_AGENT = "ivr"  # no version: it only helps whoever scans for a vulnerable release
 _SDP_TYPES = ("application/sdp", "application/*", "*/*")
-
-
-def _content_type(msg: Request | Response) -> str:
-    return (msg.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-
-
-def _expires(text: str | None, default: int) -> int:
-    # Overlarge or malformed values fall back to the default (RFC 4475 scalar02 discussion); isascii() because
-    # isdigit() also takes "²" (octets C2 B2), which int() refuses.
-    if text is None:
-        return default
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_CSEQ else default
-
-
-def _dtmf_digit(req: Request) -> str | None:
-    ctype = _content_type(req)
-    text = req.body.decode("ascii", "replace")
-    value: str | None = None
-    if ctype == "application/dtmf-relay":
-        for line in text.splitlines():
-            name, _, arg = line.partition("=")
-            if name.strip().lower() == "signal":
-                value = arg.strip()
-    elif ctype == "application/dtmf":
-        value = text.strip()
-    if value is None:
-        return None
-    value = {"10": "*", "11": "#"}.get(value, value).upper()
-    return value if len(value) == 1 and value in "0123456789*#ABCD" else None
-
-
-_CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _quoted_string(text: str) -> str:
-    """`text` as an RFC 3261 §25.1 quoted-string: '"' and '\\' escaped, no control characters (a CR or LF
-    cannot even be a quoted-pair), and a lone surrogate (an undecodable octet of a parsed header) shown as
-    text so the header stays valid UTF-8."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = _CONTROL_RUN.sub(" ", text)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _sipfrag_status(req: Request) -> tuple[int, bool] | None:
-    """Status and finality of a REFER NOTIFY (RFC 3515 §2.4.5)."""
-    event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
-    if event != "refer" or _content_type(req) != "message/sipfrag":
-        return None
-    match = re.match(rb"\s*SIP/2\.0 (\d{3})", req.body)
-    if match is None:
-        return None
-    status = int(match.group(1))
-    terminated = "terminated" in (req.headers.get("Subscription-State") or "").lower()
-    return status, status >= 200 or terminated
 
 
 class UserAgent:
@@ -148,6 +97,12 @@ class UserAgent:
     `user_agent` is the Server / User-Agent header value; None sends neither header. `min_se` is the shortest
     session timer interval we accept (RFC 4028 Min-SE) and `session_expires` the one we ask for when a caller
     supports timers without naming an interval.
+
+    `admission` matches sources to trunks and applies the call limits (default: any source, default limits);
+    `authenticator` challenges the requests of trunks with credentials (default: a realm named after `host`);
+    `registrar` keeps the bindings. Setting `draining` answers OPTIONS and new INVITEs 503 (a dispatcher
+    takes this node out of rotation) while calls in progress go on. `on_refusal` hears of each stateless
+    refusal (for metrics); it must not raise.
     """
 
     def __init__(
@@ -159,6 +114,11 @@ class UserAgent:
         registrar_allow: Callable[[Peer], bool] | None = None,
         min_se: int = MIN_SE,
         session_expires: int = DEFAULT_SESSION_EXPIRES,
+        admission: Admission | None = None,
+        authenticator: DigestAuthenticator | None = None,
+        registrar: Registrar | None = None,
+        drain_retry_after: int = 30,
+        on_refusal: Callable[[Request, Refusal], None] | None = None,
     ) -> None:
         self.min_se = min_se
         self.session_expires = session_expires
@@ -174,7 +134,12 @@ class UserAgent:
         self._server_by_id: dict[str, ServerTransaction] = {}
         self._client: dict[str, ClientTransaction] = {}
         self._calls: dict[str, Dialog] = {}
-        self._bindings: dict[str, dict[str, float]] = {}  # AOR -> contact URI -> expiry time
+        self.admission = admission or Admission()
+        self.authenticator = authenticator or DigestAuthenticator(host)
+        self.registrar = registrar or Registrar()
+        self.draining = False
+        self.drain_retry_after = drain_retry_after
+        self.on_refusal = on_refusal
         self._ids = itertools.count(1)
 
     # ---- driving the core ----------------------------------------------------------------------------------
@@ -201,11 +166,11 @@ class UserAgent:
         req = exc.partial
         if req is None or req.method == "ACK" or "Via" not in req.headers:
             return
-        self._fix_via(req, peer)
+        fix_via(req, peer)
         status = exc.status
         reason = None if isinstance(exc, SipVersionError) else exc.reason
         resp = make_response(req, status, reason, to_tag=new_tag(), headers=self._server_header())
-        self._out.append(Outgoing(self._response_peer(req, peer), serialize(resp)))
+        self._out.append(Outgoing(response_peer(req, peer), serialize(resp)))
 
     def take_outgoing(self) -> list[Outgoing]:
         out, self._out = self._out, []
@@ -229,7 +194,7 @@ class UserAgent:
             try:
                 events += self._on_timer(kind, ident, now)
             except Exception as exc:
-                self._diagnostics.append(f"internal error in timer {kind}: {exc!r}")
+                self._diagnostics.append(f"internal error in timer {kind.value}: {exc!r}")
         events += self.take_events()
         return events
 
@@ -255,8 +220,8 @@ class UserAgent:
             call.unacked_1xx = tx.last_bytes
             call.unacked_1xx_interval = T1
             if not tx.reliable:
-                self._timers.set(("1xx", call.call_id), now + T1)
-            self._timers.set(("prack", call.call_id), now + TIMEOUT_64T1)
+                self._timers.set((Timer.RETRANSMIT_1XX, call.call_id), now + T1)
+            self._timers.set((Timer.PRACK_WAIT, call.call_id), now + TIMEOUT_64T1)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         found = self._pending(call_id)
@@ -330,7 +295,7 @@ class UserAgent:
     # ---- requests ------------------------------------------------------------------------------------------
 
     def _on_request(self, req: Request, peer: Peer, now: float) -> list[SipEvent]:
-        self._fix_via(req, peer)
+        fix_via(req, peer)
         if req.method == "ACK":
             return self._on_ack(req, now)
         existing = self._server.get(server_key(req))
@@ -339,7 +304,9 @@ class UserAgent:
             if existing.last_bytes is not None:
                 self._out.append(Outgoing(existing.peer, existing.last_bytes))
             return []
-        tx = self._new_tx(req, self._response_peer(req, peer))
+        if self._refused(req, peer, now):
+            return []
+        tx = self._new_tx(req, response_peer(req, peer))
         if req.method == "INVITE" and req.to_tag is None and self._merged(req, tx):
             self._final(tx, 482, now)  # the same request arrived by another path (§8.2.2.2)
             return []
@@ -362,15 +329,66 @@ class UserAgent:
         if req.method == "INVITE":
             return self._on_invite(req, tx, peer, now)
         if req.method == "OPTIONS":
-            self._final(tx, 200, now, headers=self._capabilities())
+            self._answer_and_forget(tx, 200, headers=self._capabilities())
             return []
         if req.method == "REGISTER":
             return self._on_register(req, tx, peer, now)
-        self._final(tx, 481, now)  # BYE/INFO/NOTIFY/REFER outside any dialog (§15.1.2)
+        self._answer_and_forget(tx, 481)  # BYE/INFO/NOTIFY/REFER outside any dialog (§15.1.2)
         return []
 
+    def _refused(self, req: Request, peer: Peer, now: float) -> bool:
+        """Refuse a new out-of-dialog INVITE/REGISTER/OPTIONS before any state exists; True if answered."""
+        if req.to_tag is not None:
+            return False
+        refusal = self.admission.decide(
+            req.method,
+            req.uri,
+            req.headers.get_all("Authorization"),
+            peer.host,
+            now,
+            self.authenticator,
+            draining=self.draining,
+            drain_retry_after=self.drain_retry_after,
+        )
+        if refusal is None:
+            return False
+        if refusal.cause in ("digest-rejected", "digest-replayed", "digest-stale"):
+            self._diagnostics.append(f"{req.method} from {peer.host}: {refusal.cause}")
+        self._stateless(req, peer, refusal)
+        return True
+
+    def _stateless(self, req: Request, peer: Peer, refusal: Refusal) -> None:
+        """A final response sent without a transaction (§8.2.7): no retransmission, nothing remembered."""
+        extra = list(refusal.headers)
+        if refusal.retry_after is not None:
+            extra.append(("Retry-After", str(refusal.retry_after)))
+        resp = make_response(
+            req, refusal.status, refusal.reason, to_tag=new_tag(), headers=[*extra, *self._server_header()]
+        )
+        self._out.append(Outgoing(response_peer(req, peer), serialize(resp)))
+        if self.on_refusal is not None:
+            self.on_refusal(req, refusal)
+
+    def _answer_and_forget(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Answer, then drop the transaction (§8.2.7 stateless UAS): an out-of-dialog OPTIONS (no side
+        effects), a refused REGISTER or a 481 for a dialog or transaction we do not have then costs no memory
+        for Timer J's (or H's) 64*T1, so a flood of them, spoofed or not, cannot grow the server; a
+        retransmission is simply answered again, and the ACK of a stateless 481 to an INVITE is dropped."""
+        self._server.pop(tx.key, None)
+        self._server_by_id.pop(tx.id, None)
+        resp = make_response(
+            tx.request, status, reason, to_tag=new_tag(), headers=[*headers, *self._server_header()]
+        )
+        self._out.append(Outgoing(tx.peer, serialize(resp)))
+
     def _acceptable_content(self, req: Request, tx: ServerTransaction, now: float) -> bool:
-        if req.body and _content_type(req) != "application/sdp":
+        if req.body and content_type(req) != "application/sdp":
             self._final(tx, 415, now, headers=[("Accept", "application/sdp")])  # §8.2.3, RFC 4475 invut
             return False
         accept = req.headers.get_all("Accept")
@@ -406,19 +424,20 @@ class UserAgent:
             return []
         if old is not None:
             # The Call-ID of an ended call, e.g. a trunk retrying after our 488: a new call.
-            self._timers.cancel(("gc", old.call_id))
+            self._timers.cancel((Timer.FORGET_DIALOG, old.call_id))
         tx.state = "proceeding"
         self._send_response(tx, make_response(req, 100, headers=self._server_header()))
         call = Dialog.from_invite(req, peer, tx.id, new_tag())
         call.timer = timer
         call.reliable_1xx = any(tag.lower() == "100rel" for tag in req.headers.get_all("Require"))
         self._calls[call.call_id] = call
+        self.admission.opened(call.call_id, peer.host)
         return [IncomingCall(call.call_id, req, peer, late_offer=not req.body)]
 
     def _on_cancel(self, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
         invite_tx = self._server.get(server_key(req, "INVITE"))
         if invite_tx is None:
-            self._final(tx, 481, now)  # §9.2
+            self._answer_and_forget(tx, 481)  # §9.2
             return []
         call = self._calls.get(invite_tx.request.call_id)
         self._final(tx, 200, now, to_tag=call.local_tag if call else None)
@@ -433,9 +452,9 @@ class UserAgent:
         if tx is not None and tx.state == "completed":
             # ACK for our non-2xx final response: absorbed by the transaction (§17.2.1).
             tx.state = "confirmed"
-            self._timers.cancel(("G", tx.id))
-            self._timers.cancel(("H", tx.id))
-            self._timers.set(("I", tx.id), now + (0 if tx.reliable else T4))
+            self._timers.cancel((Timer.G, tx.id))
+            self._timers.cancel((Timer.H, tx.id))
+            self._timers.set((Timer.I, tx.id), now + (0 if tx.reliable else T4))
             return []
         call = self._calls.get(req.call_id)
         if call is None or call.pending_2xx is None or req.cseq[0] != call.pending_2xx_cseq:
@@ -447,11 +466,12 @@ class UserAgent:
             # and CSeq already name the one dialog; accepting it beats dropping an answered call after 32 s.
             self._diagnostics.append(f"ACK for {call.call_id} with a wrong To tag accepted")
         call.pending_2xx = None
-        self._timers.cancel(("2xx", call.call_id))
-        self._timers.cancel(("ack", call.call_id))
+        self._timers.cancel((Timer.RETRANSMIT_2XX, call.call_id))
+        self._timers.cancel((Timer.ACK_WAIT, call.call_id))
         if call.state != "answered":
             return self._reinvite_answer(call, req)  # ACK of a re-INVITE's 2xx
         call.state = "confirmed"
+        self.admission.confirmed(call.call_id)
         if call.hangup_requested:
             self._send_bye(call, now)
             return []
@@ -496,7 +516,7 @@ class UserAgent:
             or req.to_tag != call.local_tag
             or (req.from_tag or "") != call.remote_tag
         ):
-            self._final(tx, 481, now)  # §12.2.2
+            self._answer_and_forget(tx, 481)  # §12.2.2
             return []
         if req.cseq[0] < call.remote_cseq:
             self._final(tx, 500, now, "CSeq out of order")  # §12.2.2
@@ -516,11 +536,11 @@ class UserAgent:
             return self._on_prack(call, req, tx, now)
         if req.method == "INFO":
             self._final(tx, 200, now)
-            digit = _dtmf_digit(req)
+            digit = dtmf_digit(req)
             return [InfoDtmf(call.call_id, digit)] if digit else []
         if req.method == "NOTIFY":
             self._final(tx, 200, now)
-            frag = _sipfrag_status(req)
+            frag = sipfrag_status(req)
             return [ReferStatus(call.call_id, frag[0], frag[1])] if frag else []
         if req.method == "OPTIONS":
             self._final(tx, 200, now, headers=self._capabilities())
@@ -615,8 +635,8 @@ class UserAgent:
 
     def _stop_1xx(self, call: Dialog) -> None:
         call.unacked_1xx = None
-        self._timers.cancel(("1xx", call.call_id))
-        self._timers.cancel(("prack", call.call_id))
+        self._timers.cancel((Timer.RETRANSMIT_1XX, call.call_id))
+        self._timers.cancel((Timer.PRACK_WAIT, call.call_id))
 
     def _on_update(self, call: Dialog, req: Request, tx: ServerTransaction, now: float) -> list[SipEvent]:
         """RFC 3311: without SDP a session refresh; with SDP an offer answered in the 200, as a re-INVITE."""
@@ -651,7 +671,7 @@ class UserAgent:
         )
         self._send_response(tx, resp)
         tx.state = "completed"
-        self._timers.set(("J", tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
+        self._timers.set((Timer.J, tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
         if call.answered:  # in an early dialog the timer starts with our 2xx to the INVITE
             self._arm_session_timer(call, now)
         return events
@@ -660,36 +680,21 @@ class UserAgent:
         if self.registrar_allow is None or not self.registrar_allow(peer):
             self._final(tx, 403, now)
             return []
-        to = parse_uri(parse_name_addr(req.headers.get("To") or "").uri)
-        if not to.is_sip:
-            self._final(tx, 400, now, "AOR must be a SIP or SIPS URI")  # §10.3 step 3, RFC 4475 unksm2
+        outcome = self.registrar.register(req, peer, now)
+        if outcome.status != 200:
+            self._answer_and_forget(tx, outcome.status, outcome.reason, outcome.headers)
             return []
-        aor = f"{to.scheme.lower()}:{to.user + '@' if to.user else ''}{to.host.lower()}"
-        default = _expires(req.headers.get("Expires"), DEFAULT_EXPIRES)
-        bindings = self._bindings.setdefault(aor, {})
-        contacts = req.headers.get_all("Contact")
-        events: list[SipEvent] = []
-        if any(c.strip() == "*" for c in contacts):
-            if len(contacts) != 1 or default != 0:
-                self._final(tx, 400, now, "Contact * needs Expires: 0")  # §10.3 step 6
-                return []
-            events += [Registered(aor, uri, 0, peer) for uri in bindings]
-            bindings.clear()
-        for contact in contacts:
-            if contact.strip() == "*":
-                continue
-            addr = parse_name_addr(contact)
-            expires = _expires(addr.param("expires"), default)
-            if expires == 0:
-                bindings.pop(addr.uri, None)
-            else:
-                bindings[addr.uri] = now + expires
-            events.append(Registered(aor, addr.uri, expires, peer))
-        for uri in [u for u, when in bindings.items() if when <= now]:
-            del bindings[uri]
-        headers = [("Contact", f"<{uri}>;expires={int(when - now)}") for uri, when in bindings.items()]
-        self._final(tx, 200, now, headers=headers)
-        return events
+        self._final(tx, outcome.status, now, outcome.reason, headers=outcome.headers)
+        self._arm_registrar()
+        return list(outcome.events)
+
+    def _arm_registrar(self) -> None:
+        """One timer for the earliest binding expiry: expired bindings are purged even with no REGISTER."""
+        when = self.registrar.next_expiry()
+        if when is None:
+            self._timers.cancel((Timer.REGISTRAR_PURGE, "purge"))
+        else:
+            self._timers.set((Timer.REGISTRAR_PURGE, "purge"), when)
 
     # ---- responses to our requests -------------------------------------------------------------------------
 
@@ -706,14 +711,14 @@ class UserAgent:
                 self._out.append(Outgoing(ctx.peer, ctx.ack))  # a retransmitted final response to our INVITE
             return []  # retransmitted final response
         ctx.state = "completed"
-        self._timers.cancel(("E", ctx.branch))
-        self._timers.cancel(("F", ctx.branch))
+        self._timers.cancel((Timer.E, ctx.branch))
+        self._timers.cancel((Timer.F, ctx.branch))
         if ctx.method == "INVITE":
             self._ack(ctx, resp)
             # Keep the transaction for 64*T1 to answer retransmitted finals (Timers D and M, RFC 6026).
-            self._timers.set(("K", ctx.branch), now + TIMEOUT_64T1)
+            self._timers.set((Timer.K, ctx.branch), now + TIMEOUT_64T1)
         else:
-            self._timers.set(("K", ctx.branch), now + (0 if ctx.reliable else T4))
+            self._timers.set((Timer.K, ctx.branch), now + (0 if ctx.reliable else T4))
         return self._client_done(ctx, resp.status, now, resp)
 
     def _ack(self, ctx: ClientTransaction, resp: Response) -> None:
@@ -773,75 +778,88 @@ class UserAgent:
 
     # ---- timers --------------------------------------------------------------------------------------------
 
-    def _on_timer(self, kind: str, ident: str, now: float) -> list[SipEvent]:
-        if kind in ("G", "H", "I", "J"):
+    def _on_timer(self, kind: Timer, ident: str, now: float) -> list[SipEvent]:
+        if kind in (Timer.G, Timer.H, Timer.I, Timer.J):
             tx = self._server_by_id.get(ident)
             if tx is None:
                 return []
-            if kind == "G" and tx.state == "completed" and tx.last_bytes is not None:
+            if kind is Timer.G and tx.state == "completed" and tx.last_bytes is not None:
                 self._out.append(Outgoing(tx.peer, tx.last_bytes))
                 tx.interval = min(tx.interval * 2, T2)
-                self._timers.set(("G", tx.id), now + tx.interval)
-            elif kind != "G":
+                self._timers.set((Timer.G, tx.id), now + tx.interval)
+            elif kind is not Timer.G:
                 self._server.pop(tx.key, None)
                 del self._server_by_id[tx.id]
             return []
-        if kind in ("E", "F", "K"):
+        if kind in (Timer.E, Timer.F, Timer.K):
             ctx = self._client.get(ident)
             if ctx is None:
                 return []
-            if kind == "E" and ctx.method == "INVITE" and ctx.state == "trying":
+            if kind is Timer.E and ctx.method == "INVITE" and ctx.state == "trying":
                 # Timer A doubles without the T2 cap and stops at the first provisional (§17.1.1.2).
                 self._out.append(Outgoing(ctx.peer, ctx.data))
                 ctx.interval *= 2
-                self._timers.set(("E", ctx.branch), now + ctx.interval)
-            elif kind == "E" and ctx.method != "INVITE" and ctx.state != "completed":
+                self._timers.set((Timer.E, ctx.branch), now + ctx.interval)
+            elif kind is Timer.E and ctx.method != "INVITE" and ctx.state != "completed":
                 self._out.append(Outgoing(ctx.peer, ctx.data))
                 ctx.interval = T2 if ctx.state == "proceeding" else min(ctx.interval * 2, T2)
-                self._timers.set(("E", ctx.branch), now + ctx.interval)
-            elif kind == "F" and ctx.state != "completed":
+                self._timers.set((Timer.E, ctx.branch), now + ctx.interval)
+            elif kind is Timer.F and ctx.state != "completed":
                 del self._client[ctx.branch]
-                self._timers.cancel(("E", ctx.branch))
+                self._timers.cancel((Timer.E, ctx.branch))
                 return self._client_done(ctx, 408, now)  # Timer F: treated as 408 (§8.1.3.1)
-            elif kind == "K":
+            elif kind is Timer.K:
                 del self._client[ctx.branch]
+            return []
+        if kind is Timer.REGISTRAR_PURGE:
+            self.registrar.purge(now)
+            self._arm_registrar()
             return []
         call = self._calls.get(ident)
         if call is None:
             return []
-        if kind == "2xx" and call.pending_2xx is not None and call.pending_2xx_peer is not None:
+        if (
+            kind is Timer.RETRANSMIT_2XX
+            and call.pending_2xx is not None
+            and call.pending_2xx_peer is not None
+        ):
             self._out.append(Outgoing(call.pending_2xx_peer, call.pending_2xx))
             call.retransmit_interval = min(call.retransmit_interval * 2, T2)
-            self._timers.set(("2xx", call.call_id), now + call.retransmit_interval)
-        elif kind == "ack" and call.pending_2xx is not None:
-            # No ACK within 64*T1: confirm and end the dialog with a BYE (§13.3.1.4).
+            self._timers.set((Timer.RETRANSMIT_2XX, call.call_id), now + call.retransmit_interval)
+        elif kind is Timer.ACK_WAIT and call.pending_2xx is not None:
+            # No ACK within 64*T1: confirm and end the dialog with a BYE (§13.3.1.4). "no-ack", so that the
+            # record says the call was never set up although we answered it.
             call.pending_2xx = None
-            self._timers.cancel(("2xx", call.call_id))
+            self._timers.cancel((Timer.RETRANSMIT_2XX, call.call_id))
             call.state = "confirmed"
             self._send_bye(call, now)
-            return self._end(call, "ack-timeout", now)
-        elif kind == "gc" and call.ended:
+            return self._end(call, "no-ack", now)
+        elif kind is Timer.FORGET_DIALOG and call.ended:
             del self._calls[call.call_id]
-        elif kind == "1xx" and call.unacked_1xx is not None and (found := self._pending(call.call_id)):
+        elif (
+            kind is Timer.RETRANSMIT_1XX
+            and call.unacked_1xx is not None
+            and (found := self._pending(call.call_id))
+        ):
             self._out.append(Outgoing(found[1].peer, call.unacked_1xx))
             call.unacked_1xx_interval *= 2  # T1 doubling until the PRACK or 64*T1 (RFC 3262 §3)
-            self._timers.set(("1xx", call.call_id), now + call.unacked_1xx_interval)
-        elif kind == "prack" and call.unacked_1xx is not None and call.state == "pending":
+            self._timers.set((Timer.RETRANSMIT_1XX, call.call_id), now + call.unacked_1xx_interval)
+        elif kind is Timer.PRACK_WAIT and call.unacked_1xx is not None and call.state == "pending":
             # No PRACK: the caller cannot see our responses, so the INVITE is refused (RFC 3262 §3).
             found = self._pending(call.call_id)
             self._stop_1xx(call)
             if found is not None:
                 self._final(found[1], 504, now, "No PRACK", to_tag=call.local_tag)
             return self._end(call, "prack-timeout", now)
-        elif kind == "st-refresh" and not call.ended:
+        elif kind is Timer.SESSION_REFRESH and not call.ended:
             self._send_refresh(call, now)
-        elif kind == "st-expire" and not call.ended:
+        elif kind is Timer.SESSION_EXPIRY and not call.ended:
             # No refresh came in time: the peer is gone, so end the call (RFC 4028 §10).
             self._diagnostics.append(f"session timer of {call.call_id} expired")
             if call.state == "answered":
                 call.pending_2xx = None
-                self._timers.cancel(("2xx", call.call_id))
-                self._timers.cancel(("ack", call.call_id))
+                self._timers.cancel((Timer.RETRANSMIT_2XX, call.call_id))
+                self._timers.cancel((Timer.ACK_WAIT, call.call_id))
                 call.state = "confirmed"
             self._send_bye(call, now)
             return self._end(call, "session-expired", now)
@@ -852,14 +870,14 @@ class UserAgent:
     def _arm_session_timer(self, call: Dialog, now: float) -> None:
         """(Re)start the dialog's session timer at a 2xx for a refresh: our refresh at half time if we are the
         refresher, and in any case the expiry, which only a refresh moves on."""
-        self._timers.cancel(("st-refresh", call.call_id))
-        self._timers.cancel(("st-expire", call.call_id))
+        self._timers.cancel((Timer.SESSION_REFRESH, call.call_id))
+        self._timers.cancel((Timer.SESSION_EXPIRY, call.call_id))
         timer = call.timer
         if timer is None:
             return
         if timer.we_refresh:
-            self._timers.set(("st-refresh", call.call_id), timer.refresh_due(now))
-        self._timers.set(("st-expire", call.call_id), timer.expires_at(now))
+            self._timers.set((Timer.SESSION_REFRESH, call.call_id), timer.refresh_due(now))
+        self._timers.set((Timer.SESSION_EXPIRY, call.call_id), timer.expires_at(now))
 
     def _send_refresh(self, call: Dialog, now: float) -> None:
         """A session refresh: UPDATE when the peer allows it (no offer/answer needed), else a re-INVITE with
@@ -869,7 +887,7 @@ class UserAgent:
             return
         if call.state != "confirmed" or call.pending_2xx is not None or call.refreshing:
             # Another INVITE exchange is under way (§14.1): try again shortly.
-            self._timers.set(("st-refresh", call.call_id), now + T4)
+            self._timers.set((Timer.SESSION_REFRESH, call.call_id), now + T4)
             return
         call.refreshing = True
         extra = [
@@ -939,23 +957,25 @@ class UserAgent:
             tx.state = "completed"
             if not tx.reliable:
                 tx.interval = T1
-                self._timers.set(("G", tx.id), now + T1)
-            self._timers.set(("H", tx.id), now + TIMEOUT_64T1)
+                self._timers.set((Timer.G, tx.id), now + T1)
+            self._timers.set((Timer.H, tx.id), now + TIMEOUT_64T1)
         else:
             tx.state = "completed"
-            self._timers.set(("J", tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
+            self._timers.set((Timer.J, tx.id), now + (0 if tx.reliable else TIMEOUT_64T1))
 
     def _send_2xx(self, call: Dialog, tx: ServerTransaction, resp: Response, now: float) -> None:
         self._send_response(tx, resp)
         tx.state = "accepted"  # RFC 6026: absorb INVITE retransmissions by re-sending the 2xx until Timer L
-        self._timers.set(("H", tx.id), now + TIMEOUT_64T1)
+        self._timers.set((Timer.H, tx.id), now + TIMEOUT_64T1)
         call.pending_2xx = tx.last_bytes
         call.pending_2xx_cseq = tx.request.cseq[0]
         call.pending_2xx_peer = tx.peer
         call.retransmit_interval = T1
         if not tx.reliable:
-            self._timers.set(("2xx", call.call_id), now + T1)  # §13.3.1.4: T1 doubling up to T2
-        self._timers.set(("ack", call.call_id), now + TIMEOUT_64T1)
+            self._timers.set(
+                (Timer.RETRANSMIT_2XX, call.call_id), now + T1
+            )  # §13.3.1.4: T1 doubling up to T2
+        self._timers.set((Timer.ACK_WAIT, call.call_id), now + TIMEOUT_64T1)
 
     def _send_request(
         self,
@@ -980,8 +1000,8 @@ class UserAgent:
         self._client[branch] = ctx
         self._out.append(Outgoing(dest, ctx.data))
         if not ctx.reliable:
-            self._timers.set(("E", branch), now + T1)
-        self._timers.set(("F", branch), now + TIMEOUT_64T1)
+            self._timers.set((Timer.E, branch), now + T1)
+        self._timers.set((Timer.F, branch), now + TIMEOUT_64T1)
 
     def _send_bye(self, call: Dialog, now: float) -> None:
         if not call.bye_sent:
@@ -990,14 +1010,15 @@ class UserAgent:
 
     def _finish(self, call: Dialog, now: float) -> None:
         call.ended = True
+        self.admission.closed(call.call_id)
         call.pending_2xx = None
-        self._timers.cancel(("2xx", call.call_id))
-        self._timers.cancel(("ack", call.call_id))
-        self._timers.cancel(("st-refresh", call.call_id))
-        self._timers.cancel(("st-expire", call.call_id))
+        self._timers.cancel((Timer.RETRANSMIT_2XX, call.call_id))
+        self._timers.cancel((Timer.ACK_WAIT, call.call_id))
+        self._timers.cancel((Timer.SESSION_REFRESH, call.call_id))
+        self._timers.cancel((Timer.SESSION_EXPIRY, call.call_id))
         self._stop_1xx(call)
         # Keep the dialog a while so late retransmissions still match it, then forget it.
-        self._timers.set(("gc", call.call_id), now + TIMEOUT_64T1)
+        self._timers.set((Timer.FORGET_DIALOG, call.call_id), now + TIMEOUT_64T1)
 
     def _end(self, call: Dialog, cause: str, now: float) -> list[SipEvent]:
         if call.ended:
@@ -1008,7 +1029,7 @@ class UserAgent:
     def _warning(self, text: str, code: int = 399) -> str:
         # warn-agent is a hostport (§20.43), so an IPv6 host goes in brackets; 399 is "miscellaneous".
         agent = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{code:03d} {agent} {_quoted_string(text)}"
+        return f"{code:03d} {agent} {quoted_string(text)}"
 
     def _server_header(self) -> list[tuple[str, str]]:
         return [("Server", self.user_agent)] if self.user_agent is not None else []
@@ -1027,37 +1048,3 @@ class UserAgent:
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp"), ("Supported", SUPPORTED_HEADER)]
-
-    @staticmethod
-    def _fix_via(req: Request, peer: Peer) -> None:
-        """Add received/rport to the top Via (§18.2.1, RFC 3581 §4)."""
-        vias = req.headers.get_all("Via")
-        if not vias:
-            return
-        try:
-            top = parse_via(vias[0])
-        except SipParseError:
-            return
-        rport_key = next((k for k in top.params if k.lower() == "rport"), None)
-        if top.host == peer.host and rport_key is None:
-            return
-        for key in [k for k in top.params if k.lower() == "received"]:
-            del top.params[key]
-        top.params["received"] = peer.host
-        if rport_key is not None and top.params[rport_key] is None:
-            top.params[rport_key] = str(peer.port)
-        req.headers.remove("Via")
-        for value in [str(top), *vias[1:]]:
-            req.headers.add("Via", value)
-
-    @staticmethod
-    def _response_peer(req: Request, peer: Peer) -> Peer:
-        """Where a response goes (§18.2.2): the same connection on TCP; received/rport or sent-by on UDP."""
-        if peer.transport == "tcp":
-            return Peer("tcp", peer.host, peer.port, peer.conn_id, reconnect_address(req, peer))
-        via = req.top_via
-        if via is None:
-            return peer
-        host = via.received or via.host
-        port = via.rport or via.port or 5060
-        return Peer("udp", host, port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ivr.cdrstore import open_database
 from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,11 +121,19 @@ class RunningBridge:
     cdr_path: Path
     log_path: Path
     proc: subprocess.Popen[str]
+    cdr_url: str = ""  # a bridge given another store (cdr_url=postgresql://...): read from there
 
     def cdrs(self) -> list[dict[str, Any]]:
-        if not self.cdr_path.exists():
+        """The ended calls' records (`asdict(CallRecord)`) in the order they ended, from its store."""
+        url = self.cdr_url or f"sqlite:///{self.cdr_path}"
+        if url.startswith("sqlite:") and not self.cdr_path.exists():
             return []
-        return [json.loads(line) for line in self.cdr_path.read_text(encoding="utf-8").splitlines() if line]
+        database = open_database(url)
+        assert database is not None, f"{url}: not an SQL store"
+        try:
+            return [row.record_dict() for row in database.ended()]
+        finally:
+            database.close()
 
     def wait_cdrs(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -142,7 +150,8 @@ class RunningBridge:
 
 @contextmanager
 def bridge(tmp: Path, asr_url: str, **settings: Any) -> Iterator[RunningBridge]:
-    port = free_port()
+    # A given sip_port restarts a bridge where a proxy expects it (the cluster test); otherwise a free one.
+    port = int(settings.pop("sip_port", None) or free_port())
     rtp_low = 20000 + (port % 400) * 100
     config: dict[str, Any] = {
         "sip_host": "127.0.0.1",
@@ -150,7 +159,7 @@ def bridge(tmp: Path, asr_url: str, **settings: Any) -> Iterator[RunningBridge]:
         "rtp_port_low": rtp_low,
         "rtp_port_high": rtp_low + 98,
         "asr_urls": {"mediazen": asr_url},
-        "cdr_path": str(tmp / "cdr.jsonl"),
+        "cdr_url": f"sqlite:///{tmp / 'cdr.sqlite3'}",  # the default store, as a node runs it
         "log_format": "json",
         "dialplan": str(DEMO),
     }
@@ -165,7 +174,7 @@ def bridge(tmp: Path, asr_url: str, **settings: Any) -> Iterator[RunningBridge]:
             stderr=log_file,
             text=True,
         )
-        running = RunningBridge(port, tmp / "cdr.jsonl", log_path, proc)
+        running = RunningBridge(port, tmp / "cdr.sqlite3", log_path, proc, str(config["cdr_url"]))
         try:
             _read_until(proc, "answering on", timeout=30)
             yield running
@@ -185,16 +194,25 @@ class SippResult:
 
 
 def run_sipp(
-    scenario: Path, bridge_port: int, tmp: Path, *, transport: str = "u1", timeout: float = 60.0
+    scenario: Path,
+    bridge_port: int,
+    tmp: Path,
+    *,
+    transport: str = "u1",
+    timeout: float = 60.0,
+    local_ip: str = "127.0.0.1",
+    calls: int = 1,
+    extra: tuple[str, ...] = (),
 ) -> SippResult:
+    """One sipp run from `local_ip` (another loopback address is another source); `extra`: e.g. a rate."""
     require_tool("sipp")
     local = free_port()
     media = free_port()
     cmd = [
-        "sipp", "-sf", str(scenario), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
-        "-i", "127.0.0.1", "-p", str(local), "-mi", "127.0.0.1", "-mp", str(media),
+        "sipp", "-sf", str(scenario), "-m", str(calls), "-nostdin", "-timeout", f"{int(timeout)}s",
+        "-i", local_ip, "-p", str(local), "-mi", "127.0.0.1", "-mp", str(media),
         "-s", "1000", "-t", transport, "-trace_err", "-error_file", str(tmp / "sipp_errors.log"),
-        "-trace_msg", "-message_file", str(tmp / "sipp_messages.log"),
+        "-trace_msg", "-message_file", str(tmp / "sipp_messages.log"), *extra,
         f"127.0.0.1:{bridge_port}",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15, cwd=tmp)

@@ -12,6 +12,7 @@ from ivr.asr.base import (
     Alternative,
     AudioFormat,
     EndOfSpeech,
+    Failure,
     Final,
     Partial,
     RecognitionRequest,
@@ -324,3 +325,14 @@ def test_receive_never_raises_and_gives_at_most_one_final(frames: list[str | byt
         events = codec.receive(frame, NOW)
         finals += sum(isinstance(e, Final) for e in events)
     assert finals <= 1
+
+
+def test_a_close_the_bridge_did_not_ask_for_is_a_vendor_failure_not_silence() -> None:
+    # The server ended the session under the caller's turn: the turn may go to a secondary vendor.
+    codec = joined()
+    codec.receive(text_message("상담", epd=False), NOW)
+    events = codec.receive(CLOSE, NOW)
+    final = next(e for e in events if isinstance(e, Final))
+    assert final.status is ResultStatus.ERROR
+    assert final.error is not None and final.error.kind is Failure.CLOSED
+    assert events[-1] == SessionClosed()

@@ -90,7 +90,7 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
      "step 'menu' route 1 matches nothing: give it say, phrases, dtmf or emotion"),
     ("unknown key unlike any", "    play: agent.wav\n", "    play: agent.wav\n    colour: red\n", 14,
      "step 'agent': unknown key 'colour' "
-     "(known: play, listen, routes, no_input, no_match, transfer, on_failure, hangup, goto)"),
+     "(known: play, listen, routes, no_input, no_match, transfer, on_failure, hangup, goto, redact)"),
     ("step is not a mapping", "  agent:\n    play: agent.wav\n    transfer: sip:agents@127.0.0.1:5070\n",
      "  agent: agent.wav\n", 12, "step 'agent': input should be a mapping of keys (got 'agent.wav')"),
     ("not a mapping", BASE, "- just\n- a list\n", 1,

@@ -57,7 +57,7 @@ def test_2xx_retransmitted_until_ack_timeout_then_bye() -> None:
     # T1 doubling up to T2 (§13.3.1.4), then the ACK wait ends at 64*T1 with a BYE.
     assert sent[:8] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5]
     assert 32.0 in sent
-    assert events.count(CallEnded("call-1", "ack-timeout")) == 1
+    assert events.count(CallEnded("call-1", "no-ack")) == 1
     assert not any(isinstance(e, CallEnded) and e.cause == "local-bye" for e in events)
 
 
