@@ -117,6 +117,9 @@ class ClientTransaction:
     state: str = "trying"  # trying -> proceeding (1xx) -> completed
     interval: float = T1
     ack: bytes | None = None  # INVITE: the ACK we sent for its final response, re-sent for retransmissions
+    # The dialog it belongs to, by our tag: a Call-ID can be reused by a new call (a trunk retrying after our
+    # 488, or after a call that never got its ACK) while the old call's BYE is still timing out.
+    local_tag: str = ""
 
     @property
     def reliable(self) -> bool:

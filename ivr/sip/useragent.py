@@ -723,7 +723,7 @@ class UserAgent:
 
     def _ack(self, ctx: ClientTransaction, resp: Response) -> None:
         """ACK our INVITE's final response: a new branch for a 2xx, else the INVITE's (§17.1.1.3)."""
-        call = self._calls.get(ctx.call_id)
+        call = self._dialog_of(ctx)
         if call is None:
             return
         ack, _ = build_request(
@@ -742,14 +742,19 @@ class UserAgent:
     def _client_done(
         self, ctx: ClientTransaction, status: int, now: float, resp: Response | None = None
     ) -> list[SipEvent]:
-        call = self._calls.get(ctx.call_id)
+        call = self._dialog_of(ctx)
         if ctx.method == "BYE" and call is not None:
             return self._end(call, "local-bye", now)
-        if ctx.method == "REFER" and status >= 300:
+        if ctx.method == "REFER" and status >= 300 and call is not None:
             return [ReferStatus(ctx.call_id, status, True)]
         if ctx.method in ("INVITE", "UPDATE") and call is not None and not call.ended:
             return self._refresh_done(call, status, now, resp)
         return []
+
+    def _dialog_of(self, ctx: ClientTransaction) -> Dialog | None:
+        """The dialog of a request we sent; None once it is gone, even if a new call reuses its Call-ID."""
+        call = self._calls.get(ctx.call_id)
+        return call if call is not None and call.local_tag == ctx.local_tag else None
 
     def _refresh_done(self, call: Dialog, status: int, now: float, resp: Response | None) -> list[SipEvent]:
         """The outcome of a session refresh we sent (RFC 4028 §10)."""
@@ -996,7 +1001,7 @@ class UserAgent:
             extra=extra,
             body=body,
         )
-        ctx = ClientTransaction(branch, method, call.call_id, serialize(req), dest)
+        ctx = ClientTransaction(branch, method, call.call_id, serialize(req), dest, local_tag=call.local_tag)
         self._client[branch] = ctx
         self._out.append(Outgoing(dest, ctx.data))
         if not ctx.reliable:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -327,11 +326,6 @@ def test_a_cseq_or_rport_past_int_digits_is_answered() -> None:
     _no_internal_error(ua)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="useragent.py (not ours to edit): the BYE of an ended dialog, timing out, ends the new call that "
-    "reuses its Call-ID; that INVITE never gets a final response and its transaction is never collected",
-)
 def test_a_stale_bye_does_not_end_a_new_call_with_the_same_call_id() -> None:
     # Found by test_sequences_never_raise_and_every_dialog_ends at IVR_FUZZ_EXAMPLES=20000 (issue 12).
     ua = UserAgent(host="192.0.2.1", port=5060)
