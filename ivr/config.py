@@ -10,10 +10,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ivr.sip.connections import StreamLimits
 from ivr.sip.tls import TlsListener, server_context
@@ -35,21 +35,23 @@ DigestAlgorithm = Literal["SHA-256", "MD5"]
 _DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
 
 
+def _cidrs(value: list[str]) -> list[str]:
+    for cidr in value:
+        ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
+    return value
+
+
+Cidrs = Annotated[list[str], AfterValidator(_cidrs)]  # source networks, e.g. 198.51.100.0/24
+
+
 class TrunkSettings(BaseModel):
     """A trunk: its source CIDRs and, for digest auth, a username (the password: env or secrets file only)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_]+$")  # IVR_TRUNK_<NAME>_PASSWORD must be a valid variable name
-    allow: list[str]
+    allow: Cidrs
     username: str | None = None
-
-    @field_validator("allow")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            ipaddress.ip_network(cidr, strict=False)
-        return value
 
 
 class Settings(BaseModel):
@@ -79,7 +81,7 @@ class Settings(BaseModel):
     asr_breaker_cooldown: float = Field(default=30.0, ge=0)
     max_calls: int = 1000
     # Sources allowed to send INVITE/REGISTER (the trunk allow-list), as CIDRs.
-    trunk_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    trunk_allow: Cidrs = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # trunk_allow is the trunk "default"; with trunk_username its calls and REGISTERs need digest auth, the
     # password in IVR_TRUNK_DEFAULT_PASSWORD or secrets_file. Named trunks are matched first, in order.
     trunk_username: str | None = None
@@ -137,13 +139,6 @@ class Settings(BaseModel):
     # bridges on one host (tests, a node behind Kamailio) would clash on any fixed default port.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
-
-    @field_validator("trunk_allow")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            ipaddress.ip_network(cidr, strict=False)
-        return value
 
     @property
     def contact_host(self) -> str:
