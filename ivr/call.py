@@ -524,7 +524,7 @@ class Call:
         self.record.failovers.append(f"{self._step}:{source}->{target or 'none'}:{kind}")
         recognition = self._effects.recognition
         if target is not None and recognition is not None:
-            # The turn goes on under the same id: its outcome is timed and counted for the vendor that gives it.
+            # The turn goes on under the same id: timed and counted for the vendor that answers it.
             self._latency.started(recognition.id, target, time.monotonic())
 
     def _on_dtmf(self, digit: str) -> None:
