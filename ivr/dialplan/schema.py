@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -370,9 +370,12 @@ class Step(_Model):
 
 @dataclass(frozen=True)
 class Issue:
+    """One finding of the whole-flow checks, located by key path."""
+
     loc: Loc
     message: str
     warning: bool = False
+    code: str = "flow"  # unknown-step, unreachable, silent-loop, recognizer, ... (for `ivr check --json`)
 
 
 class Dialplan(_Model):
@@ -451,6 +454,41 @@ def json_schema() -> dict[str, Any]:
 def _known(names: list[str]) -> str:
     names = sorted(names)
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _step_hint(target: str, names: list[str]) -> str:
+    """A likely typo gets "did you mean"; otherwise the steps there are."""
+    close = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f": no step has that name; add it under steps: or use one of {_known(names)}"
+
+
+def unconfigured_vendors(dialplan: Dialplan, configured: Collection[str]) -> list[Issue]:
+    """The recognizer vendors the dialplan listens with that the settings give no URL, one issue each, at
+    the first place that names the vendor (a step's own vendor or secondary, else `asr.vendor`)."""
+    issues: list[Issue] = []
+    for vendor in sorted(dialplan.vendors() - set(configured)):
+        where: Loc = ("asr", "vendor")
+        for name, step in dialplan.steps.items():
+            settings = step.settings
+            if not step.listens:
+                continue
+            if settings.vendor == vendor:
+                where = ("steps", name, "listen", "vendor")
+                break
+            if settings.secondary is not None and settings.secondary.vendor == vendor:
+                where = ("steps", name, "listen", "secondary", "vendor")
+                break
+        issues.append(
+            Issue(
+                where,
+                f"recognizer vendor '{vendor}' is not configured: set asr_urls: {{{vendor}: wss://...}}"
+                f" in the settings ({vendor}: embedded for the local emulator) or IVR_{vendor.upper()}_URL",
+                code="vendor-not-configured",
+            )
+        )
+    return issues
 
 
 def _check_step(name: str, step: Step) -> Iterator[Issue]:
@@ -533,7 +571,7 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
                 where = ("steps", name, "routes", _first_speaker_route(step))
             else:
                 where = (*at, key)
-            yield Issue(where, f"step '{name}': {problem}")
+            yield Issue(where, f"step '{name}': {problem}", code="recognizer")
         secondary = settings.secondary
         if secondary is not None:
             # Checked like the primary, except classifiers: a secondary without them still recognizes.
@@ -542,7 +580,7 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
             for key, problem in check_step(secondary.vendor, language, audio, secondary.options):
                 if key == "language" and secondary.language is None:
                     key, problem = "vendor", problem + " (the step's language: give the secondary its own)"
-                yield Issue((*at, key), f"step '{name}' secondary: {problem}")
+                yield Issue((*at, key), f"step '{name}' secondary: {problem}", code="recognizer")
 
 
 def _first_speaker_route(step: Step) -> int:
@@ -572,7 +610,11 @@ def check(dialplan: Dialplan) -> list[Issue]:
     names = list(dialplan.steps)
     if dialplan.start not in dialplan.steps:
         issues.append(
-            Issue(("start",), f"start step '{dialplan.start}' does not exist (known: {_known(names)})")
+            Issue(
+                ("start",),
+                f"start step '{dialplan.start}' does not exist{_step_hint(dialplan.start, names)}",
+                code="unknown-step",
+            )
         )
     for name, step in dialplan.steps.items():
         issues.extend(_check_step(name, step))
@@ -581,7 +623,8 @@ def check(dialplan: Dialplan) -> list[Issue]:
                 issues.append(
                     Issue(
                         ("steps", name, *loc),
-                        f"step '{name}' routes to unknown step '{target}' (known: {_known(names)})",
+                        f"step '{name}' routes to unknown step '{target}'{_step_hint(target, names)}",
+                        code="unknown-step",
                     )
                 )
     issues.extend(_check_recognizers(dialplan))
@@ -598,6 +641,7 @@ def check(dialplan: Dialplan) -> list[Issue]:
                     where,
                     f"a silent caller would loop forever: {' -> '.join(loop)} "
                     "(no_input must end in a transfer or hangup)",
+                    code="silent-loop",
                 )
             )
     reachable = {dialplan.start}
@@ -610,12 +654,23 @@ def check(dialplan: Dialplan) -> list[Issue]:
     for name in names:
         if name not in reachable:
             issues.append(
-                Issue(("steps", name), f"step '{name}' is unreachable from '{dialplan.start}'", True)
+                Issue(
+                    ("steps", name),
+                    f"step '{name}' is unreachable from '{dialplan.start}' (no route, goto or on_failure"
+                    " leads there: route to it or delete it)",
+                    True,
+                    "unreachable",
+                )
             )
     used = {prompt for step in dialplan.steps.values() for _, prompt in step.prompts()}
     for prompt in dialplan.prompts:
         if prompt not in used:
             issues.append(
-                Issue(("prompts", prompt), f"prompt text for '{prompt}' is not used by any step", True)
+                Issue(
+                    ("prompts", prompt),
+                    f"prompt text for '{prompt}' is not used by any step (play it somewhere or delete it)",
+                    True,
+                    "unused-prompt",
+                )
             )
     return issues
