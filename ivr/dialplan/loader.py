@@ -94,7 +94,7 @@ class _LineMap:
         self.loader = loader
         self.lines: dict[Loc, int] = {(): _line(root)}
         self.columns: dict[Loc, int] = {(): _column(root)}
-        self.duplicates: list[tuple[int, str]] = []
+        self.duplicates: list[tuple[int, int, str]] = []
         self._walk(root, ())
 
     def _key(self, node: Node) -> Any:

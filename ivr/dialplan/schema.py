@@ -8,6 +8,7 @@ unreachable steps) and returns `Issue`s located by key path, so the loader can p
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -447,8 +448,21 @@ def step_vocabulary(step: Step) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for route in step.routes for p in (*route.phrases, *route.say)))
 
 
+# We own no domain, so an https:// $id would name an address nobody serves: a URN names the language without
+# pretending to locate it. Editors find the file through the modeline's relative path, not through the $id.
+SCHEMA_ID = "urn:ivr:dialplan"
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # the draft pydantic emits
+
+
 def json_schema() -> dict[str, Any]:
-    return Dialplan.model_json_schema()
+    """The dialplan language as JSON Schema (draft 2020-12), for editors and CI validators."""
+    body = Dialplan.model_json_schema()
+    return {"$schema": _DRAFT, "$id": SCHEMA_ID, **body}
+
+
+def json_schema_text() -> str:
+    """`json_schema()` as `ivr schema` prints it and dialplans/dialplan.schema.json holds it."""
+    return json.dumps(json_schema(), ensure_ascii=False, indent=2) + "\n"
 
 
 def _known(names: list[str]) -> str:
