@@ -482,6 +482,7 @@ def unconfigured_vendors(dialplan: Dialplan, configured: Collection[str]) -> lis
     """The recognizer vendors the dialplan listens with that the settings give no URL, one issue each, at
     the first place that names the vendor (a step's own vendor or secondary, else `asr.vendor`)."""
     issues: list[Issue] = []
+    written = "asr" in dialplan.model_fields_set and "vendor" in dialplan.asr.model_fields_set
     for vendor in sorted(dialplan.vendors() - set(configured)):
         where: Loc = ("asr", "vendor")
         for name, step in dialplan.steps.items():
@@ -493,6 +494,9 @@ def unconfigured_vendors(dialplan: Dialplan, configured: Collection[str]) -> lis
                 break
             if settings.secondary is not None and settings.secondary.vendor == vendor:
                 where = ("steps", name, "listen", "secondary", "vendor")
+                break
+            if settings.vendor is None and vendor == dialplan.asr.vendor and not written:
+                where = ("steps", name)  # the default vendor: the first step that listens with it
                 break
         issues.append(
             Issue(
