@@ -48,11 +48,54 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The JSON Schema is what editors validate as authors type, so it accepts the shorthands the loader accepts
+# (`say: word` for `say: [word]`, `listen: true`, `dtmf: 0` which YAML reads as a number) and lists the
+# closed vocabularies (DTMF keys, emotions) for completion. Each edit is in place: pydantic's hook contract.
+def _word_or_words(schema: dict[str, Any]) -> None:
+    items = schema.pop("items")
+    schema.pop("type")
+    schema["anyOf"] = [items, {"type": "array", "items": items}]
+
+
+def _listen_or_true(schema: dict[str, Any]) -> None:
+    schema["anyOf"].append({"type": "boolean", "description": "true: listen with the defaults"})
+
+
+def _dtmf_key(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [
+        {"type": "string", "enum": list(DTMF_KEYS)},
+        {"type": "integer", "minimum": 0, "maximum": 9},
+    ]
+    schema["examples"] = ["1", "0", "#", "*"]
+
+
+def _language_tag(schema: dict[str, Any]) -> None:
+    text = next((s for s in schema.get("anyOf", [schema]) if s.get("type") == "string"), schema)
+    text["pattern"] = _LANGUAGE.pattern
+    schema["examples"] = ["ko", "pt-BR", "ja"]
+
+
+def _emotion_names(schema: dict[str, Any]) -> None:
+    schema["items"]["enum"] = list(EMOTIONS)
+    _word_or_words(schema)
+
+
+def _emotion_shorthand(schema: dict[str, Any]) -> None:
+    label = {"type": "string", "enum": list(EMOTIONS)}
+    schema["anyOf"][1:1] = [label, {"type": "array", "items": label}]
+
+
+def _emotion_group(schema: dict[str, Any]) -> None:
+    schema["anyOf"][0]["enum"] = list(EMOTION_GROUPS)
+
+
 class AsrSettings(_Model):
     """Recognizer defaults for every step that listens."""
 
     vendor: Vendor = Field(default="mediazen", description="recognizer vendor")
-    language: str = Field(default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja")
+    language: str = Field(
+        default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja", json_schema_extra=_language_tag
+    )
     emotion_window: int = Field(
         default=3,
         ge=1,
@@ -76,7 +119,9 @@ class SecondaryRecognizer(_Model):
     """The recognizer a listen step fails over to when its vendor fails (the turn's audio replayed)."""
 
     vendor: Vendor = Field(description="the secondary vendor; checked like the primary")
-    language: str | None = Field(default=None, description="its language (default: the step's)")
+    language: str | None = Field(
+        default=None, description="its language (default: the step's)", json_schema_extra=_language_tag
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="its vendor options, checked against that vendor"
     )
@@ -97,6 +142,8 @@ class SecondaryRecognizer(_Model):
 
 
 class ListenSettings(_Model):
+    """How a step listens: timers, recognizer settings, and the vendor and language when not asr's."""
+
     timeout: float = Field(
         default=5.0, gt=0, le=600, description="no-input timeout (s) from the end of the prompt"
     )
@@ -125,10 +172,14 @@ class ListenSettings(_Model):
         default=False, description="keep the utterance for voice biometrics (CPQD Verify-Buffer-Utterance)"
     )
     grammar: str | None = Field(
-        default=None, description="a vendor builtin grammar or language model URI, e.g. builtin:slm/general"
+        default=None,
+        description="a vendor builtin grammar or language model URI, e.g. builtin:slm/general",
+        examples=["builtin:slm/general", "builtin:grammar/digits"],
     )
     grammar_file: str | None = Field(
-        default=None, description="an SRGS grammar file beside the dialplan, read once at load"
+        default=None,
+        description="an SRGS grammar file beside the dialplan, read once at load",
+        examples=["grammars/yes_no.gram"],
     )
     audio: AudioChoice = Field(
         default="pcm16",
@@ -138,7 +189,9 @@ class ListenSettings(_Model):
         default_factory=dict, description="vendor options, checked against the vendor"
     )
     vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
-    language: str | None = Field(default=None, description="overrides asr.language")
+    language: str | None = Field(
+        default=None, description="overrides asr.language", json_schema_extra=_language_tag
+    )
     secondary: SecondaryRecognizer | None = Field(
         default=None,
         description="a second vendor for this step: when the first fails (unreachable, refused, dropped,"
@@ -183,8 +236,11 @@ class EmotionCondition(_Model):
     labels: list[str] = Field(
         default_factory=list,
         description="emotions; the probability that the caller's emotion is one of them (the sum of their p)",
+        json_schema_extra=_emotion_names,
     )
-    group: str | None = Field(default=None, description="a p_groups entry, e.g. negativo_ativado")
+    group: str | None = Field(
+        default=None, description="a p_groups entry, e.g. negativo_ativado", json_schema_extra=_emotion_group
+    )
     min: float = Field(default=0.5, ge=0, le=1, description="the probability labels / group must reach")
     window: int | None = Field(
         default=None,
@@ -244,13 +300,24 @@ def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
 
 
 class Route(_Model):
-    say: list[str] = Field(default_factory=list, description="keywords found anywhere in the recognized text")
-    phrases: list[str] = Field(
-        default_factory=list, description="full expected utterances; matched too, and given to recognizers"
+    """One way out of a listening step: what the caller must say, key or sound like, and where it leads."""
+
+    say: list[str] = Field(
+        default_factory=list,
+        description="keywords found anywhere in the recognized text",
+        json_schema_extra=_word_or_words,
     )
-    dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D")
+    phrases: list[str] = Field(
+        default_factory=list,
+        description="full expected utterances; matched too, and given to recognizers",
+        json_schema_extra=_word_or_words,
+    )
+    dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D", json_schema_extra=_dtmf_key)
     emotion: EmotionCondition | None = Field(
-        default=None, description="the caller's emotion (with say/phrases: both must match)"
+        default=None,
+        description="the caller's emotion (with say/phrases: both must match); a list of labels is short for"
+        " {labels: [...]}",
+        json_schema_extra=_emotion_shorthand,
     )
     age: AgeCondition | None = Field(default=None, description="the caller's estimated age")
     gender: Literal["M", "F"] | None = Field(default=None, description="the caller's estimated gender")
@@ -300,20 +367,34 @@ class Fallback(_Model):
 
 
 class Step(_Model):
+    """One step of the flow: an optional prompt, then one of listen (routes), goto, transfer or hangup."""
+
     play: str | None = Field(
-        default=None, description="WAV prompt, beside the dialplan or in prompts/ beside it"
+        default=None,
+        description="WAV prompt, beside the dialplan or in prompts/ beside it",
+        examples=["greeting.wav"],
     )
     listen: ListenSettings | None = Field(
-        default=None, description="listening settings (routes imply listening)"
+        default=None,
+        description="listening settings (routes imply listening); true listens with the defaults",
+        json_schema_extra=_listen_or_true,
     )
     routes: list[Route] = Field(default_factory=list, description="tried in order; the first match wins")
-    no_input: Fallback | None = None
-    no_match: Fallback | None = None
-    transfer: str | None = Field(default=None, description="SIP REFER target: a sip:, sips: or tel: URI")
+    no_input: Fallback | None = Field(
+        default=None, description="what to do when the caller says and keys nothing before the timeout"
+    )
+    no_match: Fallback | None = Field(
+        default=None, description="what to do when the caller says or keys something no route matches"
+    )
+    transfer: str | None = Field(
+        default=None,
+        description="SIP REFER target: a sip:, sips: or tel: URI",
+        examples=["sip:agents@10.0.0.5:5060", "tel:+551140040000"],
+    )
     on_failure: str | None = Field(
         default=None, description="the step to go to when the transfer fails (else the call ends)"
     )
-    hangup: bool = False
+    hangup: bool = Field(default=False, description="true: end the call after the prompt")
     goto: str | None = Field(default=None, description="the step to go to after the prompt")
     redact: bool = Field(
         default=False,
@@ -380,10 +461,14 @@ class Issue:
 
 
 class Dialplan(_Model):
+    """An ivr call flow: the steps a call walks, from start, and the recognizer they listen with."""
+
     name: str = Field(description="shown in logs and CDRs")
-    asr: AsrSettings = Field(default_factory=lambda: AsrSettings())
+    asr: AsrSettings = Field(
+        default_factory=lambda: AsrSettings(), description="the recognizer of every step that listens"
+    )
     start: str = Field(description="the first step of every call")
-    steps: dict[str, Step] = Field(min_length=1)
+    steps: dict[str, Step] = Field(min_length=1, description="step name -> step; names are what goto uses")
     prompts: dict[str, str] = Field(
         default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
     )
