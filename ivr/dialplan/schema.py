@@ -618,7 +618,9 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
         )
     if step.listens:
         if not step.routes:
-            yield Issue((*at, "listen"), f"step '{name}' listens but has no routes")
+            yield Issue(
+                (*at, "listen"), f"step '{name}' listens but has no routes: add routes, or remove listen"
+            )
         for fallback in ("no_input", "no_match"):
             if getattr(step, fallback) is None:
                 what = "is silent" if fallback == "no_input" else "says something no route matches"
@@ -628,11 +630,17 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
     else:
         for fallback in ("no_input", "no_match"):
             if getattr(step, fallback) is not None:
-                yield Issue((*at, fallback), f"step '{name}' has '{fallback}' but does not listen")
+                yield Issue(
+                    (*at, fallback),
+                    f"step '{name}' has '{fallback}' but does not listen: give it routes or remove it",
+                )
     if step.goto is not None and step.play is None:
         yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
     if step.on_failure is not None and step.transfer is None:
-        yield Issue((*at, "on_failure"), f"step '{name}' has 'on_failure' but does not transfer")
+        yield Issue(
+            (*at, "on_failure"),
+            f"step '{name}' has 'on_failure' but does not transfer: add transfer: or remove it",
+        )
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
         if not (route.say or route.phrases or route.dtmf or route.speaker):
@@ -644,14 +652,15 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
             for j, word in enumerate(getattr(route, key)):
                 if not word.strip():
                     yield Issue(
-                        (*at, "routes", i, key, j), f"step '{name}' route {i + 1} has an empty {key} entry"
+                        (*at, "routes", i, key, j),
+                        f"step '{name}' route {i + 1} has an empty {key} entry: remove it",
                     )
         if route.dtmf is not None:
             if route.dtmf in seen_dtmf:
                 yield Issue(
                     (*at, "routes", i, "dtmf"),
                     f"step '{name}' route {i + 1} reuses dtmf '{route.dtmf}' "
-                    f"of route {seen_dtmf[route.dtmf] + 1}",
+                    f"of route {seen_dtmf[route.dtmf] + 1}, which always wins: give it another key",
                 )
             seen_dtmf.setdefault(route.dtmf, i)
 

@@ -68,6 +68,12 @@ CASES: list[tuple[str, str, str, str]] = [
      "11:29: error: step 'menu' no_match retries: input should be less than or equal to 10 (got '99')"),
     ("YAML syntax error column", "        goto: agent\n", "        goto: agent: now\n",
      "9:20: error: YAML syntax error: mapping values are not allowed here"),
+    ("dtmf used twice", "        goto: agent\n",
+     "        goto: agent\n      - dtmf: \"0\"\n        goto: menu\n",
+     "10:9: error: step 'menu' route 2 reuses dtmf '0' of route 1, which always wins: give it another key"),
+    ("no_input on a step that does not listen", "    transfer: sip:agents@127.0.0.1:5070\n",
+     "    transfer: sip:agents@127.0.0.1:5070\n    no_input: {goto: menu}\n",
+     "15:5: error: step 'agent' has 'no_input' but does not listen: give it routes or remove it"),
     ("duplicate key", "  agent:\n", "  menu:\n",
      "12:3: error: duplicate key 'menu' (first at line 4): keep one and merge or rename the other"),
 ]  # fmt: skip
