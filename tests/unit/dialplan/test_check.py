@@ -180,6 +180,15 @@ def test_cli_exit_status_is_0_for_warnings_1_for_errors_2_for_usage(tmp_path: Pa
     absent = ivr_check("nowhere.yaml", cwd=tmp_path)
     assert (absent.returncode, absent.stdout) == (2, "")
     assert absent.stderr.strip() == "ivr check: no such file or folder: nowhere.yaml"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "settings.yaml").write_text("sip_port: 5060\n", encoding="utf-8")
+    empty = ivr_check("empty", cwd=tmp_path)
+    assert (empty.returncode, empty.stderr.strip()) == (
+        2,
+        "ivr check: no dialplan (a YAML file with steps:) in empty",
+    )
+    unreadable = ivr_check("--config", "missing.yaml", "warned.yaml", cwd=tmp_path)
+    assert unreadable.returncode == 2 and unreadable.stderr.startswith("ivr check: settings missing.yaml: ")
 
 
 def test_cli_json_lists_every_problem_and_a_summary(tmp_path: Path) -> None:
