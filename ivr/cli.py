@@ -18,7 +18,7 @@ import structlog
 
 from ivr import __version__
 from ivr.config import BUNDLED_DIALPLAN, EMBEDDED, Settings, load_settings
-from ivr.dialplan.loader import DialplanError, load_dialplan, validate_only
+from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
 from ivr.health import HealthServer
 from ivr.observability import configure_logging
@@ -34,11 +34,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", dest="sip_port", type=int, help="SIP port, UDP and TCP (default 5060)")
     serve.add_argument("--dialplan", type=Path, help="dialplan YAML (default: the bundled demo)")
     serve.add_argument("--log-format", choices=["console", "json"])
-    check = sub.add_parser("check", help="validate a dialplan; prints file:line errors")
-    check.add_argument(
-        "dialplan", type=Path, nargs="?", default=BUNDLED_DIALPLAN, help="default: the bundled demo"
+    check = sub.add_parser(
+        "check", help="validate dialplans; prints file:line:col: error|warning: message (exit 1 on errors)"
     )
-    sub.add_parser("schema", help="print the dialplan JSON Schema (for editors and CI validators)")
+    check.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        metavar="PATH",
+        help="dialplan files, or folders checked for every dialplan YAML in them; default: the bundled demo",
+    )
+    check.add_argument(
+        "--config", type=Path, help="settings YAML whose asr_urls say which vendors are configured"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON document with every problem")
+    check.add_argument("--verbose", action="store_true", help="also list the YAML files skipped, and why")
+    schema = sub.add_parser("schema", help="print the dialplan JSON Schema (for editors and CI validators)")
+    schema.add_argument("--output", type=Path, help="write to FILE instead of stdout")
     cdr = sub.add_parser("cdr", help="recent calls from the CDR store; --csv exports every column")
     cdr.add_argument("--config", type=Path, help="settings YAML: its cdr_url (IVR_CDR_URL overrides it)")
     cdr.add_argument("--url", help="the store URL (sqlite:///, postgresql://, jsonl:///), not the settings'")
@@ -57,11 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return _check(args.dialplan)
+        return _check(args)
     if args.command == "schema":
-        from ivr.dialplan.schema import json_schema
+        from ivr.dialplan.schema import json_schema_text
 
-        print(json.dumps(json_schema(), ensure_ascii=False, indent=2))
+        if args.output is None:
+            sys.stdout.write(json_schema_text())
+        else:
+            args.output.write_text(json_schema_text(), encoding="utf-8")
         return 0
     if args.command == "cdr":
         return _cdr(args)
@@ -121,14 +136,34 @@ def _cdr(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(path: Path) -> int:
-    problems = validate_only(path)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if any(": warning: " not in line for line in problems):
-        return 1
-    print(f"{path}: ok")
-    return 0
+def _check(args: argparse.Namespace) -> int:
+    from ivr.config import vendor_endpoint
+    from ivr.dialplan.report import check_paths
+    from ivr.dialplan.schema import VENDORS
+
+    paths: list[Path] = args.paths or [BUNDLED_DIALPLAN]
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        print(f"ivr check: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)  # no --config: the defaults (all vendors embedded) and IVR_*
+    except Exception as exc:  # an unreadable or invalid settings file is a usage error, not a traceback
+        print(f"ivr check: settings {args.config}: {exc}", file=sys.stderr)
+        return 2
+    configured = {vendor for vendor in VENDORS if vendor_endpoint(settings, vendor) is not None}
+    report = check_paths(paths, configured)
+    if not report.checked:
+        print(
+            f"ivr check: no dialplan (a YAML file with steps:) in {', '.join(map(str, paths))}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(report.lines(args.verbose)))
+    return 0 if report.ok else 1
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:

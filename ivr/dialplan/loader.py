@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -19,20 +19,29 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, Loc, check
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, Issue, Loc, check, unconfigured_vendors
 
-__all__ = ["DialplanError", "Problem", "load_dialplan", "validate_only"]
+__all__ = ["DialplanError", "Problem", "check_file", "load_dialplan", "validate_only"]
 
 
 @dataclass(frozen=True)
 class Problem:
+    """One mistake in a dialplan file, at the line and column of the key at fault."""
+
     path: str
     line: int
     message: str
     warning: bool = False
+    column: int = 1
+    code: str = "schema"  # the kind of check, for `ivr check --json`
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {'warning: ' if self.warning else ''}{self.message}"
+
+    def located(self) -> str:
+        """`file:line:col: error|warning: message`, the form compilers print and editors jump to."""
+        severity = "warning" if self.warning else "error"
+        return f"{self.path}:{self.line}:{self.column}: {severity}: {self.message}"
 
 
 class DialplanError(ValueError):
@@ -74,13 +83,18 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+def _column(node: Node) -> int:
+    return int(node.start_mark.column) + 1
+
+
 class _LineMap:
     """Key path -> line of that key (or sequence item), plus duplicate keys, which PyYAML silently merges."""
 
     def __init__(self, loader: _Loader, root: Node) -> None:
         self.loader = loader
         self.lines: dict[Loc, int] = {(): _line(root)}
-        self.duplicates: list[tuple[int, str]] = []
+        self.columns: dict[Loc, int] = {(): _column(root)}
+        self.duplicates: list[tuple[int, int, str]] = []
         self._walk(root, ())
 
     def _key(self, node: Node) -> Any:
@@ -97,11 +111,17 @@ class _LineMap:
                 key = self._key(key_node)
                 if key in first_seen:
                     self.duplicates.append(
-                        (_line(key_node), f"duplicate key '{key}' (first at line {first_seen[key]})")
+                        (
+                            _line(key_node),
+                            _column(key_node),
+                            f"duplicate key '{key}' (first at line {first_seen[key]}): "
+                            "keep one and merge or rename the other",
+                        )
                     )
                     continue
                 first_seen[key] = _line(key_node)
                 self.lines[(*loc, key)] = _line(key_node)
+                self.columns[(*loc, key)] = _column(key_node)
                 self._walk(value, (*loc, key))
             for merged in merges:  # `<<: *defaults`: explicit keys win, the anchor's lines fill the rest
                 if isinstance(merged, MappingNode):
@@ -109,18 +129,24 @@ class _LineMap:
                         key = self._key(key_node)
                         if (*loc, key) not in self.lines:
                             self.lines[(*loc, key)] = _line(key_node)
+                            self.columns[(*loc, key)] = _column(key_node)
                             self._walk(value, (*loc, key))
         elif isinstance(node, SequenceNode):
             for i, item in enumerate(node.value):
                 self.lines[(*loc, i)] = _line(item)
+                self.columns[(*loc, i)] = _column(item)
                 self._walk(item, (*loc, i))
 
     def line(self, loc: Loc) -> int:
         """The line of the deepest part of `loc` present in the file (a missing key points at its parent)."""
+        return self.position(loc)[0]
+
+    def position(self, loc: Loc) -> tuple[int, int]:
+        """(line, column) of the deepest part of `loc` present in the file."""
         loc = tuple(part for part in loc if part != "[key]")
         while loc not in self.lines:
             loc = loc[:-1]
-        return self.lines[loc]
+        return self.lines[loc], self.columns[loc]
 
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:
@@ -211,9 +237,12 @@ def _describe(error: ErrorDetails) -> str:
     return _prefixed(_where(loc), message)
 
 
-def _prompt_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, Path], list[tuple[Loc, str]]]:
+def _prompt_files(
+    dialplan: Dialplan, base: Path, shown: str
+) -> tuple[dict[str, Path], list[tuple[Loc, str, bool]]]:
+    """Where each prompt is; the missing ones, and whether `prompts:` has their text (so it can be made)."""
     found: dict[str, Path] = {}
-    missing: list[tuple[Loc, str]] = []
+    missing: list[tuple[Loc, str, bool]] = []
     for name, step in dialplan.steps.items():
         for loc, prompt in step.prompts():
             candidates = [base / prompt, base / "prompts" / prompt]
@@ -221,14 +250,12 @@ def _prompt_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, Path], list
             if hit is not None:
                 found[prompt] = hit
                 continue
-            hint = " (its text is in prompts:, generate it with `python -m ivr.prompts`)"
-            missing.append(
-                (
-                    ("steps", name, *loc),
-                    f"step '{name}' plays '{prompt}', which is neither beside the dialplan nor in prompts/"
-                    + (hint if prompt in dialplan.prompts else ""),
-                )
-            )
+            where = f"step '{name}' plays '{prompt}', which is neither beside the dialplan nor in prompts/"
+            if prompt in dialplan.prompts:
+                fix = f" (its text is in prompts:, generate it with `python -m ivr.prompts {shown}`)"
+            else:
+                fix = ": record it there, fix the name, or give its text in prompts: to generate it"
+            missing.append((("steps", name, *loc), where + fix, prompt in dialplan.prompts))
             found[prompt] = candidates[1]
     return found, missing
 
@@ -251,8 +278,8 @@ def _grammar_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, str], list
 
 
 def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
-    def fail(line: int, message: str) -> DialplanError:
-        return DialplanError([Problem(shown, line, message)])
+    def fail(line: int, message: str, column: int = 1) -> DialplanError:
+        return DialplanError([Problem(shown, line, message, column=column, code="yaml")])
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -273,14 +300,21 @@ def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise fail(
-            int(mark.line) + 1 if mark else 1, f"YAML syntax error: {exc.problem or exc.context}"
+            int(mark.line) + 1 if mark else 1,
+            f"YAML syntax error: {exc.problem or exc.context}",
+            int(mark.column) + 1 if mark else 1,
         ) from exc
     except yaml.YAMLError as exc:
         raise fail(1, f"YAML syntax error: {exc}") from exc
     finally:
         loader.dispose()
     if lines.duplicates:
-        raise DialplanError([Problem(shown, line, message) for line, message in lines.duplicates])
+        raise DialplanError(
+            [
+                Problem(shown, line, message, column=col, code="yaml")
+                for line, col, message in lines.duplicates
+            ]
+        )
     return data, lines
 
 
@@ -288,7 +322,12 @@ def text_line(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _load(path: str | Path, check_prompts: bool) -> tuple[Dialplan | None, list[Problem]]:
+def _load(
+    path: str | Path,
+    check_prompts: bool,
+    configured: Collection[str] | None = None,
+    generated_prompts_warn: bool = False,
+) -> tuple[Dialplan | None, list[Problem]]:
     shown = str(path)
     path = Path(path)
     try:
@@ -296,21 +335,31 @@ def _load(path: str | Path, check_prompts: bool) -> tuple[Dialplan | None, list[
     except DialplanError as exc:
         return None, list(exc.problems)
 
-    def problems(issues: Iterable[tuple[Loc, str, bool]]) -> list[Problem]:
-        found = [Problem(shown, lines.line(loc), message, warning) for loc, message, warning in issues]
-        return sorted(found, key=lambda p: p.line)
+    def problem(issue: Issue) -> Problem:
+        line, column = lines.position(issue.loc)
+        return Problem(shown, line, issue.message, issue.warning, column, issue.code)
+
+    def problems(issues: Iterable[Issue]) -> list[Problem]:
+        return sorted(map(problem, issues), key=lambda p: (p.line, p.column))
 
     try:
         dialplan = Dialplan.model_validate(data, context={_SKIP_FLOW_CHECK: True})
     except ValidationError as exc:
-        return None, problems((tuple(e["loc"]), _describe(e), False) for e in _explained(exc.errors()))
-    issues = [(i.loc, i.message, i.warning) for i in check(dialplan)]
+        return None, problems(
+            Issue(tuple(e["loc"]), _describe(e), code="schema") for e in _explained(exc.errors())
+        )
+    issues = check(dialplan)
+    if configured is not None:
+        issues.extend(unconfigured_vendors(dialplan, configured))
     base = path.resolve().parent
-    prompt_files, missing = _prompt_files(dialplan, base)
+    prompt_files, missing = _prompt_files(dialplan, base, shown)
     if check_prompts:
-        issues.extend((loc, message, False) for loc, message in missing)
+        # A prompt whose text is given is one command away: for `ivr check` a warning, for serving an error.
+        issues.extend(
+            Issue(loc, message, generated_prompts_warn and text, "prompt") for loc, message, text in missing
+        )
     grammars, unreadable = _grammar_files(dialplan, base)
-    issues.extend((loc, message, False) for loc, message in unreadable)
+    issues.extend(Issue(loc, message, code="grammar") for loc, message in unreadable)
     found = problems(issues)
     dialplan._base_dir = base
     dialplan._prompt_files = prompt_files
@@ -334,3 +383,11 @@ def load_dialplan(path: str | Path, *, check_prompts: bool = True) -> Dialplan:
 def validate_only(path: str | Path) -> list[str]:
     """Every error and warning as `file:line: ...` lines; empty when the dialplan is clean."""
     return [str(p) for p in _load(path, True)[1]]
+
+
+def check_file(path: str | Path, configured_vendors: Collection[str] | None = None) -> list[Problem]:
+    """What `ivr check` reports of one file: every error and warning, in file order.
+
+    `configured_vendors` (those with a URL in the settings) adds an error for each vendor the dialplan uses
+    that has none; a prompt that is missing but whose text is in `prompts:` is only a warning here."""
+    return _load(path, True, configured_vendors, generated_prompts_warn=True)[1]

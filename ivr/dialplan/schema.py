@@ -8,8 +8,9 @@ unreachable steps) and returns `Issue`s located by key path, so the loader can p
 from __future__ import annotations
 
 import difflib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -47,11 +48,54 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The JSON Schema is what editors validate as authors type, so it accepts the shorthands the loader accepts
+# (`say: word` for `say: [word]`, `listen: true`, `dtmf: 0` which YAML reads as a number) and lists the
+# closed vocabularies (DTMF keys, emotions) for completion. Each edit is in place: pydantic's hook contract.
+def _word_or_words(schema: dict[str, Any]) -> None:
+    items = schema.pop("items")
+    schema.pop("type")
+    schema["anyOf"] = [items, {"type": "array", "items": items}]
+
+
+def _listen_or_true(schema: dict[str, Any]) -> None:
+    schema["anyOf"].append({"type": "boolean", "description": "true: listen with the defaults"})
+
+
+def _dtmf_key(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [
+        {"type": "string", "enum": list(DTMF_KEYS)},
+        {"type": "integer", "minimum": 0, "maximum": 9},
+    ]
+    schema["examples"] = ["1", "0", "#", "*"]
+
+
+def _language_tag(schema: dict[str, Any]) -> None:
+    text = next((s for s in schema.get("anyOf", [schema]) if s.get("type") == "string"), schema)
+    text["pattern"] = _LANGUAGE.pattern
+    schema["examples"] = ["ko", "pt-BR", "ja"]
+
+
+def _emotion_names(schema: dict[str, Any]) -> None:
+    schema["items"]["enum"] = list(EMOTIONS)
+    _word_or_words(schema)
+
+
+def _emotion_shorthand(schema: dict[str, Any]) -> None:
+    label = {"type": "string", "enum": list(EMOTIONS)}
+    schema["anyOf"][1:1] = [label, {"type": "array", "items": label}]
+
+
+def _emotion_group(schema: dict[str, Any]) -> None:
+    schema["anyOf"][0]["enum"] = list(EMOTION_GROUPS)
+
+
 class AsrSettings(_Model):
     """Recognizer defaults for every step that listens."""
 
     vendor: Vendor = Field(default="mediazen", description="recognizer vendor")
-    language: str = Field(default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja")
+    language: str = Field(
+        default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja", json_schema_extra=_language_tag
+    )
     emotion_window: int = Field(
         default=3,
         ge=1,
@@ -75,7 +119,9 @@ class SecondaryRecognizer(_Model):
     """The recognizer a listen step fails over to when its vendor fails (the turn's audio replayed)."""
 
     vendor: Vendor = Field(description="the secondary vendor; checked like the primary")
-    language: str | None = Field(default=None, description="its language (default: the step's)")
+    language: str | None = Field(
+        default=None, description="its language (default: the step's)", json_schema_extra=_language_tag
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="its vendor options, checked against that vendor"
     )
@@ -96,6 +142,8 @@ class SecondaryRecognizer(_Model):
 
 
 class ListenSettings(_Model):
+    """How a step listens: timers, recognizer settings, and the vendor and language when not asr's."""
+
     timeout: float = Field(
         default=5.0, gt=0, le=600, description="no-input timeout (s) from the end of the prompt"
     )
@@ -124,10 +172,14 @@ class ListenSettings(_Model):
         default=False, description="keep the utterance for voice biometrics (CPQD Verify-Buffer-Utterance)"
     )
     grammar: str | None = Field(
-        default=None, description="a vendor builtin grammar or language model URI, e.g. builtin:slm/general"
+        default=None,
+        description="a vendor builtin grammar or language model URI, e.g. builtin:slm/general",
+        examples=["builtin:slm/general", "builtin:grammar/digits"],
     )
     grammar_file: str | None = Field(
-        default=None, description="an SRGS grammar file beside the dialplan, read once at load"
+        default=None,
+        description="an SRGS grammar file beside the dialplan, read once at load",
+        examples=["grammars/yes_no.gram"],
     )
     audio: AudioChoice = Field(
         default="pcm16",
@@ -137,7 +189,9 @@ class ListenSettings(_Model):
         default_factory=dict, description="vendor options, checked against the vendor"
     )
     vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
-    language: str | None = Field(default=None, description="overrides asr.language")
+    language: str | None = Field(
+        default=None, description="overrides asr.language", json_schema_extra=_language_tag
+    )
     secondary: SecondaryRecognizer | None = Field(
         default=None,
         description="a second vendor for this step: when the first fails (unreachable, refused, dropped,"
@@ -182,8 +236,11 @@ class EmotionCondition(_Model):
     labels: list[str] = Field(
         default_factory=list,
         description="emotions; the probability that the caller's emotion is one of them (the sum of their p)",
+        json_schema_extra=_emotion_names,
     )
-    group: str | None = Field(default=None, description="a p_groups entry, e.g. negativo_ativado")
+    group: str | None = Field(
+        default=None, description="a p_groups entry, e.g. negativo_ativado", json_schema_extra=_emotion_group
+    )
     min: float = Field(default=0.5, ge=0, le=1, description="the probability labels / group must reach")
     window: int | None = Field(
         default=None,
@@ -243,13 +300,24 @@ def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
 
 
 class Route(_Model):
-    say: list[str] = Field(default_factory=list, description="keywords found anywhere in the recognized text")
-    phrases: list[str] = Field(
-        default_factory=list, description="full expected utterances; matched too, and given to recognizers"
+    """One way out of a listening step: what the caller must say, key or sound like, and where it leads."""
+
+    say: list[str] = Field(
+        default_factory=list,
+        description="keywords found anywhere in the recognized text",
+        json_schema_extra=_word_or_words,
     )
-    dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D")
+    phrases: list[str] = Field(
+        default_factory=list,
+        description="full expected utterances; matched too, and given to recognizers",
+        json_schema_extra=_word_or_words,
+    )
+    dtmf: str | None = Field(default=None, description="one key: 0-9, *, #, A-D", json_schema_extra=_dtmf_key)
     emotion: EmotionCondition | None = Field(
-        default=None, description="the caller's emotion (with say/phrases: both must match)"
+        default=None,
+        description="the caller's emotion (with say/phrases: both must match); a list of labels is short for"
+        " {labels: [...]}",
+        json_schema_extra=_emotion_shorthand,
     )
     age: AgeCondition | None = Field(default=None, description="the caller's estimated age")
     gender: Literal["M", "F"] | None = Field(default=None, description="the caller's estimated gender")
@@ -299,20 +367,34 @@ class Fallback(_Model):
 
 
 class Step(_Model):
+    """One step of the flow: an optional prompt, then one of listen (routes), goto, transfer or hangup."""
+
     play: str | None = Field(
-        default=None, description="WAV prompt, beside the dialplan or in prompts/ beside it"
+        default=None,
+        description="WAV prompt, beside the dialplan or in prompts/ beside it",
+        examples=["greeting.wav"],
     )
     listen: ListenSettings | None = Field(
-        default=None, description="listening settings (routes imply listening)"
+        default=None,
+        description="listening settings (routes imply listening); true listens with the defaults",
+        json_schema_extra=_listen_or_true,
     )
     routes: list[Route] = Field(default_factory=list, description="tried in order; the first match wins")
-    no_input: Fallback | None = None
-    no_match: Fallback | None = None
-    transfer: str | None = Field(default=None, description="SIP REFER target: a sip:, sips: or tel: URI")
+    no_input: Fallback | None = Field(
+        default=None, description="what to do when the caller says and keys nothing before the timeout"
+    )
+    no_match: Fallback | None = Field(
+        default=None, description="what to do when the caller says or keys something no route matches"
+    )
+    transfer: str | None = Field(
+        default=None,
+        description="SIP REFER target: a sip:, sips: or tel: URI",
+        examples=["sip:agents@10.0.0.5:5060", "tel:+551140040000"],
+    )
     on_failure: str | None = Field(
         default=None, description="the step to go to when the transfer fails (else the call ends)"
     )
-    hangup: bool = False
+    hangup: bool = Field(default=False, description="true: end the call after the prompt")
     goto: str | None = Field(default=None, description="the step to go to after the prompt")
     redact: bool = Field(
         default=False,
@@ -370,16 +452,23 @@ class Step(_Model):
 
 @dataclass(frozen=True)
 class Issue:
+    """One finding of the whole-flow checks, located by key path."""
+
     loc: Loc
     message: str
     warning: bool = False
+    code: str = "flow"  # unknown-step, unreachable, silent-loop, recognizer, ... (for `ivr check --json`)
 
 
 class Dialplan(_Model):
+    """An ivr call flow: the steps a call walks, from start, and the recognizer they listen with."""
+
     name: str = Field(description="shown in logs and CDRs")
-    asr: AsrSettings = Field(default_factory=lambda: AsrSettings())
+    asr: AsrSettings = Field(
+        default_factory=lambda: AsrSettings(), description="the recognizer of every step that listens"
+    )
     start: str = Field(description="the first step of every call")
-    steps: dict[str, Step] = Field(min_length=1)
+    steps: dict[str, Step] = Field(min_length=1, description="step name -> step; names are what goto uses")
     prompts: dict[str, str] = Field(
         default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
     )
@@ -444,13 +533,65 @@ def step_vocabulary(step: Step) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for route in step.routes for p in (*route.phrases, *route.say)))
 
 
+# We own no domain, so an https:// $id would name an address nobody serves: a URN names the language without
+# pretending to locate it. Editors find the file through the modeline's relative path, not through the $id.
+SCHEMA_ID = "urn:ivr:dialplan"
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # the draft pydantic emits
+
+
 def json_schema() -> dict[str, Any]:
-    return Dialplan.model_json_schema()
+    """The dialplan language as JSON Schema (draft 2020-12), for editors and CI validators."""
+    body = Dialplan.model_json_schema()
+    return {"$schema": _DRAFT, "$id": SCHEMA_ID, **body}
+
+
+def json_schema_text() -> str:
+    """`json_schema()` as `ivr schema` prints it and dialplans/dialplan.schema.json holds it."""
+    return json.dumps(json_schema(), ensure_ascii=False, indent=2) + "\n"
 
 
 def _known(names: list[str]) -> str:
     names = sorted(names)
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _step_hint(target: str, names: list[str]) -> str:
+    """A likely typo gets "did you mean"; otherwise the steps there are."""
+    close = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f": no step has that name; add it under steps: or use one of {_known(names)}"
+
+
+def unconfigured_vendors(dialplan: Dialplan, configured: Collection[str]) -> list[Issue]:
+    """The recognizer vendors the dialplan listens with that the settings give no URL, one issue each, at
+    the first place that names the vendor (a step's own vendor or secondary, else `asr.vendor`)."""
+    issues: list[Issue] = []
+    written = "asr" in dialplan.model_fields_set and "vendor" in dialplan.asr.model_fields_set
+    for vendor in sorted(dialplan.vendors() - set(configured)):
+        where: Loc = ("asr", "vendor")
+        for name, step in dialplan.steps.items():
+            settings = step.settings
+            if not step.listens:
+                continue
+            if settings.vendor == vendor:
+                where = ("steps", name, "listen", "vendor")
+                break
+            if settings.secondary is not None and settings.secondary.vendor == vendor:
+                where = ("steps", name, "listen", "secondary", "vendor")
+                break
+            if settings.vendor is None and vendor == dialplan.asr.vendor and not written:
+                where = ("steps", name)  # the default vendor: the first step that listens with it
+                break
+        issues.append(
+            Issue(
+                where,
+                f"recognizer vendor '{vendor}' is not configured: set asr_urls: {{{vendor}: wss://...}}"
+                f" in the settings ({vendor}: embedded for the local emulator) or IVR_{vendor.upper()}_URL",
+                code="vendor-not-configured",
+            )
+        )
+    return issues
 
 
 def _check_step(name: str, step: Step) -> Iterator[Issue]:
@@ -477,7 +618,9 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
         )
     if step.listens:
         if not step.routes:
-            yield Issue((*at, "listen"), f"step '{name}' listens but has no routes")
+            yield Issue(
+                (*at, "listen"), f"step '{name}' listens but has no routes: add routes, or remove listen"
+            )
         for fallback in ("no_input", "no_match"):
             if getattr(step, fallback) is None:
                 what = "is silent" if fallback == "no_input" else "says something no route matches"
@@ -487,11 +630,17 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
     else:
         for fallback in ("no_input", "no_match"):
             if getattr(step, fallback) is not None:
-                yield Issue((*at, fallback), f"step '{name}' has '{fallback}' but does not listen")
+                yield Issue(
+                    (*at, fallback),
+                    f"step '{name}' has '{fallback}' but does not listen: give it routes or remove it",
+                )
     if step.goto is not None and step.play is None:
         yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
     if step.on_failure is not None and step.transfer is None:
-        yield Issue((*at, "on_failure"), f"step '{name}' has 'on_failure' but does not transfer")
+        yield Issue(
+            (*at, "on_failure"),
+            f"step '{name}' has 'on_failure' but does not transfer: add transfer: or remove it",
+        )
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
         if not (route.say or route.phrases or route.dtmf or route.speaker):
@@ -503,14 +652,15 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
             for j, word in enumerate(getattr(route, key)):
                 if not word.strip():
                     yield Issue(
-                        (*at, "routes", i, key, j), f"step '{name}' route {i + 1} has an empty {key} entry"
+                        (*at, "routes", i, key, j),
+                        f"step '{name}' route {i + 1} has an empty {key} entry: remove it",
                     )
         if route.dtmf is not None:
             if route.dtmf in seen_dtmf:
                 yield Issue(
                     (*at, "routes", i, "dtmf"),
                     f"step '{name}' route {i + 1} reuses dtmf '{route.dtmf}' "
-                    f"of route {seen_dtmf[route.dtmf] + 1}",
+                    f"of route {seen_dtmf[route.dtmf] + 1}, which always wins: give it another key",
                 )
             seen_dtmf.setdefault(route.dtmf, i)
 
@@ -533,7 +683,7 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
                 where = ("steps", name, "routes", _first_speaker_route(step))
             else:
                 where = (*at, key)
-            yield Issue(where, f"step '{name}': {problem}")
+            yield Issue(where, f"step '{name}': {problem}", code="recognizer")
         secondary = settings.secondary
         if secondary is not None:
             # Checked like the primary, except classifiers: a secondary without them still recognizes.
@@ -542,7 +692,7 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
             for key, problem in check_step(secondary.vendor, language, audio, secondary.options):
                 if key == "language" and secondary.language is None:
                     key, problem = "vendor", problem + " (the step's language: give the secondary its own)"
-                yield Issue((*at, key), f"step '{name}' secondary: {problem}")
+                yield Issue((*at, key), f"step '{name}' secondary: {problem}", code="recognizer")
 
 
 def _first_speaker_route(step: Step) -> int:
@@ -572,7 +722,11 @@ def check(dialplan: Dialplan) -> list[Issue]:
     names = list(dialplan.steps)
     if dialplan.start not in dialplan.steps:
         issues.append(
-            Issue(("start",), f"start step '{dialplan.start}' does not exist (known: {_known(names)})")
+            Issue(
+                ("start",),
+                f"start step '{dialplan.start}' does not exist{_step_hint(dialplan.start, names)}",
+                code="unknown-step",
+            )
         )
     for name, step in dialplan.steps.items():
         issues.extend(_check_step(name, step))
@@ -581,7 +735,8 @@ def check(dialplan: Dialplan) -> list[Issue]:
                 issues.append(
                     Issue(
                         ("steps", name, *loc),
-                        f"step '{name}' routes to unknown step '{target}' (known: {_known(names)})",
+                        f"step '{name}' routes to unknown step '{target}'{_step_hint(target, names)}",
+                        code="unknown-step",
                     )
                 )
     issues.extend(_check_recognizers(dialplan))
@@ -598,6 +753,7 @@ def check(dialplan: Dialplan) -> list[Issue]:
                     where,
                     f"a silent caller would loop forever: {' -> '.join(loop)} "
                     "(no_input must end in a transfer or hangup)",
+                    code="silent-loop",
                 )
             )
     reachable = {dialplan.start}
@@ -610,12 +766,23 @@ def check(dialplan: Dialplan) -> list[Issue]:
     for name in names:
         if name not in reachable:
             issues.append(
-                Issue(("steps", name), f"step '{name}' is unreachable from '{dialplan.start}'", True)
+                Issue(
+                    ("steps", name),
+                    f"step '{name}' is unreachable from '{dialplan.start}' (no route, goto or on_failure"
+                    " leads there: route to it or delete it)",
+                    True,
+                    "unreachable",
+                )
             )
     used = {prompt for step in dialplan.steps.values() for _, prompt in step.prompts()}
     for prompt in dialplan.prompts:
         if prompt not in used:
             issues.append(
-                Issue(("prompts", prompt), f"prompt text for '{prompt}' is not used by any step", True)
+                Issue(
+                    ("prompts", prompt),
+                    f"prompt text for '{prompt}' is not used by any step (play it somewhere or delete it)",
+                    True,
+                    "unused-prompt",
+                )
             )
     return issues

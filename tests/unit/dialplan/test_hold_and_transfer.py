@@ -111,4 +111,5 @@ def test_on_failure_needs_a_transfer(tmp_path: Path) -> None:
         FLOW.replace("    goto: agent\n", "    goto: agent\n    on_failure: menu\n"), encoding="utf-8"
     )
     [problem] = validate_only(path)
-    assert problem.endswith("step 'sorry' has 'on_failure' but does not transfer"), problem
+    expected = "step 'sorry' has 'on_failure' but does not transfer: add transfer: or remove it"
+    assert problem.endswith(expected), problem

@@ -28,14 +28,14 @@ steps:
     transfer: sip:agents@127.0.0.1:5070
 """
 
-KNOWN = "(known: agent, menu)"
+NO_SUCH = ": no step has that name; add it under steps: or use one of agent, menu"
 
 # (what the mistake is, the broken line (or lines) replacing BASE's, expected line, expected message)
 BROKEN: list[tuple[str, str, str, int, str]] = [
     ("unknown goto", "        goto: agent\n", "        goto: agnet\n", 9,
-     f"step 'menu' routes to unknown step 'agnet' {KNOWN}"),
+     "step 'menu' routes to unknown step 'agnet' (did you mean 'agent'?)"),
     ("unknown fallback goto", "    no_input: {goto: agent}\n", "    no_input: {goto: nobody}\n", 10,
-     f"step 'menu' routes to unknown step 'nobody' {KNOWN}"),
+     f"step 'menu' routes to unknown step 'nobody'{NO_SUCH}"),
     ("typo'd step key", "    routes:\n", "    routs:\n", 6,
      "step 'menu': unknown key 'routs' (did you mean 'routes'?)"),
     ("typo'd top key", "steps:\n", "stepz:\n", 3,
@@ -47,7 +47,8 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
     ("unquoted # is a comment", '        dtmf: "0"\n', "        dtmf: #\n", 8,
      'step \'menu\' route 1 dtmf: dtmf is empty; write # and * in quotes: dtmf: "#"'),
     ("missing prompt file", "    play: agent.wav\n", "    play: agnt.wav\n", 13,
-     "step 'agent' plays 'agnt.wav', which is neither beside the dialplan nor in prompts/"),
+     "step 'agent' plays 'agnt.wav', which is neither beside the dialplan nor in prompts/: record it there, "
+     "fix the name, or give its text in prompts: to generate it"),
     ("YAML syntax error", "        goto: agent\n", "        goto: agent: now\n", 9,
      "YAML syntax error: mapping values are not allowed here"),
     ("YAML tab", "    play: menu.wav\n", "\tplay: menu.wav\n", 5,
@@ -55,7 +56,7 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
     ("missing start", "start: menu\n", "", 1,
      "missing 'start' (the first step of every call)"),
     ("unknown start", "start: menu\n", "start: mneu\n", 2,
-     f"start step 'mneu' does not exist {KNOWN}"),
+     "start step 'mneu' does not exist (did you mean 'menu'?)"),
     ("bad transfer URI", "    transfer: sip:agents@127.0.0.1:5070\n", "    transfer: agents@127.0.0.1\n", 14,
      "step 'agent' transfer: 'agents@127.0.0.1' is not a sip:, sips: or tel: URI"),
     ("two things after the prompt", "    transfer: sip:agents@127.0.0.1:5070\n",
@@ -67,7 +68,8 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
      "step 'menu' listens but has no 'no_input' (what to do when the caller is silent)"),
     ("silent caller loops", "    no_input: {goto: agent}\n", "    no_input: {goto: menu}\n", 10,
      "a silent caller would loop forever: menu -> menu (no_input must end in a transfer or hangup)"),
-    ("duplicate step", "  agent:\n", "  menu:\n", 12, "duplicate key 'menu' (first at line 4)"),
+    ("duplicate step", "  agent:\n", "  menu:\n", 12,
+     "duplicate key 'menu' (first at line 4): keep one and merge or rename the other"),
     ("unknown emotion", '        dtmf: "0"\n', '        dtmf: "0"\n        emotion: [irritada]\n', 9,
      "step 'menu' route 1 emotion labels: unknown emotion 'irritada' (did you mean 'irritado'?)"),
     ("unknown emotion group", '        dtmf: "0"\n',
@@ -156,8 +158,8 @@ def test_every_error_is_reported_one_per_line(tmp_path: Path) -> None:
     with pytest.raises(DialplanError) as caught:
         load_dialplan(path)
     assert str(caught.value).splitlines() == [
-        f"{path}:9: step 'menu' routes to unknown step 'agnet' {KNOWN}",
-        f"{path}:11: step 'menu' routes to unknown step 'agant' {KNOWN}",
+        f"{path}:9: step 'menu' routes to unknown step 'agnet' (did you mean 'agent'?)",
+        f"{path}:11: step 'menu' routes to unknown step 'agant' (did you mean 'agent'?)",
     ]
     assert isinstance(caught.value, ValueError)
 
@@ -166,7 +168,10 @@ def test_unreachable_step_is_a_warning_not_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "  orphan:\n    play: agent.wav\n    hangup: true\n")
     dialplan = load_dialplan(path)
     assert "orphan" in dialplan.steps
-    expected = f"{path}:15: warning: step 'orphan' is unreachable from 'menu'"
+    expected = (
+        f"{path}:15: warning: step 'orphan' is unreachable from 'menu' "
+        "(no route, goto or on_failure leads there: route to it or delete it)"
+    )
     assert dialplan.warnings == (expected,)
     assert validate_only(path) == [expected]
 
@@ -182,7 +187,7 @@ def test_missing_prompt_with_text_hints_at_the_generator(tmp_path: Path) -> None
     with pytest.raises(DialplanError) as caught:
         load_dialplan(path)
     assert caught.value.line == 5
-    assert "generate it with `python -m ivr.prompts`" in caught.value.message
+    assert f"generate it with `python -m ivr.prompts {path}`" in caught.value.message
     assert (
         load_dialplan(path, check_prompts=False).prompt_path("menu.wav") == tmp_path / "prompts" / "menu.wav"
     )
