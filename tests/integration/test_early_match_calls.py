@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 def demo_with_early_match(tmp: Path, on: bool) -> Path:
     """The demo flow with `early_match` set on its greeting, its prompts beside it as in dialplans/."""
     text = DEMO.read_text(encoding="utf-8")
-    marked = text.replace("      barge_in: true\n", f"      barge_in: true\n      early_match: {str(on).lower()}\n")
+    marked = text.replace(
+        "      barge_in: true\n", f"      barge_in: true\n      early_match: {str(on).lower()}\n"
+    )
     assert marked.count("early_match") == 1, "the demo's greeting listen block changed"
     path = tmp / f"demo-early-{'on' if on else 'off'}.yaml"
     path.write_text(marked, encoding="utf-8")
