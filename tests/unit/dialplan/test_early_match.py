@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ivr.asr.base import Classification, Scores
@@ -190,3 +192,32 @@ def test_the_classification_guard_sees_a_classified_final_as_before() -> None:
     calm = Classification(emotion=Scores("neutro", (("neutro", 0.9),)))
     actions = engine.handle(Recognized(recognition.id, "상담원", 0.9, classification=calm), 2.0)
     assert first_route(actions) == ("agent", "say:상담원")
+
+
+WORDS = st.sampled_from(
+    ["상담원", "상담사", "연결해", "주세요", "잔액", "조회", "분실", "신고", "카드", "아니", " "]
+)
+SAID = st.lists(WORDS, min_size=1, max_size=4).map(" ".join)
+UTTERANCE = st.lists(st.one_of(WORDS, WORDS, WORDS, st.text(max_size=3)), max_size=5).map(" ".join)
+ROUTE_SETS = st.permutations([AGENT, BALANCE, AGENT_PHRASE, AGENT_WORD, KEYPAD, ANGRY]).flatmap(
+    lambda routes: st.integers(1, 4).map(lambda n: routes[:n])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ROUTE_SETS, SAID, UTTERANCE)
+def test_an_early_route_is_where_any_longer_final_would_have_gone(
+    routes: list[dict[str, Any]], partial: str, rest: str
+) -> None:
+    """What early match promises: whatever the caller goes on to say, the final would route the same way."""
+    engine, recognition = listening(flow(routes))
+    taken = first_route(engine.handle(PartialResult(recognition.id, partial), 1.0))
+    if taken is None:
+        return
+    for final in (f"{partial} {rest}", f"{partial}{rest}"):
+        waiting, later = listening(flow(routes, early_match=False))
+        assert waiting.handle(PartialResult(later.id, partial), 1.0) == []
+        routed = first_route(waiting.handle(Recognized(later.id, final, 0.9), 2.0))
+        assert routed is not None and routed[0] == taken[0], (routes, partial, final)
+    # (The keyword named may differ: the final names the route's first word present, 상담원 before 상담사.)
+    assert taken[1].startswith("say:") and taken[1].endswith("(early)")
