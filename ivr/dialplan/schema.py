@@ -121,9 +121,10 @@ class ListenSettings(_Model):
         default=False,
         description="route on an interim result, without waiting for the end of speech, when no longer"
         " utterance could take an earlier route (in practice: the first route the caller can reach by"
-        " speech, put it first); off by default because a partial is a guess the recognizer may still"
-        " revise, and the turn's final text, confidence and classification are not waited for; needs"
-        " partial_results; never on a step with classifiers",
+        " speech, put it first); the next prompt may then start while the caller is still finishing the"
+        " sentence; off by default because a partial is a guess the recognizer may still revise, and the"
+        " turn's final text, confidence and classification are not waited for; needs partial_results;"
+        " never on a step with classifiers",
     )
     classifiers: list[ClassifierName] = Field(
         default_factory=list, description="speaker classifiers to run: emotion, age, gender"
