@@ -26,6 +26,7 @@ from ivr.asr.base import (
     AudioFormat,
     EndOfSpeech,
     Final,
+    Partial,
     ResultStatus,
     StartOfSpeech,
 )
@@ -42,6 +43,7 @@ from ivr.dialplan.engine import (
     Held,
     Listen,
     NotRecognized,
+    PartialResult,
     Play,
     PromptFinished,
     Recognized,
@@ -362,7 +364,10 @@ class Call:
                 self._record_turn(event)
             elif isinstance(event, Digit):
                 self.record.add_digit(self._step, event.digit)
+            step = self._step
             actions = engine.handle(event, now)
+            if isinstance(event, PartialResult) and any(isinstance(a, Routed) for a in actions):
+                self._record_early(step, event)
 
     def _record_turn(self, event: Recognized | NotRecognized) -> None:
         if isinstance(event, Recognized):
@@ -372,6 +377,12 @@ class Call:
         else:
             return
         self.record.add_turn(turn)
+
+    def _record_early(self, step: str, event: PartialResult) -> None:
+        """The engine routed on a partial (early match): that partial is the turn's result."""
+        self.record.add_turn(Transcript.of(step, event.text, event.confidence, "recognized", None))
+        shown = self.record.shown(step, event.text)
+        self.log.info("recognized early", text=shown, confidence=event.confidence)
 
     async def _next_event(self, timeout: float | None) -> Event | None:
         if not self._events.empty():
@@ -486,6 +497,11 @@ class Call:
             self._events.put_nowait(SpeechStarted(event.recognition))
         elif isinstance(event, EndOfSpeech):
             self._events.put_nowait(SpeechEnded(event.recognition))
+        elif isinstance(event, Partial):
+            # Partials come when their text changes (not per packet); only the current turn's may route.
+            recognition = self._effects.recognition
+            if recognition is not None and recognition.id == event.recognition:
+                self._events.put_nowait(PartialResult(event.recognition, event.text, event.confidence))
         elif isinstance(event, Final):
             recognition = self._effects.recognition
             if recognition is not None and recognition.id == event.recognition:

@@ -2,9 +2,9 @@
 
 Contract with `ivr/call.py` (the call's effect boundary):
 - Every action carries an `id`. The events that report an action's outcome (`PromptFinished`,
-  `SpeechStarted`, `SpeechEnded`, `Recognized`, `NotRecognized`, `TransferEnded`) echo it; an event whose id
-  is not the engine's current prompt, recognition or transfer is stale and dropped, so a result or a
-  prompt end already queued when a step ended can never act on the next step.
+  `SpeechStarted`, `SpeechEnded`, `PartialResult`, `Recognized`, `NotRecognized`, `TransferEnded`) echo
+  it; an event whose id is not the engine's current prompt, recognition or transfer is stale and
+  dropped, so a result or a prompt end already queued when a step ended can never act on the next step.
 - `Cancel(id)` asks the call to stop a running prompt or recognition; the call still reports the
   prompt's `PromptFinished` (harmless: the id is no longer current).
 - Entering a step emits `Routed`, then `Play` (if the step has a prompt) and `Listen` (if it listens).
@@ -18,6 +18,11 @@ Contract with `ivr/call.py` (the call's effect boundary):
   reprompts (a caller must never wait on retries of a recognizer that is gone). Validation guarantees that
   following no_input targets always ends in a transfer or a hangup.
 - An empty recognized text counts as no input (recognizers return one for noise).
+- Early match (`listen.early_match`): a `PartialResult` routes at once, cancelling the recognition (its late
+  final is stale by id), when the final could not route elsewhere if the caller's words only grow: routes
+  are tried in order and keywords match anywhere, so more words could always bring an earlier route's
+  keyword; only the first route the caller can reach by speech is ever taken early, and never one that
+  needs the speaker classification (only the final carries it). Its `Routed` via ends in "(early)".
 - Hold (`Held` / `Resumed`, from re-INVITEs) pauses the walk: the prompt and recognition are cancelled, no
   timer runs, and resuming starts the current step again from its prompt. A transfer already under way
   goes on (phones hold the call before they transfer it). A failed transfer takes the step's `on_failure`
@@ -80,6 +85,15 @@ class Recognized:
 
 
 @dataclass(frozen=True)
+class PartialResult:
+    """An interim hypothesis of recognition `id`: the caller is still speaking (confidence 0: none given)."""
+
+    id: int
+    text: str
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
 class NotRecognized:
     """Recognition `id` ended without a result: no-match, no-input, max-speech, cancelled or error."""
 
@@ -119,6 +133,7 @@ Event = (
     | SpeechStarted
     | SpeechEnded
     | Recognized
+    | PartialResult
     | NotRecognized
     | Digit
     | TransferEnded
@@ -190,7 +205,8 @@ class Hangup:
 class Routed:
     """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>,
     emotion:<group or labels>, age, gender:<M|F>, no_input, no_match, recognizer_failed,
-    transfer_failed:<status> (on_failure), resumed (off hold). A reprompt re-enters the same step with
+    transfer_failed:<status> (on_failure), resumed (off hold); a match on a partial result ends in
+    "(early)", e.g. say:상담원(early). A reprompt re-enters the same step with
     reason no_input or no_match."""
 
     id: int
@@ -301,6 +317,8 @@ class DialplanEngine:
             self._speaking = False
             self._arm(_Timer.NO_INPUT, now + step.settings.timeout)
             return []
+        if isinstance(event, PartialResult):
+            return self._partial(step, event, now)
         self._listen = None
         self._speaker.add(event.classification)
         if isinstance(event, NotRecognized):
@@ -312,6 +330,18 @@ class DialplanEngine:
         if event.confidence < step.settings.min_confidence:
             return self._fallback(step, "no_match", now)
         return self._matched(step, self._match_speech(step, event.text), now)
+
+    def _partial(self, step: Step, event: PartialResult, now: float) -> list[Action]:
+        settings = step.settings
+        # A step with classifiers waits for the final: its classification feeds the speaker history and
+        # the handoff. A partial without a confidence (0) cannot pass a threshold.
+        if not settings.early_match or step.classifiers or event.confidence < settings.min_confidence:
+            return []
+        match = self._early_match(step, normalize(event.text))
+        if match is None:
+            return []
+        self._transcript.append("[redacted]" if step.redact else event.text)
+        return self._enter(*match, now)  # the recognition is still current: entering cancels it
 
     def _transfer_ended(self, step: Step, event: TransferEnded, now: float) -> list[Action]:
         if event.id != self._transfer:
@@ -526,6 +556,22 @@ class DialplanEngine:
             if via is None or not self._speaker_matches(route):
                 continue
             return route.goto, via or self._speaker_via(route)
+        return None
+
+    @classmethod
+    def _early_match(cls, step: Step, said: str) -> tuple[str, str] | None:
+        """The route a partial takes now, when no longer utterance could take an earlier one."""
+        if not said:
+            return None
+        for route in step.routes:
+            if not (route.say or route.phrases or route.speaker):
+                continue  # a keypad-only route: speech never takes it
+            via = cls._words_match(route, said)
+            if via is None or route.speaker:
+                # This route could still match the final (more words, or its classification): any
+                # later route the partial matches would win too early.
+                return None
+            return route.goto, f"{via}(early)"
         return None
 
     @staticmethod

@@ -165,6 +165,15 @@ class ListenSettings(_Model):
     )
     n_best: int = Field(default=1, ge=1, le=10, description="alternatives to ask the recognizer for")
     partial_results: bool = Field(default=True, description="ask for interim results")
+    early_match: bool = Field(
+        default=False,
+        description="route on an interim result, without waiting for the end of speech, when no longer"
+        " utterance could take an earlier route (in practice: the first route the caller can reach by"
+        " speech, put it first); the next prompt may then start while the caller is still finishing the"
+        " sentence; off by default because a partial is a guess the recognizer may still revise, and the"
+        " turn's final text, confidence and classification are not waited for; needs partial_results;"
+        " never on a step with classifiers",
+    )
     classifiers: list[ClassifierName] = Field(
         default_factory=list, description="speaker classifiers to run: emotion, age, gender"
     )
@@ -206,6 +215,12 @@ class ListenSettings(_Model):
         if value is not None and not _LANGUAGE.match(value):
             raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
         return value
+
+    @model_validator(mode="after")
+    def _early_needs_partials(self) -> ListenSettings:
+        if self.early_match and not self.partial_results:
+            raise ValueError("early_match routes on interim results: it needs partial_results: true")
+        return self
 
     @field_validator("options", mode="before")
     @classmethod
