@@ -13,10 +13,12 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -89,11 +91,29 @@ def _emotion_group(schema: dict[str, Any]) -> None:
     schema["anyOf"][0]["enum"] = list(EMOTION_GROUPS)
 
 
+def _checked_language(value: str) -> str:
+    if not _LANGUAGE.match(value):
+        raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
+    return value
+
+
+def _typed_options(value: Any) -> Any:
+    # The loader keeps YAML scalars as text (so `dtmf: 0` stays "0"); option values are typed by the
+    # vendor, so a number written as a number is one.
+    if isinstance(value, dict):
+        return {k: _number(v) if isinstance(v, str) else v for k, v in value.items()}
+    return value
+
+
+LanguageTag = Annotated[str, AfterValidator(_checked_language)]  # BCP 47, e.g. ko, pt-BR, ja
+VendorOptions = Annotated[dict[str, str | int | float | bool], BeforeValidator(_typed_options)]
+
+
 class AsrSettings(_Model):
     """Recognizer defaults for every step that listens."""
 
     vendor: Vendor = Field(default="mediazen", description="recognizer vendor")
-    language: str = Field(
+    language: LanguageTag = Field(
         default="ko", description="BCP 47 language tag, e.g. ko, pt-BR, ja", json_schema_extra=_language_tag
     )
     emotion_window: int = Field(
@@ -102,13 +122,6 @@ class AsrSettings(_Model):
         le=20,
         description="turns the caller's emotion is averaged over, so one noisy reading does not flip a route",
     )
-
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str) -> str:
-        if not _LANGUAGE.match(value):
-            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
-        return value
 
 
 AudioChoice = Literal["pcm16", "g711"]
@@ -119,26 +132,12 @@ class SecondaryRecognizer(_Model):
     """The recognizer a listen step fails over to when its vendor fails (the turn's audio replayed)."""
 
     vendor: Vendor = Field(description="the secondary vendor; checked like the primary")
-    language: str | None = Field(
+    language: LanguageTag | None = Field(
         default=None, description="its language (default: the step's)", json_schema_extra=_language_tag
     )
-    options: dict[str, str | int | float | bool] = Field(
+    options: VendorOptions = Field(
         default_factory=dict, description="its vendor options, checked against that vendor"
     )
-
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        if value is not None and not _LANGUAGE.match(value):
-            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
-        return value
-
-    @field_validator("options", mode="before")
-    @classmethod
-    def _numbers(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: _number(v) if isinstance(v, str) else v for k, v in value.items()}
-        return value
 
 
 class ListenSettings(_Model):
@@ -194,11 +193,11 @@ class ListenSettings(_Model):
         default="pcm16",
         description="pcm16 (decoded) or g711 (the caller's audio as is, for vendors that take it)",
     )
-    options: dict[str, str | int | float | bool] = Field(
+    options: VendorOptions = Field(
         default_factory=dict, description="vendor options, checked against the vendor"
     )
     vendor: Vendor | None = Field(default=None, description="overrides asr.vendor")
-    language: str | None = Field(
+    language: LanguageTag | None = Field(
         default=None, description="overrides asr.language", json_schema_extra=_language_tag
     )
     secondary: SecondaryRecognizer | None = Field(
@@ -209,27 +208,11 @@ class ListenSettings(_Model):
         " with none, or when it fails too, the step's no_input fallback",
     )
 
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        if value is not None and not _LANGUAGE.match(value):
-            raise ValueError(f"'{value}' is not a language tag such as ko, pt-BR or ja")
-        return value
-
     @model_validator(mode="after")
     def _early_needs_partials(self) -> ListenSettings:
         if self.early_match and not self.partial_results:
             raise ValueError("early_match routes on interim results: it needs partial_results: true")
         return self
-
-    @field_validator("options", mode="before")
-    @classmethod
-    def _numbers(cls, value: Any) -> Any:
-        # The loader keeps YAML scalars as text (so `dtmf: 0` stays "0"); option values are typed by the
-        # vendor, so a number written as a number is one.
-        if isinstance(value, dict):
-            return {k: _number(v) if isinstance(v, str) else v for k, v in value.items()}
-        return value
 
 
 def _number(text: str) -> str | int | float:
