@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ivr.emulators.engine import Utterance, VoskEngine, VoskSession
+from ivr.emulators.vosk_engine import MIN_CONFIDENCE, MIN_COVERAGE
 
 MENUS = {
     "demo": [
@@ -204,7 +205,7 @@ def row(name: str, r: dict[str, float], rtf: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--background", type=int, nargs="+", default=[0, 300])
+    parser.add_argument("--background", type=int, nargs="+", default=[0, 150, 300])
     parser.add_argument("--weight", type=int, default=1, help="each phrase listed this many times")
     parser.add_argument("--json", type=Path, default=Path("bench/offmenu_ko.json"))
     args = parser.parse_args()
@@ -246,6 +247,8 @@ def main() -> None:
             print(row("before: any hypothesis (mediazen)", rates(raw, NONE), rtf))
         print(row(f"background {size}, no threshold", plain, rtf))
         print(row(f"bg {size}, conf>={threshold[0]}, coverage>={threshold[1]}", tuned, rtf))
+        shipped = rates(held_out, (MIN_CONFIDENCE, MIN_COVERAGE))
+        print(row(f"bg {size}, engine's {MIN_CONFIDENCE} and {MIN_COVERAGE}", shipped, rtf))
         grid = itertools.product(THRESHOLDS, COVERAGES)
         sweep = {f"{c} {v}": rates(held_out, (c, v)) for c, v in grid}
         runs[str(size)] = {
@@ -255,6 +258,7 @@ def main() -> None:
             "min_coverage": threshold[1],
             "held_out_no_threshold": plain,
             "held_out_tuned": tuned,
+            "held_out_engine_defaults": shipped,
             "all_clips_tuned": rates(clips, threshold),
             "all_clips_no_threshold": rates(clips, NONE),
             "sweep_held_out": sweep,
