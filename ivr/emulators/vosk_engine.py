@@ -148,7 +148,8 @@ class VoskEngine:
     Grammar mode runs at RTF ~0.07 against ~1.0 free-form and is far more accurate on menu answers
     (TOOLBOX.md), so a domain vocabulary should be given whenever one is known. Confidence is the mean of
     Kaldi's word confidences. Vosk's C calls go through cffi, which releases the GIL. Grammar mode does not
-    reject: off-menu speech comes back as grammar words, so only a complete sentence is a result.
+    reject by itself: only a complete sentence with every word at `min_confidence` and, on feed/flush,
+    words spanning `min_coverage` of the speech is a result (see BACKGROUND_WORDS for the figures).
     """
 
     def __init__(
