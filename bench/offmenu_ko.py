@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ivr.emulators.engine import Utterance, VoskEngine, VoskSession
+from ivr.emulators.engine import Utterance, VoskEngine, VoskSession, transcribe
 from ivr.emulators.vosk_engine import MIN_CONFIDENCE, MIN_COVERAGE
 
 MENUS = {
@@ -195,6 +195,27 @@ async def measure(
     return clips, processing / seconds
 
 
+async def mediazen_path(
+    audio: dict[tuple[str, str, str, str], bytes], held_out: set[str]
+) -> tuple[list[Clip], float]:
+    """The held-out clips through accept/finish (the Mediazen emulator's steps), engine defaults."""
+    engine = VoskEngine(workers=1)
+    clips: list[Clip] = []
+    processing = 0.0
+    seconds = 0.0
+    for (menu, kind, said, setting), pcm in audio.items():
+        if setting not in held_out:
+            continue
+        start = time.perf_counter()
+        finals = await transcribe(engine.new_session(8000, "\n".join(MENUS[menu])), pcm, FRAME)
+        processing += time.perf_counter() - start
+        seconds += len(pcm) / BYTES_PER_SECOND
+        text = finals[0][0] if finals else ""
+        clips.append(Clip(menu, kind, said, setting, text, text, 1.0, 1.0))
+    engine.close()
+    return clips, processing / seconds
+
+
 def row(name: str, r: dict[str, float], rtf: float) -> str:
     return (
         f"  {name:34} {r['correct_accepts']:5.1f} {r['false_rejects']:5.1f} {r['wrong_accepts']:5.1f}"
@@ -281,6 +302,14 @@ def main() -> None:
         print(f"    in-grammar misses: {', '.join(misses[:14])}")
         print(f"    off-menu accepted: {', '.join(passes[:14])}")
     report["runs"] = runs
+    test_labels = {label(v, a) for v, a in TEST}
+    clips, rtf = asyncio.run(mediazen_path(audio, test_labels))
+    print(row("mediazen accept/finish, defaults", rates(clips, NONE), rtf))
+    report["mediazen_path_held_out"] = {
+        "rtf": round(rtf, 4),
+        **rates(clips, NONE),
+        "clips": [asdict(c) for c in clips],
+    }
     args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
     print(f"written {args.json}")
 

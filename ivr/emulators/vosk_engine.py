@@ -15,6 +15,7 @@ import vosk
 
 from ivr.emulators.grammar import Grammar, GrammarError
 from ivr.emulators.recognizer import (
+    TRAILING_SILENCE,
     EngineEvent,
     PooledSession,
     Segmenter,
@@ -38,18 +39,18 @@ _GRAMMAR_CACHE = 64
 # Grammar mode never rejects by itself: the model has "<UNK>" in its vocabulary but never decodes it, and
 # off-menu speech comes back as grammar words (TOOLBOX.md). Vosk's phrase list is a small language model,
 # not a list of alternatives, so off-menu speech mostly decodes to word strings that are no sentence:
-# matching whole sentences is the rejection. Held out (bench/offmenu_ko.py, 4 espeak-ng settings): no false
-# accepts on far off-menu speech, 19 % on near misses, no reliable phrase lost. A background vocabulary of
-# frequent model words (wordfreq) can be added, each an entry of its own, and the phrases listed
-# `phrase_weight` times to keep them likelier: 150 words x 20 cut near misses to 10 % but lost 19 % of the
-# reliable phrases (a leading 아니, 한다 eats 상담원), so it is off by default.
+# matching whole sentences is most of the rejection (held out by bench/offmenu_ko.py on 4 espeak-ng
+# settings: 0-1 % false accepts far, 19-23 % on near misses, 3 % of the reliable phrases lost). A background
+# vocabulary of frequent model words (wordfreq) can be added, one entry each, with the phrases listed
+# `phrase_weight` times to keep them likelier: 150 words x 20 cut near misses to 4 % but lost 22 % of the
+# reliable phrases (a leading 아니 or 한다 eats 상담원), without weighting 31 %: off by default.
 BACKGROUND_WORDS = 0
 # The lowest word confidence of an accepted sentence (Kaldi's per-word confidence, 0..1), and the least
 # share of the endpointer's speech segment its words span: a short sentence found in longer speech
-# (잔액 조회 -> 예 spans 20-24 % of it, in-grammar answers 47 % or more: the segment carries the
-# endpointer's padding). Both tuned on two espeak-ng settings by bench/offmenu_ko.py; held out, near-miss
-# false accepts went from 21 to 15 % at no cost. The coverage test needs the endpointer: the Mediazen
-# emulator's accept/finish path (Vosk's own endpointing) has the sentence and confidence tests only.
+# (잔액 조회 -> 예 spans 20-26 % of it, in-grammar answers 47 % or more: the segment carries the
+# endpointer's padding). Tuned on two espeak-ng settings; held out they cut near-miss false accepts to
+# 13-17 % (far 0 %) and cost nothing. The accept/finish path (the Mediazen emulator, Vosk's endpointing)
+# times the speech with the same endpointer alongside: 1-2 % far, 21 % near there.
 MIN_CONFIDENCE = 0.5
 MIN_COVERAGE = 0.25
 
@@ -341,6 +342,9 @@ class VoskSession(PooledSession):
         # What Vosk decoded for the last final, before it was judged (bench/offmenu_ko.py reads it).
         self.last_hypothesis: tuple[TimedWord, ...] = ()
         self.last_coverage = 0.0
+        self._heard: list[tuple[float, float | None]] = []  # accept/finish: speech segments (start, end)
+        self._clock = 0.0  # accept/finish: seconds of audio taken
+        self._previous_end = 0.0  # accept/finish: where the previous final's words ended
         self._make_recognizer = make_recognizer
         self._recognizer: Any = None
         self._sample_rate = sample_rate
@@ -358,6 +362,7 @@ class VoskSession(PooledSession):
 
     def _accept(self, pcm: bytes) -> tuple[str, float, bool]:
         recognizer = self._get()
+        self._time_speech(pcm)
         if recognizer.AcceptWaveform(pcm):
             text, confidence = self._final(recognizer.Result())
             return text, confidence, True
@@ -369,7 +374,32 @@ class VoskSession(PooledSession):
         return text, 0.0, False
 
     def _finish(self) -> tuple[str, float]:
+        self._time_speech(b"")
         return self._final(self._get().FinalResult())
+
+    def _time_speech(self, pcm: bytes) -> None:
+        # accept/finish decode the whole stream with Vosk's own endpointing; the shared endpointer only
+        # times the speech for the coverage test (b"": the stream ended).
+        for segment in self._segmenter.push(pcm) if pcm else self._segmenter.end():
+            if segment.kind is SegmentKind.START:
+                self._heard.append((segment.time, None))
+            elif segment.kind is SegmentKind.END and self._heard:
+                self._heard[-1] = (self._heard[-1][0], segment.time)
+        self._clock += len(pcm) / (2 * self._sample_rate)
+
+    def _speech_under(self, words: Sequence[TimedWord]) -> tuple[float | None, bool]:
+        """Seconds of the speech segments the words overlap (Vosk times words from the stream's start), and
+        whether one of them began before the previous final ended: Vosk cut one stretch of speech in two."""
+        if not words:
+            return None, False
+        low, high = words[0].start, words[-1].end
+        # A segment still open when Vosk ends the utterance: speech up to the endpointer's wait ago.
+        spans = [(a, max(high, self._clock - TRAILING_SILENCE) if b is None else b) for a, b in self._heard]
+        self._heard = [(a, b) for a, b in self._heard if b is None or b > high]
+        under = [(a, b) for a, b in spans if b > low and a < high]
+        continued = any(a < self._previous_end for a, _ in under)
+        self._previous_end = high
+        return (sum(b - a for a, b in under) if under else None), continued
 
     def _background_in(self, words: Sequence[str]) -> bool:
         return any(w.casefold() not in self._own_words for w in words)
@@ -379,7 +409,11 @@ class VoskSession(PooledSession):
             return _parse_result(raw)
         words = _timed(_result_words(raw))
         self.last_hypothesis = words
-        text, _ = judge(words, self._grammar, self._min_confidence)
+        speech, continued = self._speech_under(words)
+        self.last_coverage = coverage(words, speech) if speech else 0.0
+        if continued:  # the rest of speech already judged (off-menu speech Vosk split: 네 out of 좋아합니다)
+            return "", 0.0
+        text, _ = judge(words, self._grammar, self._min_confidence, self._min_coverage, speech)
         return text, (sum(w.confidence for w in words) / len(words) if text else 0.0)
 
     # --- feed / flush ---
