@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -22,6 +22,9 @@ from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
 from ivr.health import HealthServer
 from ivr.observability import configure_logging
+
+if TYPE_CHECKING:
+    from ivr.server import Bridge
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,12 +221,31 @@ async def _serve(settings: Settings) -> None:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await bridge.drain(timeout=settings.drain_timeout)
+        await _drain(bridge, settings.drain_timeout, loop)
         await bridge.close()
     finally:
         await health.close()
         for emulator in emulators:
             await emulator.stop()
+
+
+async def _drain(bridge: Bridge, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    """The drain of a first SIGTERM/SIGINT; a second one cuts it short: every call gets its BYE now."""
+    again = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, again.set)
+    drain = asyncio.ensure_future(bridge.drain(timeout=timeout))
+    second = asyncio.ensure_future(again.wait())
+    await asyncio.wait({drain, second}, return_when=asyncio.FIRST_COMPLETED)
+    second.cancel()
+    if drain.done():
+        return
+    drain.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await drain
+    structlog.get_logger().warning("second signal: hanging up every call now", live_calls=len(bridge.calls))
+    await bridge.drain(timeout=0, cause="shutdown")
 
 
 if __name__ == "__main__":

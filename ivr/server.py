@@ -185,9 +185,12 @@ class Bridge:
         """Dialogs the SIP core still holds (a call whose BYE awaits its answer counts)."""
         return self.sip.ua.admission.live_calls
 
-    async def drain(self, timeout: float, bye_wait: float = BYE_WAIT) -> DrainReport:
+    async def drain(
+        self, timeout: float, bye_wait: float = BYE_WAIT, cause: str = "drain-timeout"
+    ) -> DrainReport:
         """Answer OPTIONS and new INVITEs 503 (Retry-After), let live calls finish for up to `timeout`
-        seconds, then end the rest with a BYE and wait (at most `bye_wait`) for those transactions to end."""
+        seconds, then end the rest with a BYE (hangup cause `cause`) and wait (at most `bye_wait`) for those
+        transactions to end."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.sip.ua.draining = True
@@ -199,7 +202,7 @@ class Bridge:
         if left:
             log.warning("drain deadline, hanging up", live_calls=len(left))
         for call in left:
-            call.end("drain-timeout")
+            call.end(cause)
         deadline = loop.time() + bye_wait
         while (self.calls or self.live_dialogs) and loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -82,3 +82,23 @@ def test_call_still_up_at_the_drain_deadline_gets_a_bye_then_exit_0(tmp_path: Pa
         (cdr,) = b.cdrs()
     assert cdr["hangup_cause"] == "drain-timeout" and cdr["answer"] is not None, cdr
     assert '"finished": 0, "hung_up": 1' in b.log()
+
+
+def test_a_second_sigterm_cuts_the_drain_short_and_every_call_gets_its_bye(tmp_path: Path) -> None:
+    # An operator who cannot wait for drain_timeout signals again: the calls are hung up now, not dropped.
+    plan = hold_dialplan(tmp_path, 60.0)
+    with bridge(tmp_path, NO_ASR, dialplan=str(plan), drain_timeout=60.0) as b:
+        scenario = scenario_with("wait_for_bye.xml", tmp_path, WAIT_BYE="30000")
+        thread, results = _in_background(scenario, b, tmp_path)
+        _wait_for_log(b, "answered")
+        time.sleep(0.3)  # the ACK is in (§15)
+        b.proc.send_signal(signal.SIGTERM)
+        _wait_for_log(b, "draining")
+        b.proc.send_signal(signal.SIGTERM)
+        thread.join(30)
+        (result,) = results
+        assert result.returncode == 0, result.output + b.log()  # it received our BYE and answered it
+        assert b.proc.wait(30) == 0, b.log()
+        (cdr,) = b.cdrs()
+    assert cdr["hangup_cause"] == "shutdown" and cdr["answer"] is not None, cdr
+    assert '"event": "second signal: hanging up every call now"' in b.log(), b.log()
