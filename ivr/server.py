@@ -140,6 +140,7 @@ class Bridge:
                 algorithms=tuple(settings.auth_algorithms),
             ),
             registrar=Registrar(registrar),
+            drain_retry_after=settings.drain_retry_after,
             on_refusal=_count_refusal,
         )
         self.sip = SipTransport(

@@ -46,7 +46,7 @@ def _first_line_and_retry_after(reply: bytes) -> tuple[str, str | None]:
 
 def test_sigterm_mid_call_refuses_new_work_lets_the_call_finish_and_exits_0(tmp_path: Path) -> None:
     plan = hold_dialplan(tmp_path, 20.0)
-    with bridge(tmp_path, NO_ASR, dialplan=str(plan), drain_timeout=20.0) as b:
+    with bridge(tmp_path, NO_ASR, dialplan=str(plan), drain_timeout=20.0, drain_retry_after=45) as b:
         scenario = scenario_with("hold_then_bye.xml", tmp_path, HOLD="3000")
         thread, results = _in_background(scenario, b, tmp_path)
         _wait_for_log(b, "answered")
@@ -55,9 +55,9 @@ def test_sigterm_mid_call_refuses_new_work_lets_the_call_finish_and_exits_0(tmp_
         b.proc.send_signal(signal.SIGTERM)
         _wait_for_log(b, "draining")
         (busy,) = udp_exchange(b.port, options(), source="127.0.0.1", listen=0.5)
-        assert _first_line_and_retry_after(busy) == ("SIP/2.0 503 Draining", "30")
+        assert _first_line_and_retry_after(busy) == ("SIP/2.0 503 Draining", "45")
         (refused,) = udp_exchange(b.port, invite("during-drain"), source="127.0.0.1", listen=0.5)
-        assert _first_line_and_retry_after(refused) == ("SIP/2.0 503 Draining", "30")
+        assert _first_line_and_retry_after(refused) == ("SIP/2.0 503 Draining", "45")
         thread.join(30)
         (result,) = results
         assert result.returncode == 0, result.output + b.log()
