@@ -156,8 +156,10 @@ def destination(dialog: Dialog) -> Peer:
     """
     target = parse_name_addr(dialog.route_set[0]).uri if dialog.route_set else dialog.remote_target
     peer = dialog.peer
-    if peer.transport == "tcp":
-        peer = Peer("tcp", peer.host, peer.port, peer.conn_id, reconnect_address(dialog.invite, peer))
+    if peer.transport != "udp":
+        peer = Peer(
+            peer.transport, peer.host, peer.port, peer.conn_id, reconnect_address(dialog.invite, peer)
+        )
     try:
         uri = parse_uri(target)
     except SipParseError:
@@ -166,13 +168,19 @@ def destination(dialog: Dialog) -> Peer:
         return peer
     transport_param = (uri.param("transport") or "").lower()
     transport: Transport = (
-        "tcp" if transport_param == "tcp" else "udp" if transport_param == "udp" else peer.transport
+        "tls"
+        if transport_param == "tls" or uri.scheme.lower() == "sips"
+        else "tcp"
+        if transport_param == "tcp"
+        else "udp"
+        if transport_param == "udp"
+        else peer.transport
     )
-    port = uri.port or (5061 if uri.scheme.lower() == "sips" else 5060)
-    if transport == "tcp":
-        if peer.transport == "tcp" and (uri.host, port) == (peer.host, peer.port):
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    if transport != "udp":
+        if peer.transport == transport and (uri.host, port) == (peer.host, peer.port):
             return peer
-        return Peer("tcp", uri.host, port)
+        return Peer(transport, uri.host, port)
     return Peer("udp", uri.host, port)
 
 

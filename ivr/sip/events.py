@@ -8,7 +8,7 @@ from typing import Literal, Union
 from ivr.sip.message import Request
 from ivr.sip.sdp import Negotiated
 
-Transport = Literal["udp", "tcp"]
+Transport = Literal["udp", "tcp", "tls"]
 
 
 @dataclass(frozen=True)

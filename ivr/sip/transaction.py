@@ -97,7 +97,7 @@ class ServerTransaction:
 
     @property
     def reliable(self) -> bool:
-        return self.peer.transport == "tcp"
+        return self.peer.transport != "udp"  # TCP and TLS
 
     @property
     def is_invite(self) -> bool:
@@ -123,7 +123,7 @@ class ClientTransaction:
 
     @property
     def reliable(self) -> bool:
-        return self.peer.transport == "tcp"
+        return self.peer.transport != "udp"  # TCP and TLS
 
 
 class TimerQueue:

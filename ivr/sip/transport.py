@@ -73,6 +73,7 @@ class SipTransport:
         else:
             raise OSError("could not bind UDP and TCP on the same port")
         self._streams.listen_tls(host)
+        self.ua.tls_port = self._streams.tls_port  # Contact and Via of calls that came over TLS
 
     async def close(self) -> None:
         self._closing = True

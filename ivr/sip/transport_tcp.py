@@ -119,12 +119,13 @@ class StreamConnections:
         peer = out.peer
         conn_id = peer.conn_id
         writer = self._conns.get(conn_id) if conn_id is not None else None
+        tls = peer.transport == "tls"
         if writer is None or writer.is_closing():
-            conn_id, writer = self._conn_to(peer.host, peer.port)
+            conn_id, writer = self._conn_to(peer.host, peer.port, tls)
         # The connection is gone: its source port was ephemeral, so connect where the peer listens (§18.2.2).
         host, port = peer.reconnect or (peer.host, peer.port)
         if (writer is None or writer.is_closing()) and peer.reconnect is not None:
-            conn_id, writer = self._conn_to(host, port)
+            conn_id, writer = self._conn_to(host, port, tls)
         if writer is not None and conn_id is not None and not writer.is_closing():
             if writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 log.warning("sip connection not reading, closed", peer=f"{host}:{port}")
@@ -133,7 +134,7 @@ class StreamConnections:
             writer.write(out.data)
             self._table.sent(conn_id, time.monotonic())
             return
-        if peer.conn_id is not None and peer.conn_id in self._tls_ids:
+        if peer.transport == "tls" or (peer.conn_id is not None and peer.conn_id in self._tls_ids):
             # We do not open TLS connections (no client certificate policy): never fall back to clear text.
             log.warning("sip tls connection gone, message dropped", peer=f"{host}:{port}")
             return
@@ -233,7 +234,7 @@ class StreamConnections:
         self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         host, port = self._conn_addr[conn_id]
-        peer = Peer("tcp", host, port, conn_id)  # TLS too: to the UA core both are a reliable stream
+        peer = Peer("tls" if conn_id in self._tls_ids else "tcp", host, port, conn_id)
         framer = StreamFramer(self.limits.max_header_bytes, self.limits.max_body_bytes)
         try:
             while True:
@@ -278,8 +279,16 @@ class StreamConnections:
         if len(self._table) and not self._closing:
             self._sweeper = asyncio.get_running_loop().call_later(self.limits.sweep_interval, self._sweep)
 
-    def _conn_to(self, host: str, port: int) -> tuple[int | None, asyncio.StreamWriter | None]:
-        conn_id = next((c for c, addr in self._conn_addr.items() if addr == (host, port)), None)
+    def _conn_to(self, host: str, port: int, tls: bool) -> tuple[int | None, asyncio.StreamWriter | None]:
+        # Never a clear-text connection for a message of a TLS peer, nor the other way round.
+        conn_id = next(
+            (
+                c
+                for c, addr in self._conn_addr.items()
+                if addr == (host, port) and (c in self._tls_ids) == tls
+            ),
+            None,
+        )
         return conn_id, self._conns.get(conn_id) if conn_id is not None else None
 
     async def _connect_and_send(self, host: str, port: int, data: bytes) -> None:

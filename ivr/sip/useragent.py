@@ -124,6 +124,7 @@ class UserAgent:
         self.session_expires = session_expires
         self.host = host
         self.port = port
+        self.tls_port = 0  # set by the transport when it listens for TLS
         self.user_agent = user_agent
         self.registrar_allow = registrar_allow
         self._out: list[Outgoing] = []
@@ -730,7 +731,7 @@ class UserAgent:
             call,
             "ACK",
             via_host=self.host,
-            via_port=self.port,
+            via_port=self._via_port(ctx.peer.transport),
             transport=ctx.peer.transport,
             user_agent=self.user_agent,
             cseq=resp.cseq[0],
@@ -995,7 +996,7 @@ class UserAgent:
             call,
             method,
             via_host=self.host,
-            via_port=self.port,
+            via_port=self._via_port(dest.transport),
             transport=dest.transport,
             user_agent=self.user_agent,
             extra=extra,
@@ -1041,7 +1042,13 @@ class UserAgent:
 
     def _contact(self, transport: Transport) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if transport == "tls" and self.tls_port:
+            # In-dialog requests of a call that came over TLS come back over TLS, not to the clear-text port.
+            return f"<sip:{host}:{self.tls_port};transport=tls>"
         return f"<sip:{host}:{self.port}{';transport=tcp' if transport == 'tcp' else ''}>"
+
+    def _via_port(self, transport: Transport) -> int:
+        return self.tls_port if transport == "tls" and self.tls_port else self.port
 
     def _dialog_headers(self, call: Dialog, *, initial: bool) -> list[tuple[str, str]]:
         headers = [("Contact", self._contact(call.peer.transport))]

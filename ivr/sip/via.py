@@ -34,8 +34,8 @@ def fix_via(req: Request, peer: Peer) -> None:
 
 def response_peer(req: Request, peer: Peer) -> Peer:
     """Where a response goes (§18.2.2): the same connection on TCP; received/rport or sent-by on UDP."""
-    if peer.transport == "tcp":
-        return Peer("tcp", peer.host, peer.port, peer.conn_id, reconnect_address(req, peer))
+    if peer.transport != "udp":
+        return Peer(peer.transport, peer.host, peer.port, peer.conn_id, reconnect_address(req, peer))
     via = req.top_via
     if via is None:
         return peer

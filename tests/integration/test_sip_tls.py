@@ -94,6 +94,8 @@ def test_options_and_a_call_over_tls(tmp_path: Path, monkeypatch: pytest.MonkeyP
             response = caller.read()
         assert _status(response) == 200, response
         assert b"SIP/2.0/TLS" in _header(response, b"via")
+        # The caller's in-dialog requests come back over TLS, to the TLS port, not to the clear-text one.
+        assert _header(response, b"contact") == f"<sip:127.0.0.1:{tls_port};transport=tls>".encode()
         to = _header(response, b"to").decode()
         caller.send(_request("ACK", tls_port, caller.local, 2, to=to))
         caller.send(_request("BYE", tls_port, caller.local, 3, to=to))
