@@ -11,7 +11,7 @@ receive timestamps) sees both RTP directions as they cross the wire.
   plays it (found by payload). `audible` is that packet; `prompt_start` subtracts the prompt's own
   leading silence (frame index x 20 ms). Negative: the prompt started while the caller was still speaking.
 
-    .venv/bin/python bench/early_match.py [--calls 20] [--out early_match.json]
+    .venv/bin/python bench/early_match.py [--calls 20] [--out var/bench/early_match.json]
 
 Needs root (a packet socket), sipp, espeak-ng, sox. Ports: the harness's free ports (bound to port 0).
 """
@@ -151,7 +151,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=20, help="calls per mode")
-    parser.add_argument("--out", type=Path, default=Path("early_match.json"))
+    parser.add_argument("--out", type=Path, default=Path("var/bench/early_match.json"))
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root: the capture is a packet socket on lo", file=sys.stderr)
@@ -204,6 +204,7 @@ def main() -> int:
         )
     load = os.getloadavg()
     result = {"summary": summary, "load_average": load, "calls": [asdict(t) for t in timings]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; written {args.out}")
     return 0

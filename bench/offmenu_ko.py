@@ -9,7 +9,7 @@ Each clip is decoded once per background size with the confidence threshold off,
 the minimum word confidence is then tuned on the TUNE espeak settings and reported on the TEST ones.
 "before" is the Mediazen path as it was (accept/finish sent whatever Vosk decoded, sentence or not).
 
-    /work/main/.venv/bin/python bench/offmenu_ko.py [--background 0 300 ...] [--json out.json]
+    .venv/bin/python bench/offmenu_ko.py [--background 0 300 ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--background", type=int, nargs="+", default=[0, 150, 300])
     parser.add_argument("--weight", type=int, default=1, help="each phrase listed this many times")
-    parser.add_argument("--json", type=Path, default=Path("bench/offmenu_ko.json"))
+    parser.add_argument("--json", type=Path, default=Path("var/bench/offmenu_ko.json"))
     args = parser.parse_args()
     settings = {label(v, a): (v, a) for v, a in TUNE + TEST}
     tune_labels = {label(v, a) for v, a in TUNE}
@@ -310,6 +310,7 @@ def main() -> None:
         **rates(clips, NONE),
         "clips": [asdict(c) for c in clips],
     }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
     print(f"written {args.json}")
 

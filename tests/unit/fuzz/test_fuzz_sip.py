@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -29,10 +28,11 @@ from ivr.sip.message import (
 )
 from ivr.sip.uri import parse_params, split_outside
 from ivr.sip.useragent import UserAgent
+from tests.tools import SHARED
 from tests.unit.fuzz.strategies import as_text, fuzz, mutated, nasty, wire
 from tests.unit.sip.helpers import ANSWER, CALLER, OFFER, request
 
-TORTURE = sorted(Path("/work/shared/sip-torture").glob("*.dat"))
+TORTURE = sorted((SHARED / "sip-torture").glob("*.dat"))
 OWN = [
     request("INVITE", body=OFFER),
     request("ACK", to_tag="t1"),
