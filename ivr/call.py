@@ -213,6 +213,7 @@ class Call:
             caller=_address_of(invite.headers.get("From")),
             callee=_address_of(invite.headers.get("To")),
             dialplan=str(dialplan_path),
+            dialplan_version=dialplan.version,
             redacted_steps=frozenset(name for name, step in dialplan.steps.items() if step.redact),
         )
         cdr.start(self.record)  # a row now, completed at the end: a crash leaves it to be marked interrupted

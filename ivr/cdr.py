@@ -104,6 +104,8 @@ class CallRecord:
     callee: str
     dialplan: str
     start: str = field(default_factory=utc_now)
+    # The dialplan text the call ran on (Dialplan.version): calls keep theirs across a hot reload.
+    dialplan_version: str = ""
     answer: str | None = None
     end: str | None = None
     codec: str | None = None

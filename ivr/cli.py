@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import structlog
 from ivr import __version__
 from ivr.config import BUNDLED_DIALPLAN, EMBEDDED, Settings, load_settings
 from ivr.dialplan.loader import DialplanError, load_dialplan
+from ivr.dialplan.schema import Dialplan
 from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
 from ivr.health import HealthServer
 from ivr.observability import configure_logging
@@ -203,7 +204,7 @@ async def _serve(settings: Settings) -> None:
             await asyncio.gather(*(emulator.start() for emulator in emulators))
         for emulator in emulators:
             settings.asr_urls[emulator.vendor] = emulator.url
-        bridge = Bridge(settings, dialplan, settings.dialplan)
+        bridge = Bridge(settings, dialplan, settings.dialplan, _same_emulators(emulators, settings))
         await bridge.start()
         serving.append(bridge)
         print(
@@ -220,6 +221,8 @@ async def _serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+            loop.add_signal_handler(signal.SIGHUP, bridge.request_reload)
         await stop.wait()
         await _drain(bridge, settings.drain_timeout, loop)
         await bridge.close()
@@ -227,6 +230,29 @@ async def _serve(settings: Settings) -> None:
         await health.close()
         for emulator in emulators:
             await emulator.stop()
+
+
+def _same_emulators(
+    emulators: list[EmbeddedEmulator], settings: Settings
+) -> Callable[[Dialplan], str | None]:
+    """What keeps a reloaded dialplan from running on the embedded emulators started for the first one: they
+    took its phrases and languages at start, and a vendor that had none was never started."""
+
+    def check(dialplan: Dialplan) -> str | None:
+        for emulator in emulators:
+            if emulator.phrases != dialplan.phrases() or emulator.languages != dialplan.languages(
+                emulator.vendor
+            ):
+                return (
+                    f"the embedded {emulator.vendor} emulator serves the phrases and languages it started "
+                    "with: restart ivr serve to use the new ones"
+                )
+        missing = sorted(v for v in dialplan.vendors() if settings.asr_urls.get(v) == EMBEDDED)
+        if missing:
+            return f"no embedded emulator runs for {', '.join(missing)}: restart ivr serve to start it"
+        return None
+
+    return check
 
 
 async def _drain(bridge: Bridge, timeout: float, loop: asyncio.AbstractEventLoop) -> None:

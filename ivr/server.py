@@ -1,4 +1,5 @@
-"""The bridge process: SIP transport, the registry of live calls, admission (trunks, auth, limits), drain."""
+"""The bridge process: SIP transport, the registry of live calls, admission (trunks, auth, limits), drain,
+dialplan reload."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ivr.asr.stream import RecognizerStream, websocket_connector
 from ivr.call import Call, CallSettings, PromptCache
 from ivr.cdrstore import open_store
 from ivr.config import Settings, VendorEndpoint, stream_limits, tls_listener, vendor_endpoint
+from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.dialplan.schema import Dialplan
 from ivr.media.session import PortAllocator
 from ivr.sip.admission import Admission, Limits, Refusal, Trunk
@@ -36,6 +38,9 @@ log = structlog.get_logger()
 
 DEFAULT_TRUNK = "default"
 BYE_WAIT = 10.0  # after the drain deadline, how long the BYEs (retransmitted per §17.1.2) may take
+
+
+ReloadCheck = Callable[[Dialplan], str | None]  # what keeps a new dialplan from being served, or None
 
 
 class ConfigurationError(ValueError):
@@ -87,10 +92,19 @@ class DrainReport:
 class Bridge:
     """The bridge process: one SIP user agent, the live calls, admission settings, drain and close."""
 
-    def __init__(self, settings: Settings, dialplan: Dialplan, dialplan_path: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dialplan: Dialplan,
+        dialplan_path: Path,
+        reload_check: ReloadCheck = lambda dialplan: None,
+    ) -> None:
         self.settings = settings
         self.dialplan = dialplan
         self.dialplan_path = dialplan_path
+        self._reload_check = reload_check
+        self._reloading: asyncio.Task[bool] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.calls: dict[str, Call] = {}
         self._listening = False  # the SIP socket is bound
         metrics.track_active_calls(lambda: len(self.calls))
@@ -160,6 +174,8 @@ class Bridge:
             log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
         self._listening = True
+        if self.settings.dialplan_watch_interval > 0:
+            self._watcher = asyncio.create_task(self._watch(self.settings.dialplan_watch_interval))
         log.info(
             "bridge listening",
             host=self.settings.sip_host,
@@ -217,7 +233,72 @@ class Bridge:
         )
         return report
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload the dialplan in the background (one reload at a time)."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Load the dialplan file again and serve it to new calls; calls in progress finish on the version
+        they started with (each CDR names its `dialplan_version`). A file that does not pass the checks of
+        `ivr check`, names a vendor with no URL, or cannot be served as it is (`reload_check`), is refused
+        with its errors and the running version stays."""
+        try:
+            dialplan = await asyncio.to_thread(load_dialplan, self.dialplan_path)  # file I/O off the loop
+        except DialplanError as exc:
+            return self._refuse(str(exc).splitlines())
+        if dialplan.version == self.dialplan.version:
+            log.info("dialplan unchanged", version=dialplan.version)
+            return True
+        unconfigured = sorted(v for v in dialplan.vendors() if vendor_endpoint(self.settings, v) is None)
+        problem = self._reload_check(dialplan) or (
+            f"no URL configured for {', '.join(unconfigured)}" if unconfigured else None
+        )
+        if problem is not None:
+            return self._refuse([f"{self.dialplan_path}: {problem}"])
+        paths = [dialplan.prompt_path(p) for step in dialplan.steps.values() for _, p in step.prompts()]
+        unreadable = await self._prompts.preload(paths)
+        if unreadable:
+            return self._refuse(unreadable)
+        previous, self.dialplan = self.dialplan, dialplan
+        metrics.dialplan_reloaded(True)
+        log.info(
+            "dialplan reloaded",
+            version=dialplan.version,
+            previous=previous.version,
+            live_calls=len(self.calls),
+        )
+        return True
+
+    def _refuse(self, problems: list[str]) -> bool:
+        metrics.dialplan_reloaded(False)
+        log.error("dialplan reload refused", problems=problems, version=self.dialplan.version)
+        return False
+
+    async def _watch(self, interval: float) -> None:
+        """Reload when the file changes (its mtime and size, read off the loop)."""
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                found = os.stat(self.dialplan_path)
+            except OSError:
+                return None  # being replaced: look again next time
+            return found.st_mtime_ns, found.st_size
+
+        last = await asyncio.to_thread(stamp)
+        while True:
+            await asyncio.sleep(interval)
+            now = await asyncio.to_thread(stamp)
+            if now is not None and now != last:
+                last = now
+                self.request_reload()
+
     async def close(self) -> None:
+        for task in (self._watcher, self._reloading):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         tasks = [t for call in list(self.calls.values()) if (t := call.start_task) is not None]
         for task in tasks:
             task.cancel()

@@ -8,6 +8,7 @@ of its key. Scalars stay strings except null and true/false: pydantic converts `
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -277,16 +278,21 @@ def _grammar_files(dialplan: Dialplan, base: Path) -> tuple[dict[str, str], list
     return texts, problems
 
 
-def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
+def _parse(path: Path, shown: str) -> tuple[Any, _LineMap, str]:
+    """The YAML data, where each key is, and the file's version (its SHA-256, 12 hex digits)."""
+
     def fail(line: int, message: str, column: int = 1) -> DialplanError:
         return DialplanError([Problem(shown, line, message, column=column, code="yaml")])
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise fail(text_line(path.read_bytes(), exc.start), "the file is not UTF-8 text") from exc
+        raw = path.read_bytes()
     except OSError as exc:
         raise fail(1, f"cannot read the file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(text_line(raw, exc.start), "the file is not UTF-8 text") from exc
+    version = hashlib.sha256(raw).hexdigest()[:12]  # as `sha256sum FILE` prints it
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -315,7 +321,7 @@ def _parse(path: Path, shown: str) -> tuple[Any, _LineMap]:
                 for line, col, message in lines.duplicates
             ]
         )
-    return data, lines
+    return data, lines, version
 
 
 def text_line(data: bytes, offset: int) -> int:
@@ -331,7 +337,7 @@ def _load(
     shown = str(path)
     path = Path(path)
     try:
-        data, lines = _parse(path, shown)
+        data, lines, version = _parse(path, shown)
     except DialplanError as exc:
         return None, list(exc.problems)
 
@@ -365,6 +371,7 @@ def _load(
     dialplan._prompt_files = prompt_files
     dialplan._grammars = grammars
     dialplan._warnings = tuple(str(p) for p in found if p.warning)
+    dialplan._version = version
     return dialplan, found
 
 

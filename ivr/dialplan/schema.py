@@ -476,6 +476,7 @@ class Dialplan(_Model):
     _prompt_files: dict[str, Path] = PrivateAttr(default_factory=dict)
     _grammars: dict[str, str] = PrivateAttr(default_factory=dict)  # grammar_file -> SRGS text
     _warnings: tuple[str, ...] = PrivateAttr(default=())
+    _version: str = PrivateAttr(default="")  # the file's sha256, first 12 hex digits (set by the loader)
 
     @model_validator(mode="after")
     def _flow(self, info: ValidationInfo) -> Dialplan:
@@ -489,6 +490,11 @@ class Dialplan(_Model):
     def warnings(self) -> tuple[str, ...]:
         """`file:line: warning: ...` lines found at load (e.g. unreachable steps)."""
         return self._warnings
+
+    @property
+    def version(self) -> str:
+        """Which text of the file this is: a call's CDR names the version it ran on (hot reload)."""
+        return self._version
 
     def prompt_path(self, name: str) -> Path:
         found = self._prompt_files.get(name)
