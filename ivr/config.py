@@ -161,16 +161,6 @@ class Settings(BaseModel):
     def node(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{self.sip_port}"
 
-    def allows(self, host: str) -> bool:
-        """Whether `host` is in any trunk's allow-list (named trunks or trunk_allow): the SIP transports
-        close a connection from anywhere else at accept."""
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        cidrs = [*self.trunk_allow, *(c for trunk in self.trunks for c in trunk.allow)]
-        return any(addr in ipaddress.ip_network(c, strict=False) for c in cidrs)
-
 
 _ENV_PREFIX = "IVR_"
 

@@ -142,12 +142,13 @@ class Bridge:
             max_expires=settings.max_expires,
             default_expires=min(settings.max_expires, RegistrarLimits.default_expires),
         )
+        admission = Admission(load_trunks(settings), limits)
         ua = UserAgent(
             host=settings.contact_host,
             port=settings.sip_port,
             registrar_allow=lambda peer: True,  # the trunk allow-list and digest auth already ran
             user_agent=settings.user_agent or None,
-            admission=Admission(load_trunks(settings), limits),
+            admission=admission,
             authenticator=DigestAuthenticator(
                 settings.auth_realm,
                 nonce_lifetime=settings.nonce_lifetime,
@@ -160,7 +161,7 @@ class Bridge:
         self.sip = SipTransport(
             ua,
             self._on_sip_event,
-            accept=settings.allows,
+            accept=admission.admits,  # the trunks' networks, parsed once
             limits=stream_limits(settings),
             tls=tls_listener(settings),
         )

@@ -87,6 +87,10 @@ class Admission:
     def trunk_for(self, host: str) -> Trunk | None:
         return next((t for t in self.trunks if t.contains(host)), None)
 
+    def admits(self, host: str) -> bool:
+        """Whether `host` is in any trunk: the transports close a connection from anywhere else at accept."""
+        return self.trunk_for(host) is not None
+
     @property
     def live_calls(self) -> int:
         return len(self._live)
