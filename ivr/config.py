@@ -104,11 +104,11 @@ class Settings(BaseModel):
     max_expires: int = 3600
     # SIGTERM: calls in progress may go on this long, then get a BYE; new INVITEs and OPTIONS get 503.
     drain_timeout: float = 30.0
+    # The Retry-After of those 503s: when a caller or dispatcher may try this node again.
+    drain_retry_after: int = Field(default=30, ge=0)
     # Seconds between checks of the dialplan file for a change (a changed file is reloaded, as on SIGHUP);
     # 0: only SIGHUP reloads.
     dialplan_watch_interval: float = Field(default=2.0, ge=0)
-    # The Retry-After of those 503s: when a caller or dispatcher may try this node again.
-    drain_retry_after: int = Field(default=30, ge=0)
     # Where CDRs go (ivr.cdrstore): sqlite:///var/cdr.sqlite3 by default (one node), postgresql://user@host/db
     # for a cluster (the password from IVR_CDR_PASSWORD or PGPASSWORD, never here), or jsonl:///path.
     cdr_url: str | None = None
