@@ -325,11 +325,15 @@ class DialplanEngine:
             return self._not_recognized(step, event, now)
         if not normalize(event.text):
             return self._fallback(step, "no_input", now)
-        # What a redacted step heard (a card number) never leaves in the transfer's headers either.
-        self._transcript.append("[redacted]" if step.redact else event.text)
+        self._heard(step, event.text)
         if event.confidence < step.settings.min_confidence:
             return self._fallback(step, "no_match", now)
         return self._matched(step, self._match_speech(step, event.text), now)
+
+    def _heard(self, step: Step, text: str) -> None:
+        """Keep what the caller said for the handoff; what a redacted step heard (a card number) never
+        leaves in the transfer's headers, as it never reaches the CDR (ivr.cdr.REDACTED_TEXT)."""
+        self._transcript.append("[redacted]" if step.redact else text)
 
     def _partial(self, step: Step, event: PartialResult, now: float) -> list[Action]:
         settings = step.settings
@@ -340,7 +344,7 @@ class DialplanEngine:
         match = self._early_match(step, normalize(event.text))
         if match is None:
             return []
-        self._transcript.append("[redacted]" if step.redact else event.text)
+        self._heard(step, event.text)
         return self._enter(*match, now)  # the recognition is still current: entering cancels it
 
     def _transfer_ended(self, step: Step, event: TransferEnded, now: float) -> list[Action]:
