@@ -19,26 +19,21 @@ import asyncio
 import itertools
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' shared data
+
 from ivr.emulators.engine import Utterance, VoskEngine, VoskSession, transcribe
 from ivr.emulators.vosk_engine import MIN_CONFIDENCE, MIN_COVERAGE
+from tests.tools import KOREAN_MENU
 
 MENUS = {
-    "demo": [
-        "상담원 연결해 주세요",
-        "상담원 연결해 줘",
-        "상담사 바꿔 주세요",
-        "잔액 조회",
-        "카드 분실 신고",
-        "네",
-        "아니요",
-        "메인 메뉴",
-    ],
+    "demo": list(KOREAN_MENU),
     "yesno": ["네", "예", "아니요"],
 }
 # Right in every good espeak-ng setting (TOOLBOX.md); 잔액 조회 and 카드 분실 신고 never are.

@@ -11,22 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ivr.emulators.engine import VoskEngine, VoskSession, transcribe
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' shared data
 
-DEMO_MENU = [
-    "상담원 연결해 주세요",
-    "상담원 연결해 줘",
-    "상담사 바꿔 주세요",
-    "잔액 조회",
-    "카드 분실 신고",
-    "네",
-    "아니요",
-    "메인 메뉴",
-]
+from ivr.emulators.engine import VoskEngine, VoskSession, transcribe
+from tests.tools import KOREAN_MENU
+
+DEMO_MENU = list(KOREAN_MENU)
 FRAME = 320  # 20 ms at 8 kHz, 16-bit
 BYTES_PER_SECOND = 16000
 

@@ -32,19 +32,11 @@ from ivr.emulators.mediazen import (
     SessionState,
 )
 from tests.integration.harness import speak
+from tests.tools import KOREAN_MENU
 
 pytestmark = pytest.mark.integration
 
-DEMO_MENU = [
-    "상담원 연결해 주세요",
-    "상담원 연결해 줘",
-    "상담사 바꿔 주세요",
-    "잔액 조회",
-    "카드 분실 신고",
-    "네",
-    "아니요",
-    "메인 메뉴",
-]
+DEMO_MENU = list(KOREAN_MENU)
 SPOKEN = ["상담원 연결해 주세요", "메인 메뉴", "네"]  # reliable with espeak-ng (TOOLBOX.md)
 # English phrases in the same --phrases file: Latin phrases go to the English engine, Hangul ones to Korean.
 ENGLISH_MENU = ["agent", "speak to an agent", "representative", "check my balance", "yes", "no", "main menu"]

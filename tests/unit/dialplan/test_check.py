@@ -11,26 +11,11 @@ from pathlib import Path
 import pytest
 
 from ivr.dialplan.report import check_paths, find_dialplans
+from tests.unit.dialplan.test_loader import BASE
 
 ROOT = Path(__file__).parents[3]
 
-# Line and column numbers below refer to this text; each case replaces one fragment of it.
-BASE = """\
-name: test
-start: menu
-steps:
-  menu:
-    play: menu.wav
-    routes:
-      - say: [상담원]
-        dtmf: "0"
-        goto: agent
-    no_input: {goto: agent}
-    no_match: {goto: agent}
-  agent:
-    play: agent.wav
-    transfer: sip:agents@127.0.0.1:5070
-"""
+# Line and column numbers below refer to test_loader's BASE; each case replaces one fragment of it.
 
 # (what is checked, fragment of BASE, its replacement, expected `line:col: severity: message`)
 CASES: list[tuple[str, str, str, str]] = [

@@ -16,18 +16,10 @@ from ivr.emulators.recognizer import TimedWord
 from ivr.emulators.srgs import parse_grammar
 from ivr.emulators.vosk_engine import judge
 from tests.integration.harness import speak
+from tests.tools import KOREAN_MENU
 
 FRAME = 320  # 20 ms of 16-bit 8 kHz
-DEMO_MENU = [
-    "상담원 연결해 주세요",
-    "상담원 연결해 줘",
-    "상담사 바꿔 주세요",
-    "잔액 조회",
-    "카드 분실 신고",
-    "네",
-    "아니요",
-    "메인 메뉴",
-]
+DEMO_MENU = list(KOREAN_MENU)
 # Accepted in every espeak-ng setting of bench/offmenu_ko.py, with the background vocabulary.
 RELIABLE = ["상담원 연결해 주세요", "상담사 바꿔 주세요", "네", "메인 메뉴"]
 # Off-menu sentences (weather, food, numbers) that grammar mode alone turns into menu words.
