@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -25,6 +26,17 @@ REPO = Path(__file__).resolve().parents[2]
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 SIPP_SHARE = Path("/usr/share/sip-tester")
 DEMO = REPO / "dialplans" / "demo.yaml"
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET `path` from 127.0.0.1:`port` (the bridge's /metrics, /healthz, /readyz): status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import re
 import signal
 import threading
@@ -20,6 +19,7 @@ from tests.integration.harness import (
     SippResult,
     bridge,
     free_port,
+    http_get,
     require_tool,
     run_sipp,
     scenario_with,
@@ -27,16 +27,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -75,25 +65,25 @@ def test_metrics_during_and_after_a_call_then_not_ready_while_draining(
 ) -> None:
     metrics_port = free_port()
     with bridge(tmp_path, mediazen_url, metrics_port=metrics_port) as b:
-        assert get(metrics_port, "/healthz") == (200, "ok\n")
-        assert get(metrics_port, "/readyz") == (200, "ready\n")
-        status, text = get(metrics_port, "/metrics")
+        assert http_get(metrics_port, "/healthz") == (200, "ok\n")
+        assert http_get(metrics_port, "/readyz") == (200, "ready\n")
+        status, text = http_get(metrics_port, "/metrics")
         assert status == 200 and sample(text, "ivr_calls_active") == 0.0
 
         # During a call: one active call. After it: ended, with the dialplan, the last route step and cause.
         thread, results = call_in_background(b, tmp_path)
         wait_for(
-            lambda: sample(get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0, "an active call"
+            lambda: sample(http_get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0, "an active call"
         )
         thread.join(60)
         assert results and results[0].returncode == 0, (results[0].output if results else "") + b.log()
         b.wait_cdrs(1)
         labels = {"dialplan": "demo", "route": "balance", "cause": "normal"}
         wait_for(
-            lambda: sample(get(metrics_port, "/metrics")[1], "ivr_calls_ended_total", **labels) == 1.0,
+            lambda: sample(http_get(metrics_port, "/metrics")[1], "ivr_calls_ended_total", **labels) == 1.0,
             "it end",
         )
-        text = get(metrics_port, "/metrics")[1]
+        text = http_get(metrics_port, "/metrics")[1]
         assert sample(text, "ivr_calls_active") == 0.0
         assert (sample(text, "ivr_rtp_packets_received_total") or 0) > 0  # the DTMF packets sipp sent
         assert sample(text, "ivr_rtp_jitter_seconds_count") == 1.0
@@ -102,17 +92,18 @@ def test_metrics_during_and_after_a_call_then_not_ready_while_draining(
         # SIGTERM with a call up: the drain lets it finish, and /readyz says 503 meanwhile, /healthz 200.
         thread, results = call_in_background(b, tmp_path)
         wait_for(
-            lambda: sample(get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0, "the second call"
+            lambda: sample(http_get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0,
+            "the second call",
         )
         b.proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: get(metrics_port, "/readyz")[0] == 503, "/readyz 503 while draining", timeout=5)
-        assert get(metrics_port, "/healthz")[0] == 200
-        assert sample(get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0
+        wait_for(lambda: http_get(metrics_port, "/readyz")[0] == 503, "/readyz 503 while draining", timeout=5)
+        assert http_get(metrics_port, "/healthz")[0] == 200
+        assert sample(http_get(metrics_port, "/metrics")[1], "ivr_calls_active") == 1.0
         thread.join(60)
         assert results and results[0].returncode == 0, (results[0].output if results else "") + b.log()
         assert b.proc.wait(30) == 0
     with pytest.raises(OSError):
-        get(metrics_port, "/healthz")  # the endpoint went away with the process
+        http_get(metrics_port, "/healthz")  # the endpoint went away with the process
 
 
 def test_recognizer_latencies_of_a_spoken_request(tmp_path: Path, mediazen_url: str) -> None:
@@ -125,10 +116,10 @@ def test_recognizer_latencies_of_a_spoken_request(tmp_path: Path, mediazen_url: 
         b.wait_cdrs(1)
         labels = {"dialplan": "demo", "route": "agent", "cause": "transferred"}
         wait_for(
-            lambda: sample(get(metrics_port, "/metrics")[1], "ivr_calls_ended_total", **labels) == 1,
+            lambda: sample(http_get(metrics_port, "/metrics")[1], "ivr_calls_ended_total", **labels) == 1,
             "the end",
         )
-        text = get(metrics_port, "/metrics")[1]
+        text = http_get(metrics_port, "/metrics")[1]
     vendor = {"vendor": "mediazen"}
     assert sample(text, "ivr_asr_results_total", status="recognized", **vendor) == 1.0
     assert sample(text, "ivr_asr_first_partial_seconds_count", **vendor) == 1.0

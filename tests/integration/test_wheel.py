@@ -8,7 +8,6 @@ so nothing can be read from the repository by accident.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ivr import __version__
-from tests.integration.harness import REPO, _read_until, free_port
+from tests.integration.harness import REPO, _read_until, free_port, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -41,22 +40,12 @@ class InstalledWheel:
         return subprocess.run(argv, cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=120)
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
 def _poll(port: int, path: str, proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str]:
     """The first answer from the endpoint once the process has opened it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ConnectionRefusedError):
-            return _get(port, path)
+            return http_get(port, path)
         assert proc.poll() is None, "ivr serve exited"
         time.sleep(0.02)
     raise AssertionError(f"nothing listening on {port} within {timeout} s")
@@ -156,10 +145,10 @@ def test_ivr_serve_answers_from_the_wheel(installed: InstalledWheel) -> None:
     try:
         # The endpoints come up before the embedded emulator has loaded its model: alive, not ready yet.
         health = _poll(metrics_port, "/healthz", proc)
-        ready_before = _get(metrics_port, "/readyz")
+        ready_before = http_get(metrics_port, "/readyz")
         lines = _read_until(proc, "answering on", timeout=90)
-        ready_after = _get(metrics_port, "/readyz")
-        scrape = _get(metrics_port, "/metrics")
+        ready_after = http_get(metrics_port, "/readyz")
+        scrape = http_get(metrics_port, "/metrics")
     finally:
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(40)
