@@ -170,8 +170,7 @@ class UserAgent:
         fix_via(req, peer)
         status = exc.status
         reason = None if isinstance(exc, SipVersionError) else exc.reason
-        resp = make_response(req, status, reason, to_tag=new_tag(), headers=self._server_header())
-        self._out.append(Outgoing(response_peer(req, peer), serialize(resp)))
+        self._respond(req, response_peer(req, peer), status, reason)
 
     def take_outgoing(self) -> list[Outgoing]:
         out, self._out = self._out, []
@@ -363,10 +362,7 @@ class UserAgent:
         extra = list(refusal.headers)
         if refusal.retry_after is not None:
             extra.append(("Retry-After", str(refusal.retry_after)))
-        resp = make_response(
-            req, refusal.status, refusal.reason, to_tag=new_tag(), headers=[*extra, *self._server_header()]
-        )
-        self._out.append(Outgoing(response_peer(req, peer), serialize(resp)))
+        self._respond(req, response_peer(req, peer), refusal.status, refusal.reason, extra)
         if self.on_refusal is not None:
             self.on_refusal(req, refusal)
 
@@ -383,10 +379,22 @@ class UserAgent:
         retransmission is simply answered again, and the ACK of a stateless 481 to an INVITE is dropped."""
         self._server.pop(tx.key, None)
         self._server_by_id.pop(tx.id, None)
+        self._respond(tx.request, tx.peer, status, reason, headers)
+
+    def _respond(
+        self,
+        req: Request,
+        peer: Peer,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """One final response to `req`, remembered nowhere (a malformed request, a refusal, a forgotten
+        transaction): a fresh To tag, our Server header."""
         resp = make_response(
-            tx.request, status, reason, to_tag=new_tag(), headers=[*headers, *self._server_header()]
+            req, status, reason, to_tag=new_tag(), headers=[*headers, *self._server_header()]
         )
-        self._out.append(Outgoing(tx.peer, serialize(resp)))
+        self._out.append(Outgoing(peer, serialize(resp)))
 
     def _acceptable_content(self, req: Request, tx: ServerTransaction, now: float) -> bool:
         if req.body and content_type(req) != "application/sdp":
