@@ -167,11 +167,7 @@ class Bridge:
         )
 
     async def start(self) -> None:
-        # Prompts are read and converted once, here, off the event loop: no call waits on a file.
-        paths = [
-            self.dialplan.prompt_path(p) for step in self.dialplan.steps.values() for _, p in step.prompts()
-        ]
-        for error in await self._prompts.preload(paths):
+        for error in await self._preload(self.dialplan):
             log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
         self._listening = True
@@ -257,8 +253,7 @@ class Bridge:
         )
         if problem is not None:
             return self._refuse([f"{self.dialplan_path}: {problem}"])
-        paths = [dialplan.prompt_path(p) for step in dialplan.steps.values() for _, p in step.prompts()]
-        unreadable = await self._prompts.preload(paths)
+        unreadable = await self._preload(dialplan)
         if unreadable:
             return self._refuse(unreadable)
         previous, self.dialplan = self.dialplan, dialplan
@@ -270,6 +265,12 @@ class Bridge:
             live_calls=len(self.calls),
         )
         return True
+
+    async def _preload(self, dialplan: Dialplan) -> list[str]:
+        """Read and convert the dialplan's prompts once, off the event loop, so no call waits on a file; the
+        errors, one line each."""
+        paths = [dialplan.prompt_path(p) for step in dialplan.steps.values() for _, p in step.prompts()]
+        return await self._prompts.preload(paths)
 
     def _refuse(self, problems: list[str]) -> bool:
         metrics.dialplan_reloaded(False)
