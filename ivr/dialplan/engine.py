@@ -121,6 +121,17 @@ class Resumed:
 
 
 @dataclass(frozen=True)
+class WebhookReplied:
+    """Webhook `id` ended: the HTTP status (0 when no reply came: refused, timed out) and the reply's JSON
+    object (None when the reply was not a JSON object)."""
+
+    id: int
+    status: int
+    reply: dict[str, object] | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class TransferEnded:
     """Transfer `id` ended with the final status the transfer target reported (408 when none came)."""
 
@@ -139,6 +150,7 @@ Event = (
     | TransferEnded
     | Held
     | Resumed
+    | WebhookReplied
 )
 
 
@@ -150,6 +162,45 @@ class Play:
     id: int
     path: Path
     barge_in: bool
+
+
+@dataclass(frozen=True)
+class Say:
+    """Speak `text` with the TTS backend in `language`; it ends with a `PromptFinished` like a `Play`."""
+
+    id: int
+    text: str
+    language: str
+    barge_in: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer the call (200 OK with the SDP answer): emitted before the first Play, Say or Listen, so a call
+    the dialplan redirects or refuses before any prompt is never answered."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Before the call is answered: send 302 Moved Temporarily to `target` (RFC 3261 section 21.3.3) with
+    the context `headers`; the call then ends."""
+
+    id: int
+    target: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """POST `body` (the call's context, a JSON object) to `url`; the outcome comes back as `WebhookReplied`
+    within `timeout` seconds (the call reports status 0 when none came)."""
+
+    id: int
+    url: str
+    body: dict[str, object]
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -193,6 +244,7 @@ class Transfer:
     id: int
     target: str
     handoff: Handoff = Handoff("")
+    headers: tuple[tuple[str, str], ...] = ()  # the dialplan's own context headers, values expanded
 
 
 @dataclass(frozen=True)
@@ -214,7 +266,9 @@ class Routed:
     via: str
 
 
-Action = Play | Listen | StartInputTimers | Cancel | Transfer | Hangup | Routed
+Action = (
+    Answer | Play | Say | Listen | StartInputTimers | Cancel | Transfer | Redirect | Webhook | Hangup | Routed
+)
 
 
 def normalize(text: str) -> str:
@@ -302,6 +356,8 @@ class DialplanEngine:
             return self._transfer_ended(step, event, now)
         if isinstance(event, Held | Resumed):
             return self._hold(event, now)
+        if isinstance(event, WebhookReplied):
+            return []  # no step calls a webhook yet (the dialplan language issue adds `webhook:`)
         if self._phase is not _Phase.LISTENING:
             return []
         if isinstance(event, Digit):
