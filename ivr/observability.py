@@ -135,3 +135,16 @@ def configure_logging(fmt: str = "console", level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(max(level, logging.WARNING))
+
+
+class SafeFormatter(logging.Formatter):
+    """A stdlib `logging` formatter with the same guarantees as the structlog chain, for processes that log
+    with `logging` (the vendor emulators, which log what clients send them): the message is one line with
+    control characters escaped and URI passwords redacted; a traceback keeps its line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe_text(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return safe_text(super().formatException(ei), multiline=True)

@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 
 from ivr.emulators.engine import LocalEngines, RecognizerSession, load_engines, read_phrases
 from ivr.emulators.lifeline import die_with_parent
+from ivr.observability import SafeFormatter
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +284,10 @@ async def _listen(host: str, port: int, server: Server, banner: str) -> None:
 
 def configure_logging(args: argparse.Namespace) -> None:
     """Log to stderr at `--log-level` (stdout carries the "listening" line `ivr.embedded` waits for)."""
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # What clients send (grammar names, tags, JSON text) reaches these lines: escaped like the bridge's.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
 
 
 def run_emulator(

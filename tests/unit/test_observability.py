@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ivr.observability import REDACTED, configure_logging, escape_control_characters, safe_text
+from ivr.observability import (
+    REDACTED,
+    SafeFormatter,
+    configure_logging,
+    escape_control_characters,
+    safe_text,
+)
 
 HOSTILE_FROM = '"\x1b[2J\x1b]0;owned\x07evil\x9b1m" <sip:\x1b[31mroot@10.0.0.1>'
 
@@ -107,3 +113,20 @@ def test_library_warnings_go_through_the_same_escaping(
         assert record["logger"] == "websockets.client"
     else:
         assert "closed: reason \\x1b[2J\\x9b" in line and "websockets.client" in line
+
+
+def test_stdlib_formatter_escapes_what_a_client_sent_and_keeps_tracebacks_readable() -> None:
+    # The emulators log with `logging`: a grammar name or tag from a client must not drive the terminal.
+    formatter = SafeFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "grammar %s", ("a\x1b[2J\r\nFAKE",), None)
+    assert formatter.format(record) == "INFO grammar a\\x1b[2J\\x0d\\x0aFAKE"
+    try:
+        raise ValueError("bad\x07")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = formatter.format(failed)
+    assert "\n" in text and "\x07" not in text and "ValueError: bad\\x07" in text
+    url = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("wss://u:hunter2@h/asr",), None)
+    assert "hunter2" not in formatter.format(url)
