@@ -57,6 +57,15 @@ class PostgresCluster:
         _run(_as_postgres([str(PG_BIN / "createdb"), "-h", str(self.socket_dir), "-p", str(self.port), name]))
         return self.dsn_for(name)
 
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped (an outage) for the block, then started again on the same port."""
+        _run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]))
+        try:
+            yield
+        finally:
+            _run(_as_postgres(_start_command(self.socket_dir, self.data_dir, self.port)))
+
     def psql(self, sql: str, dbname: str | None = None) -> str:
         """Run `sql` through psql over the unix socket; returns its unaligned, tuples-only output."""
         argv = [str(PG_BIN / "psql"), "-h", str(self.socket_dir), "-p", str(self.port), "-d"]
@@ -130,12 +139,8 @@ def _start(root: Path, data: Path, dbname: str, password: str | None) -> Postgre
     error: Exception | None = None
     for _ in range(3):
         port = _free_port()
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off"
-        options += " -c full_page_writes=off -c max_connections=50"
-        start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w"]
-        start += ["-t", str(_START_TIMEOUT), "-o", options, "start"]
         try:
-            _run(_as_postgres(start))
+            _run(_as_postgres(_start_command(root, data, port)))
         except RuntimeError as exc:
             log = root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -144,6 +149,13 @@ def _start(root: Path, data: Path, dbname: str, password: str | None) -> Postgre
         return PostgresCluster(port, root, data, dbname, password)
     assert error is not None
     raise error
+
+
+def _start_command(root: Path, data: Path, port: int) -> list[str]:
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off"
+    options += " -c full_page_writes=off -c max_connections=50"
+    start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w"]
+    return [*start, "-t", str(_START_TIMEOUT), "-o", options, "start"]
 
 
 @pytest.fixture(scope="module")

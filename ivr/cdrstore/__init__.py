@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +68,27 @@ class OpenedStore:
     interrupted: tuple[str, ...] = ()
 
 
-def open_store(url: str, node: str, instance: str, environ: Mapping[str, str] = os.environ) -> OpenedStore:
-    """Open the store for a bridge: migrate, recover the node's open rows, start the writer thread."""
+def open_store(
+    url: str,
+    node: str,
+    instance: str,
+    environ: Mapping[str, str] = os.environ,
+    spool: Path | None = None,
+) -> OpenedStore:
+    """Open the store for a bridge: migrate, recover the node's open rows, start the writer thread.
+
+    `spool` is where records wait while the database is down (default: beside a SQLite file, else
+    var/cdr-spool-<node>.jsonl).
+    """
     database = open_database(url, environ)
     if database is None:
         writer = CdrWriter(_path(url))
         return OpenedStore(writer, writer.where)
-    store = SqlCdrStore(database, node, instance)
+    if spool is None and isinstance(database, SqliteDatabase):
+        spool = database.path.with_name(database.path.name + ".spool.jsonl")
+    elif spool is None:
+        spool = Path("var") / f"cdr-spool-{re.sub(r'[^A-Za-z0-9_.-]', '_', node)}.jsonl"
+    store = SqlCdrStore(database, node, instance, spool)
     return OpenedStore(store, store.where, tuple(store.interrupted))
 
 

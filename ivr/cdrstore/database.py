@@ -166,6 +166,17 @@ class CdrDatabase(abc.ABC):
 
     # ---- writes
 
+    def reachable(self) -> bool:
+        """Whether a fresh connection answers a query: tells an outage from rows the database refuses."""
+        self.close()
+        try:
+            with self._transaction() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            self.close()
+            return False
+        return True
+
     def store(self, batch: Sequence[CdrWrite], node: str, instance: str) -> None:
         """Write a batch in one transaction; a broken connection is reopened and the batch tried once more."""
         try:

@@ -6,6 +6,7 @@ import itertools
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,11 @@ def record(channel: str, call_id: str = "call-1") -> CallRecord:
     return CallRecord(call_id, channel * 32, "sip:alice@192.0.2.10", "sip:ivr@x", "demo.yaml")
 
 
-def pg_store(dsn: str, node: str = "node-1", instance: str = "run-1") -> SqlCdrStore:
-    opened = open_store(dsn, node, instance, environ={})
+def pg_store(
+    dsn: str, node: str = "node-1", instance: str = "run-1", spool: Path | None = None
+) -> SqlCdrStore:
+    spool = spool or Path(tempfile.mkdtemp(prefix="ivr-spool-")) / "spool.jsonl"
+    opened = open_store(dsn, node, instance, environ={}, spool=spool)
     assert isinstance(opened.sink, SqlCdrStore)
     return opened.sink
 
@@ -154,20 +158,72 @@ def query_as(cluster: PostgresCluster, password: str) -> list[tuple[object, ...]
         return conn.execute("SELECT channel_id FROM cdr").fetchall()
 
 
-def test_a_failed_write_is_logged_with_the_call_ids_and_the_next_batch_reconnects(dsn: str) -> None:
-    store = pg_store(dsn)
-    execute(dsn, "ALTER TABLE cdr RENAME TO away")  # the table went away under the bridge
+def test_calls_during_an_outage_wait_on_disk_and_land_when_the_server_is_back(
+    pg: PostgresCluster, dsn: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    store = pg_store(dsn, spool=spool)
+    before = record("a", call_id="before")
+    store.start(before)
+    assert store.flush()
+    with pg.down(), capture_logs() as logs:
+        ended = record("a", call_id="before")
+        ended.end, ended.hangup_cause = ended.start, "remote-bye"
+        store.write(ended)  # the call that was up when the server went away ends during the outage
+        during = record("b", call_id="during")
+        store.start(during)
+        during.end, during.hangup_cause = during.start, "normal"
+        store.write(during)
+        assert store.flush(timeout=30)
+        assert spool.exists() and len(spool.read_text().splitlines()) == 3
+    [outage] = [e for e in logs if e["event"] == "cdr database unreachable, records spooled to disk"]
+    assert outage["spool"] == str(spool)
+    # The writer's connection died with the server: the next batch reconnects and stores the spool first.
+    store.start(record("c", call_id="after"))
+    store.close()
+    rows = query(dsn, "SELECT call_id, status, hangup_cause FROM cdr ORDER BY call_id")
+    assert rows == [
+        ("after", "active", None),
+        ("before", "completed", "remote-bye"),
+        ("during", "completed", "normal"),
+    ]
+    assert not spool.exists()
+
+
+def test_a_spool_left_by_a_run_that_stopped_during_an_outage_is_stored_at_start(
+    pg: PostgresCluster, dsn: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    store = pg_store(dsn, spool=spool)
+    with pg.down():
+        store.start(record("d", call_id="spooled"))
+        store.close(timeout=30)
+    assert spool.exists()
+    pg_store(dsn, instance="run-2", spool=spool).close()
+    assert query(dsn, "SELECT call_id FROM cdr") == [("spooled",)]
+    assert not spool.exists()
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_does_not_hold_back_later_calls(
+    dsn: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    store = pg_store(dsn, spool=spool)
+    execute(dsn, "ALTER TABLE cdr ADD CONSTRAINT no_x CHECK (call_id <> 'refused')")
     with capture_logs() as logs:
-        store.start(record("a", call_id="lost-1"))
+        store.start(record("a", call_id="refused"))
+        store.start(record("b", call_id="kept"))
         assert store.flush()
-    [failed] = [e for e in logs if e["event"] == "cdr write failed"]
-    assert failed["call_ids"] == ["lost-1"] and failed["channel_ids"] == ["a" * 32]
-    execute(dsn, "ALTER TABLE away RENAME TO cdr")
+    [refused] = [e for e in logs if e["event"].startswith("cdr record refused")]
+    assert refused["call_id"] == "refused" and refused["channel_id"] == "a" * 32
     # The server also drops the writer's connection: the next batch opens a new one.
     query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
-    store.start(record("b", call_id="kept"))
+    store.start(record("c", call_id="later"))
     store.close()
-    assert query(dsn, "SELECT call_id FROM cdr") == [("kept",)]
+    assert sorted(query(dsn, "SELECT call_id FROM cdr")) == [("kept",), ("later",)]
+    [line] = spool.with_name("spool.jsonl.rejected").read_text().splitlines()
+    assert json.loads(line)["call_id"] == "refused"
+    assert not spool.exists()
 
 
 def test_ivr_cdr_lists_and_exports_csv_from_postgresql(dsn: str, tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ivr.cdr import REDACTED_DIGIT, REDACTED_TEXT, CallRecord, CdrWriter, Transcript
+from ivr.cdr import REDACTED_DIGIT, REDACTED_TEXT, CallRecord, CdrPhase, CdrWrite, CdrWriter, Transcript
 from ivr.cdrstore import CdrStatus, SqlCdrStore, open_database, open_store
 from ivr.cdrstore.migrations import LATEST
+from ivr.cdrstore.spool import CdrSpool
 from ivr.cdrstore.sqlite import SqliteDatabase
 from ivr.config import Settings
 
@@ -129,17 +130,19 @@ def test_a_database_at_version_1_keeps_its_rows_through_the_migration(tmp_path: 
     store.close()
 
 
-def test_a_failed_write_is_logged_with_the_call_ids_and_never_raises(tmp_path: Path) -> None:
+def test_a_write_the_database_refuses_is_logged_and_kept_beside_it_and_never_raises(tmp_path: Path) -> None:
     store = sqlite_store(tmp_path)
     with sqlite3.connect(tmp_path / "cdr.sqlite3") as conn:
         conn.execute("DROP TABLE cdr")  # the database went bad under the bridge
     with capture_logs() as logs:
-        store.start(record("a", call_id="lost-1"))
+        store.start(record("a", call_id="kept-aside"))
         assert store.flush()
     store.close()
-    [failed] = [e for e in logs if e["event"] == "cdr write failed"]
-    assert failed["call_ids"] == ["lost-1"] and failed["channel_ids"] == ["a" * 32]
+    [failed] = [e for e in logs if e["event"].startswith("cdr record refused by the database")]
+    assert failed["call_id"] == "kept-aside" and failed["channel_id"] == "a" * 32
     assert "no such table" in failed["error"]
+    [line] = (tmp_path / "cdr.sqlite3.spool.jsonl.rejected").read_text().splitlines()
+    assert json.loads(line)["call_id"] == "kept-aside"
 
 
 def test_urls_select_the_backend(tmp_path: Path) -> None:
@@ -184,3 +187,16 @@ def test_redacted_steps_record_markers_in_place_of_digits_and_text() -> None:
     assert [t["text"] for t in data["transcripts"]] == [REDACTED_TEXT, "", "balance"]
     assert "redacted_steps" not in data
     assert rec.shown("card", "4912") == REDACTED_TEXT and rec.shown("menu", "yes") == "yes"
+
+
+def test_the_spool_keeps_order_and_skips_a_line_torn_by_a_crash(tmp_path: Path) -> None:
+    spool = CdrSpool(tmp_path / "var" / "spool.jsonl")
+    assert spool.pending() == []
+    first, second = (CdrWrite.of(CdrPhase.START, record(c, call_id=c)) for c in "ab")
+    spool.append([first])
+    spool.append([second])
+    with spool.path.open("a", encoding="utf-8") as f:
+        f.write('{"phase":"end","call_id":')  # the process died while appending
+    assert spool.pending() == [first, second]
+    spool.clear()
+    assert spool.pending() == [] and not spool.path.exists()
