@@ -112,20 +112,21 @@ class Admission:
     ) -> Refusal | None:
         """The refusal for a new out-of-dialog request from `host`, or None to go on and create state.
 
-        Order: drain (OPTIONS), trunk allow-list (403), drain (INVITE), digest (401), then capacity and call
+        Order: trunk allow-list (403), drain (503), digest (401, never for OPTIONS), then capacity and call
         rate (503). Rate after authentication: a token is a call, so the 401 round trip of each authenticated
         call does not halve a trunk's rate, and an unauthenticated flood cannot spend a trunk's tokens (each
-        of its requests still gets one stateless 401 and creates nothing). OPTIONS is answered for any
-        source (dispatchers probe it); other methods are the UA's business.
+        of its requests still gets one stateless 401 and creates nothing). OPTIONS answers only the allowed
+        sources, without a challenge (a dispatcher's keepalive probe carries no credentials), so a scanner
+        outside the allow-list learns nothing it would not from any 403; other methods are the UA's business.
         """
-        if method == "OPTIONS":
-            # While draining the probe says "unavailable", so a dispatcher stops sending calls (RFC 3261 §11).
-            return Refusal(503, "Draining", drain_retry_after, "draining") if draining else None
-        if method not in ("INVITE", "REGISTER"):
+        if method not in ("INVITE", "REGISTER", "OPTIONS"):
             return None
         trunk = self.trunk_for(host)
         if trunk is None:
             return Refusal(403, cause="not-in-trunk")
+        if method == "OPTIONS":
+            # While draining the probe says "unavailable", so a dispatcher stops sending calls (RFC 3261 §11).
+            return Refusal(503, "Draining", drain_retry_after, "draining") if draining else None
         if method == "INVITE" and draining:
             return Refusal(503, "Draining", drain_retry_after, "draining")
         if trunk.credentials is not None:

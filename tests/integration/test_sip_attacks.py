@@ -98,6 +98,11 @@ def test_refused_source_gets_exactly_one_403_and_no_100_and_no_cdr(tmp_path: Pat
         assert [
             s.split(" ")[1] for s in status_lines(udp_exchange(b.port, register, source="127.0.0.2"))
         ] == ["403"]
+        # So is an OPTIONS probe: a scanner outside the allow-list cannot tell an ivr from any 403.
+        probe = udp_exchange(b.port, options(), source="127.0.0.2")
+        assert [s.split(" ")[1] for s in status_lines(probe)] == ["403"]
+        answered = status_lines(udp_exchange(b.port, options(), source="127.0.0.1"))
+        assert [s.split(" ")[1] for s in answered] == ["200"]
         time.sleep(0.2)
         assert b.cdrs() == [] and log_events(b, "incoming call") == []
 
@@ -249,7 +254,8 @@ def test_sipvicious_scan_and_crack_find_nothing(tmp_path: Path) -> None:
             timeout=60,
             cwd=tmp_path,
         )
-        # OPTIONS is answered (dispatchers probe it), with a Server header that names no version.
+        # OPTIONS from an allowed source is answered (dispatchers probe it), with a Server header that names
+        # no version.
         assert f"127.0.0.1:{b.port} | ivr " in scan.stdout, scan.stdout + scan.stderr
         time.sleep(0.3)
         assert b.cdrs() == []  # no probe wrote a CDR

@@ -201,7 +201,8 @@ def test_trunk_with_credentials_challenges_then_admits(method: str) -> None:
 
 DECISIONS = [
     # method, source, draining, expected (status, cause) or None
-    ("OPTIONS", "203.0.113.66", False, None),  # probes are answered for anyone
+    ("OPTIONS", "203.0.113.66", False, (403, "not-in-trunk")),  # a scanner's probe learns nothing
+    ("OPTIONS", "192.0.2.10", False, None),  # a dispatcher's probe: answered, never challenged
     ("OPTIONS", "192.0.2.10", True, (503, "draining")),
     ("INVITE", "203.0.113.66", False, (403, "not-in-trunk")),
     ("INVITE", "203.0.113.66", True, (403, "not-in-trunk")),  # the allow-list comes first
@@ -228,7 +229,7 @@ def test_options_refused_registers_and_stray_requests_leave_no_transaction_behin
     ua = _ua()
     for n in range(100):
         ua.receive(request("OPTIONS", call_id=f"o{n}", branch=f"z9hG4bK-o{n}"), STRANGER, 0.0)
-    assert set(statuses(ua.take_outgoing())) == {200}
+    assert set(statuses(ua.take_outgoing())) == {403}
     too_brief = request("REGISTER", extra="Expires: 5\r\n", uri="sip:192.0.2.1")
     ua.receive(too_brief, CALLER, 0.0)
     (brief,) = responses(ua.take_outgoing())
