@@ -22,6 +22,9 @@ class VendorInfo:
     languages: tuple[str, ...]  # what to suggest in an error message
     audio_formats: frozenset[AudioFormat]
     classifiers: frozenset[Classifier]  # speaker classifiers it can run beside recognition
+    srgs: (
+        str | None
+    )  # None when it takes SRGS grammars; else why not (a grammar_file would be ignored or refused)
     validate_options: Callable[[dict[str, object]], Mapping[str, object]]  # ValueError when wrong
     # a fresh codec for one connection: the step's options, the call's Channel-Identifier, the credentials
     make: Callable[[Mapping[str, object], str, Mapping[str, str]], RecognizerCodec]
@@ -53,6 +56,7 @@ _VENDORS: dict[str, VendorInfo] = {
         languages=("ko", "en", "ja"),
         audio_formats=frozenset({AudioFormat.PCM16}),
         classifiers=frozenset(),
+        srgs="Mediazen recognizes free speech and takes no grammar (use phrases and routes instead)",
         validate_options=mediazen.validate_options,
         make=_make_mediazen,
     ),
@@ -62,6 +66,7 @@ _VENDORS: dict[str, VendorInfo] = {
         languages=tuple(cpqd.LANGUAGES),
         audio_formats=cpqd.AUDIO_FORMATS,
         classifiers=frozenset(Classifier),
+        srgs=None,
         validate_options=cpqd.validate_options,
         make=_make_cpqd,
     ),
@@ -71,6 +76,8 @@ _VENDORS: dict[str, VendorInfo] = {
         languages=tuple(amivoice.LANGUAGES),
         audio_formats=amivoice.AUDIO_FORMATS,
         classifiers=frozenset(),
+        srgs="AmiVoice takes no SRGS grammar (its rule grammars are registered with the vendor; name one"
+        " with grammar:)",
         validate_options=amivoice.validate_options,
         make=_make_amivoice,
     ),
@@ -109,9 +116,12 @@ def check_step(
     audio: AudioFormat,
     options: Mapping[str, object],
     classifiers: frozenset[Classifier] = frozenset(),
+    *,
+    srgs: bool = False,
 ) -> list[tuple[str, str]]:
-    """What ``vendor`` cannot do of a listen step: (the key at fault: vendor, language, audio, options or
-    classifiers, the message), one per problem; empty when it can."""
+    """What ``vendor`` cannot do of a listen step: (the key at fault: vendor, language, audio, options,
+    classifiers or grammar_file, the message), one per problem; empty when it can. ``srgs``: the step has
+    a grammar_file."""
     info = _VENDORS.get(vendor.lower())
     if info is None:
         return [
@@ -137,6 +147,8 @@ def check_step(
         problems.append(
             ("classifiers", f"{vendor} does not report the caller's {names} (it reports: {offered})")
         )
+    if srgs and info.srgs is not None:
+        problems.append(("grammar_file", info.srgs))
     try:
         info.validate_options(dict(options))
     except ValueError as exc:

@@ -59,3 +59,11 @@ def test_codecs_get_the_call_channel_and_the_appkey() -> None:
     assert "CREATE_SESSION" in text and "Channel-Identifier: 698dc19d489c4e4db73e28a713eab07b" in text
     ami = make_codec("amivoice", {}, appkey="SECRET-KEY")
     assert "SECRET-KEY" not in repr(ami)
+
+
+def test_only_cpqd_takes_a_grammar_file() -> None:
+    assert check_step("cpqd", "pt-BR", AudioFormat.PCM16, {}, srgs=True) == []
+    for vendor, language in (("mediazen", "ko"), ("amivoice", "ja")):
+        [(key, message)] = check_step(vendor, language, AudioFormat.PCM16, {}, srgs=True)
+        assert key == "grammar_file" and "grammar" in message
+        assert check_step(vendor, language, AudioFormat.PCM16, {}) == []
