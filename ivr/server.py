@@ -33,6 +33,8 @@ from ivr.sip.message import Request
 from ivr.sip.registrar import Registrar, RegistrarLimits
 from ivr.sip.transport import SipTransport
 from ivr.sip.useragent import UserAgent
+from ivr.tts import EspeakSynthesizer, SpeechCache
+from ivr.webhook import WebhookClient
 
 log = structlog.get_logger()
 
@@ -112,6 +114,12 @@ class Bridge:
         self._idle.set()
         self._ports = PortAllocator(settings.rtp_port_low, settings.rtp_port_high)
         self._prompts = PromptCache()
+        self._speech = SpeechCache(
+            EspeakSynthesizer(settings.tts_speed), settings.tts_cache_dir, settings.tts_memory_bytes
+        )
+        self._webhooks = WebhookClient(
+            max_reply_bytes=settings.webhook_max_reply_bytes, user_agent=settings.user_agent or "ivr"
+        )
         # At start-up (blocking is fine here): migrate the CDR schema and mark the calls a crash of this node
         # left open as interrupted. `instance` tells this run's rows from an earlier run's.
         store = open_store(settings.cdr_store_url, settings.node, uuid.uuid4().hex)
@@ -308,6 +316,7 @@ class Bridge:
         # Let the BYEs of the cancelled calls leave before the sockets close.
         await asyncio.sleep(0.05)
         await self.sip.close()
+        await self._webhooks.aclose()
         await self._cdr.aclose()
 
     def _recognizer(self, vendor: str, on_event: Callable[[AsrEvent], None]) -> RecognizerStream | None:
@@ -371,6 +380,8 @@ class Bridge:
             cdr=self._cdr,
             recognizers=self._recognizer,
             on_done=self._call_done,
+            speech=self._speech,
+            webhooks=self._webhooks,
         )
         self.calls[call.call_id] = call
         self._idle.clear()

@@ -223,6 +223,10 @@ class MemorySip:
         self.ua.reject(call_id, status, self._now(), reason, warning, warn_code)
         self._pump()
 
+    def redirect(self, call_id: str, contact: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.ua.redirect(call_id, contact, self._now(), headers)
+        self._pump()
+
     def hangup(self, call_id: str) -> None:
         self.ua.hangup(call_id, self._now())
         self._pump()
