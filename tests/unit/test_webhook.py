@@ -24,11 +24,12 @@ class Seen:
 @dataclass
 class HttpServer:
     """Answers by path: /ok echoes the JSON it got, /error 500, /text plain text, /list a JSON array,
-    /moved a 302, /big 100 kB of JSON, /slow never answers."""
+    /moved a 302, /big 100 kB of JSON, /slow never answers, /held answers as /ok once `release` is set."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     open_connections: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # /held answers like /ok once it is set
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open_connections += 1
@@ -42,6 +43,9 @@ class HttpServer:
             if path == "/slow":
                 await reader.read()  # until the client gives up and closes
                 return
+            if path == "/held":
+                await self.release.wait()
+                path = "/ok"
             status, extra, reply = {
                 "/ok": (200, "", json.dumps({"ok": True, "got": json.loads(body)}).encode()),
                 "/error": (500, "", b'{"error": "down"}'),
@@ -51,8 +55,8 @@ class HttpServer:
                 "/moved": (302, "Location: http://127.0.0.1:1/elsewhere\r\n", b""),
                 "/big": (200, "", json.dumps({"x": "y" * 100_000}).encode()),
             }[path]
-            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(reply)}\r\n{extra}Connection: close\r\n"
-            writer.write(f"{head}\r\n".encode() + reply)
+            top = f"HTTP/1.1 {status} X\r\nContent-Length: {len(reply)}\r\n{extra}Connection: close\r\n\r\n"
+            writer.write(top.encode() + reply)
             await writer.drain()
         finally:
             self.open_connections -= 1
