@@ -20,7 +20,7 @@ from ivr.asr.base import AsrEvent
 from ivr.asr.breaker import CircuitBreaker
 from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream, websocket_connector
-from ivr.call import Call, CallSettings, PromptCache
+from ivr.call import Call, CallSettings, EngineFactory, PromptCache, dialplan_engine
 from ivr.cdrstore import open_store
 from ivr.config import Settings, VendorEndpoint, stream_limits, tls_listener, vendor_endpoint
 from ivr.dialplan.loader import DialplanError, load_dialplan
@@ -100,11 +100,13 @@ class Bridge:
         dialplan: Dialplan,
         dialplan_path: Path,
         reload_check: ReloadCheck = lambda dialplan: None,
+        engine: EngineFactory = dialplan_engine,  # the dialplan engine of each call (tests script their own)
     ) -> None:
         self.settings = settings
         self.dialplan = dialplan
         self.dialplan_path = dialplan_path
         self._reload_check = reload_check
+        self._engine = engine
         self._reloading: asyncio.Task[bool] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.calls: dict[str, Call] = {}
@@ -382,6 +384,7 @@ class Bridge:
             on_done=self._call_done,
             speech=self._speech,
             webhooks=self._webhooks,
+            engine=self._engine,
         )
         self.calls[call.call_id] = call
         self._idle.clear()
