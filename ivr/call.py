@@ -1,10 +1,16 @@
 """One call: the only module that joins sip + media + asr + dialplan (DESIGN.md, dependency rule 3).
 
 The dialplan engine decides; this module carries its actions out, one small handler per kind of effect
-(prompt, recognition, transfer, hang up), and reports each outcome back as an engine event echoing the
-action's id. The engine's timers are deadlines this loop sleeps until; nothing polls. Every task the call
-starts is cancelled when the call ends, whichever side hangs up, and whatever fails while it ends, the call
-is removed from the bridge and its CDR is written.
+(prompt or said text, recognition, webhook, transfer, redirect, hang up), and reports each outcome back as
+an engine event echoing the action's id. The engine's timers are deadlines this loop sleeps until; nothing
+polls. Every task the call starts is cancelled when the call ends, whichever side hangs up, and whatever
+fails while it ends, the call is removed from the bridge and its CDR is written.
+
+The engine starts before the call is answered, once the offer is negotiated (and the ringing is over), so a
+flow can ask a webhook, redirect (302) or refuse (480) a call nobody has heard yet. `Answer` opens the media,
+sends the 200 and waits for the ACK; so does the first Play, Say, Listen or Transfer when the engine did
+not ask (answering is idempotent), so an engine that never emits Answer still works. No RTP (hence no
+digit) can arrive before that. A Redirect after the answer is carried out as a transfer (REFER).
 """
 
 from __future__ import annotations
