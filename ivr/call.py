@@ -1,16 +1,24 @@
 """One call: the only module that joins sip + media + asr + dialplan (DESIGN.md, dependency rule 3).
 
 The dialplan engine decides; this module carries its actions out, one small handler per kind of effect
-(prompt, recognition, transfer, hang up), and reports each outcome back as an engine event echoing the
-action's id. The engine's timers are deadlines this loop sleeps until; nothing polls. Every task the call
-starts is cancelled when the call ends, whichever side hangs up, and whatever fails while it ends, the call
-is removed from the bridge and its CDR is written.
+(prompt or said text, recognition, webhook, transfer, redirect, hang up), and reports each outcome back as
+an engine event echoing the action's id. The engine's timers are deadlines this loop sleeps until; nothing
+polls. Every task the call starts is cancelled when the call ends, whichever side hangs up, and whatever
+fails while it ends, the call is removed from the bridge and its CDR is written.
+
+The engine starts before the call is answered, once the offer is negotiated (and the ringing is over), so a
+flow can ask a webhook, redirect (302) or refuse (480) a call nobody has heard yet. `Answer` opens the media,
+sends the 200 and waits for the ACK; so does the first Play, Say, Listen or Transfer when the engine did
+not ask (answering is idempotent), so an engine that never emits Answer still works. No RTP (hence no
+digit) can arrive before that. A Redirect after the answer is carried out as a transfer (REFER).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +35,7 @@ from ivr.asr.base import (
     EndOfSpeech,
     Final,
     Partial,
+    RecognitionRequest,
     ResultStatus,
     StartOfSpeech,
 )
@@ -35,10 +44,12 @@ from ivr.asr.stream import RecognizerStream
 from ivr.cdr import CallRecord, CdrSink, Transcript, utc_now
 from ivr.dialplan.engine import (
     Action,
+    Answer,
     Cancel,
     DialplanEngine,
     Digit,
     Event,
+    Handoff,
     Hangup,
     Held,
     Listen,
@@ -47,16 +58,20 @@ from ivr.dialplan.engine import (
     Play,
     PromptFinished,
     Recognized,
+    Redirect,
     Resumed,
     Routed,
+    Say,
     SpeechEnded,
     SpeechStarted,
     StartInputTimers,
     Transfer,
     TransferEnded,
+    Webhook,
+    WebhookReplied,
 )
 from ivr.dialplan.schema import Dialplan
-from ivr.handoff import emotion_value, refer_target, transfer_headers
+from ivr.handoff import URI_HEADERS, emotion_value, refer_target, transfer_headers
 from ivr.media.prompt import load_prompt
 from ivr.media.session import PortAllocator, RtpSession
 from ivr.sip.events import (
@@ -80,6 +95,8 @@ from ivr.sip.sdp import (
     parse_sdp,
 )
 from ivr.sip.uri import parse_uri
+from ivr.tts import SpeechCache
+from ivr.webhook import WebhookClient, WebhookOutcome, url_host
 
 
 def _source_host(invite: Request) -> str:
@@ -100,6 +117,20 @@ def _address_of(header: str | None) -> str:
         return header or ""
 
 
+_TOKEN = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")  # a header name (RFC 3261 section 25.1 token)
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def context_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The dialplan's context headers, safe to send: a CR/LF (or any control character) in a value would end
+    the header and forge another, so they become spaces; a name that is not a token is dropped."""
+    return [
+        (name, " ".join(_LINE_BREAKS.sub(" ", value).split()))
+        for name, value in headers
+        if _TOKEN.match(name)
+    ]
+
+
 def new_channel_id() -> str:
     """32 hex characters, shared by every recognizer session of the call (CPQD `Channel-Identifier`)."""
     return secrets.token_hex(16)
@@ -118,12 +149,35 @@ class CallSignalling(Protocol):
         warning: str | None = None,
         warn_code: int = 399,
     ) -> None: ...
+    def redirect(self, call_id: str, contact: str, headers: Sequence[tuple[str, str]] = ()) -> None: ...
     def hangup(self, call_id: str) -> None: ...
     def refer(self, call_id: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> None: ...
 
 
 # vendor, event sink -> the call's stream for that vendor; None when no URL is configured for it.
 RecognizerFactory = Callable[[str, Callable[[AsrEvent], None]], RecognizerStream | None]
+
+
+class Engine(Protocol):
+    """What the call drives: `DialplanEngine` (a scripted stand-in in call.py's own unit tests)."""
+
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def next_deadline(self) -> float | None: ...
+    @property
+    def recognition(self) -> int | None: ...
+    def start(self, now: float) -> list[Action]: ...
+    def handle(self, event: Event, now: float) -> list[Action]: ...
+    def tick(self, now: float) -> list[Action]: ...
+
+
+# dialplan, channel id, the call's G.711 -> the engine of one call
+EngineFactory = Callable[[Dialplan, str, AudioFormat], Engine]
+
+
+def dialplan_engine(dialplan: Dialplan, channel_id: str, g711: AudioFormat) -> Engine:
+    return DialplanEngine(dialplan, channel_id=channel_id, g711=g711)
 
 
 @dataclass
@@ -178,6 +232,7 @@ class _Effects:
     prompts: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     recognition: _Recognition | None = None
     transfer: asyncio.Task[None] | None = None
+    webhooks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
 
 class Call:
@@ -194,6 +249,9 @@ class Call:
         cdr: CdrSink,
         recognizers: RecognizerFactory,
         on_done: Callable[[Call], None] = lambda call: None,
+        speech: SpeechCache | None = None,
+        webhooks: WebhookClient | None = None,
+        engine: EngineFactory = dialplan_engine,
     ) -> None:
         self.call_id = invite.call_id
         self.invite = invite
@@ -206,6 +264,9 @@ class Call:
         self._cdr = cdr
         self._recognizers = recognizers
         self._on_done = on_done
+        self._speech = speech
+        self._webhooks = webhooks
+        self._engine = engine
         self.log = structlog.get_logger().bind(call_id=self.call_id, channel_id=self.channel_id)
         self.record = CallRecord(
             call_id=self.call_id,
@@ -219,6 +280,8 @@ class Call:
         cdr.start(self.record)  # a row now, completed at the end: a crash leaves it to be marked interrupted
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._acked = asyncio.Event()
+        self._media: Negotiated | None = None  # the negotiated offer, until the call is answered
+        self._answered = False  # the 200 went out (answering is idempotent: Answer, or the first prompt)
         self._ended = asyncio.Event()
         self._refer_result: asyncio.Future[int] | None = None
         self._held = False  # the caller has put the call on hold (re-INVITE sendonly / inactive)
@@ -282,6 +345,22 @@ class Call:
         if self._settings.ring_time > 0:
             self._sip.ring(self.call_id)
             await asyncio.sleep(self._settings.ring_time)  # a CANCEL meanwhile cancels this task
+        self._media = media
+        # The engine starts before the answer: a flow may redirect or refuse the call, or ask a webhook,
+        # before anyone hears anything. It answers with `Answer`, or the call does at its first prompt/listen.
+        await self._drive(self._engine(self._dialplan, self.channel_id, self._g711))
+        if not self._answered and not self._ended.is_set():
+            # The flow ended without answering, redirecting or refusing: do not leave the caller ringing.
+            self._cause = self._cause or "not-answered"
+            self._reject(480, self._cause)
+
+    async def _answer(self) -> None:
+        """Open the media, send the 200 (our offer for a late-offer INVITE) and wait for the ACK; once."""
+        if self._answered or self._media is None:
+            return
+        self._answered = True
+        media = self._media
+        late_offer = not self.invite.body.strip()
         self._rtp = await self._open_media(media)
         if late_offer:
             self._rtp.keepalive = False  # nowhere to send to before the ACK brings the answer
@@ -307,9 +386,6 @@ class Call:
         )
         # Media before the ACK would be lost on some PBXs; the UA core ends the call itself when no ACK comes.
         await self._wait_either(self._acked, self._settings.ack_timeout)
-        if self._ended.is_set():
-            return
-        await self._drive(DialplanEngine(self._dialplan, channel_id=self.channel_id, g711=self._g711))
 
     async def _open_media(self, media: Negotiated) -> RtpSession:
         # A port from our range can still be taken by another process: try the next ones before giving up.
@@ -342,7 +418,7 @@ class Call:
             return rtp
         raise OSError("no free RTP port")
 
-    async def _drive(self, engine: DialplanEngine) -> None:
+    async def _drive(self, engine: Engine) -> None:
         loop = asyncio.get_running_loop()
         actions = engine.start(loop.time())
         while True:
@@ -398,14 +474,24 @@ class Call:
         return None
 
     async def _perform(self, action: Action) -> None:
+        if isinstance(action, Answer | Play | Say | Listen | Transfer) and not self._answered:
+            # An engine that never emits Answer (or a transfer first: a REFER needs a dialog) is answered
+            # here, so nothing plays, listens or transfers on an unanswered call.
+            await self._answer()
+            if self._ended.is_set():
+                return
         if isinstance(action, Routed):
             self._step = action.step
             self.record.route.append(f"{action.step}<{action.via}")
             self.log.info("routed", step=action.step, via=action.via)
-        elif isinstance(action, Play):
+        elif isinstance(action, Answer):
+            pass  # answered above
+        elif isinstance(action, Play | Say):
             self._start_prompt(action)
         elif isinstance(action, Listen):
             self._start_recognition(action)
+        elif isinstance(action, Webhook):
+            self._effects.webhooks[action.id] = asyncio.create_task(self._webhook(action))
         elif isinstance(action, StartInputTimers):
             recognition = self._effects.recognition
             if recognition is not None and recognition.id == action.id:
@@ -414,24 +500,46 @@ class Call:
             self._cancel(action.id)
         elif isinstance(action, Transfer):
             self._effects.transfer = asyncio.create_task(self._transfer(action))
+        elif isinstance(action, Redirect):
+            if self._answered:
+                # The engine redirects only before answering; after it, a REFER is the way to move the call.
+                self.log.warning("redirect after answer: transferring instead", target=action.target)
+                await self._perform(
+                    Transfer(
+                        action.id, action.target, Handoff(self.channel_id, step=self._step), action.headers
+                    )
+                )
+            else:
+                self._redirect(action)
         elif isinstance(action, Hangup):
             self._cause = self._cause or action.cause
-            await self._hangup()
+            if self._answered:
+                await self._hangup()
+            else:
+                self._reject(480, self._cause)
 
     # ---- prompts
 
-    def _start_prompt(self, action: Play) -> None:
+    def _start_prompt(self, action: Play | Say) -> None:
         for task in self._effects.prompts.values():
             task.cancel()  # one prompt at a time; the cut one still reports its end
         self._effects.prompts[action.id] = asyncio.create_task(self._play(action))
 
-    async def _play(self, action: Play) -> None:
+    async def _audio_of(self, action: Play | Say) -> bytes:
+        if isinstance(action, Play):
+            return await self._prompts.get(action.path)
+        if self._speech is None:
+            raise RuntimeError("no text-to-speech configured for say")
+        return await self._speech.get(action.text, action.language)
+
+    async def _play(self, action: Play | Say) -> None:
         completed = False
+        what = action.path.name if isinstance(action, Play) else f"say ({action.language})"
         try:
             assert self._rtp is not None
-            pcm = await self._prompts.get(action.path)
+            pcm = await self._audio_of(action)
             completed = await self._rtp.play(pcm)
-            self.log.debug("prompt done", path=action.path.name, completed=completed)
+            self.log.debug("prompt done", prompt=what, completed=completed)
             if self._rtp.send_errors and not self._send_error_logged:
                 # Once per call: the network ate the prompt; the flow goes on rather than stall.
                 self._send_error_logged = True
@@ -443,7 +551,7 @@ class Call:
                 self._rtp.stop_playback()
             raise
         except Exception as e:  # a missing or broken prompt must not leave the caller in silence forever
-            self.log.error("prompt failed", path=str(action.path), error=str(e))
+            self.log.error("prompt failed", prompt=what, error=str(e))
         finally:
             self._effects.prompts.pop(action.id, None)
             self._events.put_nowait(PromptFinished(action.id, completed))
@@ -460,8 +568,8 @@ class Call:
 
     def _start_recognition(self, action: Listen) -> None:
         self._stop_recognition()
-        candidates = [Candidate(action.vendor, action.request)]
-        candidates += [Candidate(vendor, request) for vendor, request in action.secondaries]
+        candidates = [Candidate(action.vendor, self._in_call_codec(action.request))]
+        candidates += [Candidate(v, self._in_call_codec(r)) for v, r in action.secondaries]
         turn = TurnRecognition(candidates, self._stream, on_failover=self._on_failover)
         request = action.request
         self.log.info(
@@ -477,6 +585,16 @@ class Call:
             return
         self._latency.started(request.id, action.vendor, time.monotonic())
 
+    def _in_call_codec(self, request: RecognitionRequest) -> RecognitionRequest:
+        """A pass-through request in the call's G.711 as it is now: the engine started before the answer,
+        and a late-offer caller's ACK (or a re-INVITE) may have chosen the other law since."""
+        if (
+            request.audio_format in (AudioFormat.PCMU, AudioFormat.PCMA)
+            and request.audio_format is not self._g711
+        ):
+            return dataclasses.replace(request, audio_format=self._g711)
+        return request
+
     def _stop_recognition(self) -> None:
         recognition = self._effects.recognition
         if recognition is not None:
@@ -487,6 +605,9 @@ class Call:
         task = self._effects.prompts.get(action_id)
         if task is not None and self._rtp is not None:
             self._rtp.stop_playback()  # the play task ends at once and reports PromptFinished
+        webhook = self._effects.webhooks.get(action_id)
+        if webhook is not None:
+            webhook.cancel()  # the flow moved on: its reply would be stale by id anyway
         recognition = self._effects.recognition
         if recognition is not None and recognition.id == action_id:
             self._stop_recognition()
@@ -632,15 +753,46 @@ class Call:
         self._stop_recognition()
         self.record.transfer_target = action.target
         self._refer_result = asyncio.get_running_loop().create_future()
-        headers = transfer_headers(action.handoff)
+        own = context_headers(action.headers)
+        headers = [*transfer_headers(action.handoff), *own]
         self.log.info("transfer", target=action.target, emotion=emotion_value(action.handoff))
-        self._sip.refer(self.call_id, refer_target(action.target, headers), headers)
+        # The dialplan's headers are context for the agent: embedded in Refer-To like the short handoff ones,
+        # so the transferee copies them into its INVITE, and on the REFER itself.
+        embed = {*URI_HEADERS, *(name for name, _ in own)}
+        self._sip.refer(self.call_id, refer_target(action.target, headers, embed), headers)
         try:
             status = await asyncio.wait_for(asyncio.shield(self._refer_result), self._settings.refer_timeout)
         except TimeoutError:
             status = 408
         self.record.transfer_status = status
         self._events.put_nowait(TransferEnded(action.id, status))
+
+    def _redirect(self, action: Redirect) -> None:
+        """302 to the target before answering (RFC 3261 §21.3.3); the caller's side places the new call."""
+        own = context_headers(action.headers)
+        handoff = [(n, v) for n, v in transfer_headers(Handoff(self.channel_id)) if n in URI_HEADERS]
+        headers = [*handoff, *own]
+        contact = refer_target(action.target, headers, {*URI_HEADERS, *(name for name, _ in own)})
+        self.record.transfer_target = action.target
+        self._cause = "redirected"
+        self.log.info("redirect", target=action.target)
+        self._sip.redirect(self.call_id, contact, headers)
+        self._ended.set()
+
+    async def _webhook(self, action: Webhook) -> None:
+        host = url_host(action.url)
+        outcome = WebhookOutcome(0, reason="webhooks are not configured")
+        try:
+            if self._webhooks is not None:
+                outcome = await self._webhooks.post(action.url, action.body, action.timeout)
+        except Exception as e:  # a bug in the client must still answer the flow
+            self.log.exception("webhook failed", host=host)
+            outcome = WebhookOutcome(0, reason=f"internal error: {type(e).__name__}")
+        finally:
+            self._effects.webhooks.pop(action.id, None)
+        # Host and status only: the body may carry card digits, the URL credentials.
+        self.log.info("webhook", host=host, status=outcome.status, reason=outcome.reason or None)
+        self._events.put_nowait(WebhookReplied(action.id, outcome.status, outcome.reply, outcome.reason))
 
     async def _hangup(self) -> None:
         self._hangup_now()
@@ -689,7 +841,7 @@ class Call:
             self._on_done(self)
 
     async def _cancel_tasks(self) -> None:
-        tasks = list(self._effects.prompts.values())
+        tasks = [*self._effects.prompts.values(), *self._effects.webhooks.values()]
         if self._effects.transfer is not None:
             tasks.append(self._effects.transfer)
         for task in tasks:

@@ -138,6 +138,13 @@ class Settings(BaseModel):
     asr_ca_files: dict[str, Path] = Field(default_factory=dict)
     # Seconds to ring (180) before answering; 0 answers at once.
     ring_time: float = 0.0
+    # `say` (ivr/tts.py): speech synthesized by espeak-ng once, cached here by content (shared by bridges on
+    # one host), the most recent tts_memory_bytes of it kept in memory; espeak-ng words per minute.
+    tts_cache_dir: Path = Path("var/tts")
+    tts_memory_bytes: int = Field(default=32 << 20, ge=0)
+    tts_speed: int = Field(default=180, ge=80, le=450)
+    # `webhook` (ivr/webhook.py): a reply larger than this is refused (the flow sees status and no reply).
+    webhook_max_reply_bytes: int = Field(default=64 * 1024, ge=1)
     # The Server / User-Agent header: no version by default (scanners read it); "" sends none.
     user_agent: str = "ivr"
     # GET /metrics, /healthz, /readyz (ivr/health.py). Off by default: the endpoint is opt-in, and several

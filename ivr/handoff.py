@@ -8,6 +8,7 @@ The headers go on the REFER and into its Refer-To URI (RFC 3261 §19.1.5 URI hea
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from urllib.parse import quote
 
 from ivr.dialplan.engine import Handoff
@@ -76,11 +77,14 @@ def transfer_headers(handoff: Handoff) -> list[tuple[str, str]]:
 URI_HEADERS = ("X-IVR-Channel-Id", "X-IVR-Emotion", "User-to-User")
 
 
-def refer_target(target: str, headers: list[tuple[str, str]]) -> str:
-    """`target` with the short headers embedded (escaped) for the transferee to copy into its INVITE."""
+def refer_target(
+    target: str, headers: Sequence[tuple[str, str]], embed: Collection[str] = URI_HEADERS
+) -> str:
+    """`target` with the headers named in `embed` embedded (escaped) for the transferee to copy into its
+    INVITE (the short ones by default)."""
     uri = target[1:-1] if target.startswith("<") and target.endswith(">") else target
     if not uri.startswith(("sip:", "sips:")):
         return target  # tel: URIs have no header part
-    embedded = [(name, value) for name, value in headers if name in URI_HEADERS]
+    embedded = [(name, value) for name, value in headers if name in embed]
     joined = "&".join(f"{name}={quote(value, safe='')}" for name, value in embedded)
     return f"<{uri}{'&' if '?' in uri else '?'}{joined}>"

@@ -20,7 +20,7 @@ from ivr.asr.base import AsrEvent
 from ivr.asr.breaker import CircuitBreaker
 from ivr.asr.registry import make_codec
 from ivr.asr.stream import RecognizerStream, websocket_connector
-from ivr.call import Call, CallSettings, PromptCache
+from ivr.call import Call, CallSettings, EngineFactory, PromptCache, dialplan_engine
 from ivr.cdrstore import open_store
 from ivr.config import Settings, VendorEndpoint, stream_limits, tls_listener, vendor_endpoint
 from ivr.dialplan.loader import DialplanError, load_dialplan
@@ -33,6 +33,8 @@ from ivr.sip.message import Request
 from ivr.sip.registrar import Registrar, RegistrarLimits
 from ivr.sip.transport import SipTransport
 from ivr.sip.useragent import UserAgent
+from ivr.tts import EspeakSynthesizer, SpeechCache
+from ivr.webhook import WebhookClient
 
 log = structlog.get_logger()
 
@@ -98,11 +100,13 @@ class Bridge:
         dialplan: Dialplan,
         dialplan_path: Path,
         reload_check: ReloadCheck = lambda dialplan: None,
+        engine: EngineFactory = dialplan_engine,  # the dialplan engine of each call (tests script their own)
     ) -> None:
         self.settings = settings
         self.dialplan = dialplan
         self.dialplan_path = dialplan_path
         self._reload_check = reload_check
+        self._engine = engine
         self._reloading: asyncio.Task[bool] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.calls: dict[str, Call] = {}
@@ -112,6 +116,12 @@ class Bridge:
         self._idle.set()
         self._ports = PortAllocator(settings.rtp_port_low, settings.rtp_port_high)
         self._prompts = PromptCache()
+        self._speech = SpeechCache(
+            EspeakSynthesizer(settings.tts_speed), settings.tts_cache_dir, settings.tts_memory_bytes
+        )
+        self._webhooks = WebhookClient(
+            max_reply_bytes=settings.webhook_max_reply_bytes, user_agent=settings.user_agent or "ivr"
+        )
         # At start-up (blocking is fine here): migrate the CDR schema and mark the calls a crash of this node
         # left open as interrupted. `instance` tells this run's rows from an earlier run's.
         store = open_store(settings.cdr_store_url, settings.node, uuid.uuid4().hex)
@@ -308,6 +318,7 @@ class Bridge:
         # Let the BYEs of the cancelled calls leave before the sockets close.
         await asyncio.sleep(0.05)
         await self.sip.close()
+        await self._webhooks.aclose()
         await self._cdr.aclose()
 
     def _recognizer(self, vendor: str, on_event: Callable[[AsrEvent], None]) -> RecognizerStream | None:
@@ -371,6 +382,9 @@ class Bridge:
             cdr=self._cdr,
             recognizers=self._recognizer,
             on_done=self._call_done,
+            speech=self._speech,
+            webhooks=self._webhooks,
+            engine=self._engine,
         )
         self.calls[call.call_id] = call
         self._idle.clear()

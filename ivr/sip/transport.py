@@ -116,6 +116,11 @@ class SipTransport:
         self._streams.release_call(call_id)
         self._after()
 
+    def redirect(self, call_id: str, contact: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.ua.redirect(call_id, contact, time.monotonic(), headers)
+        self._streams.release_call(call_id)
+        self._after()
+
     def hangup(self, call_id: str) -> None:
         self.ua.hangup(call_id, time.monotonic())
         self._after()

@@ -252,18 +252,29 @@ class UserAgent:
         reason: str | None = None,
         warning: str | None = None,
         warn_code: int = 399,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Final non-2xx answer to a pending INVITE; `warning` becomes a Warning header (§20.43) with
         `warn_code` (e.g. `SdpNotAcceptable.warn_code`), so the caller's logs say why. A 488 always has one
-        (§13.3.1.3 asks for it): a generic text when `warning` is None."""
+        (§13.3.1.3 asks for it): a generic text when `warning` is None. `headers` go on the response."""
         found = self._pending(call_id)
         if found is not None:
             call, tx = found
             if warning is None and status == 488:
                 warning = "the session description offered is not acceptable"
-            headers = [("Warning", self._warning(warning, warn_code))] if warning is not None else []
-            self._final(tx, status, now, reason, headers=headers, to_tag=call.local_tag)
+            extra = [*headers]
+            if warning is not None:
+                extra.append(("Warning", self._warning(warning, warn_code)))
+            self._final(tx, status, now, reason, headers=extra, to_tag=call.local_tag)
             self._events += self._end(call, "rejected", now)
+
+    def redirect(
+        self, call_id: str, contact: str, now: float, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """302 Moved Temporarily to a pending INVITE (§21.3.3): the caller retries at `contact`. The ACK
+        of this non-2xx is hop-by-hop and absorbed by the INVITE server transaction (§17.2.1)."""
+        target = contact if contact.startswith("<") else f"<{contact}>"
+        self.reject(call_id, 302, now, headers=[("Contact", target), *headers])
 
     def hangup(self, call_id: str, now: float) -> None:
         call = self._calls.get(call_id)

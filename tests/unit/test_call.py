@@ -223,6 +223,10 @@ class MemorySip:
         self.ua.reject(call_id, status, self._now(), reason, warning, warn_code)
         self._pump()
 
+    def redirect(self, call_id: str, contact: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.ua.redirect(call_id, contact, self._now(), headers)
+        self._pump()
+
     def hangup(self, call_id: str) -> None:
         self.ua.hangup(call_id, self._now())
         self._pump()
@@ -304,7 +308,8 @@ class Rig:
             f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
 
-    def start_call(self, invite: bytes | None = None, *, ring_time: float = 0.0) -> Call:
+    def start_call(self, invite: bytes | None = None, *, ring_time: float = 0.0, **options: object) -> Call:
+        """Deliver the INVITE and start its call; `options` go to `Call` (speech, webhooks, engine)."""
         self.sip.deliver(invite or request("INVITE", call_id=self.call_id, body=self.offer()))
         incoming = self.sip.incoming[-1]
         call = Call(
@@ -324,6 +329,7 @@ class Rig:
             cdr=self.cdr,
             recognizers=self.recognizers,
             on_done=lambda c: self.done.set(),
+            **options,  # type: ignore[arg-type]
         )
         self.sip.call = call
         call.start()
