@@ -57,16 +57,25 @@ class Synthesizer:
     async def _synthesize(self, key: str, text: str, voice: str, args: tuple[str, ...]) -> bytes:
         wav = self.cache / f"{key}.wav"
         if not wav.exists():
-            if shutil.which("espeak-ng") is None:
-                raise SpeechError("espeak-ng is not installed (Debian package espeak-ng; `make deb-tools`)")
+            for tool in ("espeak-ng", "sox"):
+                if shutil.which(tool) is None:
+                    raise SpeechError(f"{tool} is not installed (Debian package {tool}; `make deb-tools`)")
             await asyncio.to_thread(self.cache.mkdir, parents=True, exist_ok=True)
+            raw = wav.with_suffix(".espeak.wav")
             partial = wav.with_suffix(".partial.wav")
-            proc = await asyncio.create_subprocess_exec(
-                "espeak-ng", "-v", voice, *args, "-w", str(partial), text,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            _, err = await proc.communicate()
-            if proc.returncode != 0:
-                raise SpeechError(f"espeak-ng -v {voice} failed: {err.decode(errors='replace').strip()}")
+            await _run("espeak-ng", "-v", voice, *args, "-w", str(raw), text)
+            # sox filters before it decimates espeak-ng's 22 kHz to 8 kHz; a plain rate conversion aliases, and
+            # the recognizers hear the difference.
+            await _run("sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", str(partial))
             await asyncio.to_thread(partial.replace, wav)  # a cut-off run leaves no half file behind
+            await asyncio.to_thread(raw.unlink)
         return await asyncio.to_thread(load_prompt, wav)
+
+
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SpeechError(f"{argv[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
