@@ -159,13 +159,16 @@ def cases_of(dialplan_path: Path) -> Path:
 
 
 def _where(loc: tuple[Any, ...]) -> str:
+    """('cases', 'a', 'turns', 0, 'press') -> "case a.turn 1.press"."""
     words: list[str] = []
     for part in loc:
-        if isinstance(part, int):
-            words.append(f"{words.pop() if words else 'item'}[{part + 1}]".replace("turns[", "turn "))
+        if isinstance(part, int) and words:
+            last = words.pop()
+            words.append(f"turn {part + 1}" if last == "turns" else f"{last}[{part + 1}]")
         else:
             words.append(str(part))
-    return ".".join(words).replace("cases.", "case ", 1)
+    text = ".".join(words)
+    return f"case {text.removeprefix('cases.')}" if text.startswith("cases.") else text
 
 
 def _message(error: Any) -> str:
