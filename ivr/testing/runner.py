@@ -31,15 +31,17 @@ def find_case_files(paths: Sequence[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found += sorted(path.rglob(f"*{SUFFIX}"))
+        elif not path.exists():
+            raise UsageError(f"{path}: no such case file, dialplan or folder")
         elif path.name.endswith(SUFFIX):
             found.append(path)
-        elif path.suffix in (".yaml", ".yml") and path.exists():
+        elif path.suffix in (".yaml", ".yml"):
             beside = cases_of(path)
             if not beside.exists():
                 raise UsageError(f"{path}: no case file {beside.name} beside it")
             found.append(beside)
         else:
-            raise UsageError(f"{path}: no such case file, dialplan or folder")
+            raise UsageError(f"{path}: neither a case file (*{SUFFIX}) nor a dialplan nor a folder")
     if not found:
         raise UsageError(f"no case files (*{SUFFIX}) in {', '.join(map(str, paths))}")
     return list(dict.fromkeys(found))
