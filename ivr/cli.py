@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--jobs", type=int, default=4, help="calls placed at once (default 4)")
     test.add_argument("--json", action="store_true", help="one JSON document: verdicts, traces, coverage")
     test.add_argument("--quiet", action="store_true", help="traces of failed cases only")
+    test.add_argument("--workdir", type=Path, help="keep each bridge's settings, log and CDRs here")
     test.add_argument(
         "--bridge", metavar="HOST:PORT", help="call a bridge already running (no CDR: steps are not checked)"
     )
@@ -197,7 +198,7 @@ def _test(args: argparse.Namespace) -> int:
         return 2
     configure_logging("console")
     try:
-        report = asyncio.run(Runner(args.jobs, bridge).run(args.paths))
+        report = asyncio.run(Runner(args.jobs, bridge, args.workdir).run(args.paths))
     except UsageError as exc:
         print(f"ivr test: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Speech for `say:` turns: espeak-ng in the dialplan's language, 8 kHz PCM16, cached on disk by text and voice.
+"""Speech for `say:` turns: espeak-ng in the dialplan's language, 8 kHz PCM16, cached on disk by text+voice.
 
 espeak-ng runs as an asyncio subprocess and the WAV is read in a thread, so many callers can synthesize at
 once without stalling the loop that paces their RTP.
@@ -64,8 +64,8 @@ class Synthesizer:
             raw = wav.with_suffix(".espeak.wav")
             partial = wav.with_suffix(".partial.wav")
             await _run("espeak-ng", "-v", voice, *args, "-w", str(raw), text)
-            # sox filters before it decimates espeak-ng's 22 kHz to 8 kHz; a plain rate conversion aliases, and
-            # the recognizers hear the difference.
+            # sox low-passes before it decimates espeak-ng's 22 kHz to 8 kHz; a plain rate conversion aliases,
+            # and the recognizers hear the difference.
             await _run("sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", str(partial))
             await asyncio.to_thread(partial.replace, wav)  # a cut-off run leaves no half file behind
             await asyncio.to_thread(raw.unlink)

@@ -91,7 +91,9 @@ class TestBridge:
             await asyncio.wait_for(self._ready(self._proc.stdout), START_TIMEOUT)
         except TimeoutError as exc:
             await self.stop()
-            raise BridgeError(f"ivr serve printed no {READY!r} within {START_TIMEOUT:g}s; {self.log_tail()}") from exc
+            raise BridgeError(
+                f"ivr serve printed no {READY!r} within {START_TIMEOUT:g}s; {self.log_tail()}"
+            ) from exc
         self._drain = asyncio.create_task(self._discard(self._proc.stdout))
 
     async def _ready(self, stdout: asyncio.StreamReader) -> None:

@@ -1,4 +1,4 @@
-"""One scripted call: a UDP UAC on loopback that places a real SIP call to the bridge and plays a case's turns.
+"""One scripted call: a UDP UAC on loopback placing a real SIP call to the bridge and playing a case's turns.
 
 INVITE with SDP (PCMU, telephone-event), retransmitted per Timer A; ACK; RTP at real time throughout; digits
 as RFC 4733 events; hold as a re-INVITE with a=sendonly, resume with sendrecv; the bridge's REFER answered
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 from ivr.sip.message import Request, Response, SipParseError, parse_message, parse_name_addr, serialize
@@ -25,7 +26,11 @@ T1 = 0.5  # RFC 3261 §17.1.1.1
 T2 = 4.0
 TRANSACTION_TIMEOUT = 64 * T1  # Timer B / F
 PROMPT_WAIT = 20.0  # the longest a turn waits for the bridge to finish talking
-SIPFRAG = {ReferAnswer.ACCEPT: "200 OK", ReferAnswer.DECLINE: "603 Declined", ReferAnswer.BUSY: "486 Busy Here"}
+SIPFRAG = {
+    ReferAnswer.ACCEPT: "200 OK",
+    ReferAnswer.DECLINE: "603 Declined",
+    ReferAnswer.BUSY: "486 Busy Here",
+}
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,13 @@ class _SipLeg(asyncio.DatagramProtocol):
         self.last_ack: bytes | None = None
 
     def send(self, message: Request | Response) -> None:
-        if self.transport is not None:
-            self.transport.sendto(serialize(message), self.remote)
+        self._send(serialize(message))
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, self.remote)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             message = parse_message(data)
         except SipParseError:
@@ -95,17 +103,17 @@ class _SipLeg(asyncio.DatagramProtocol):
             if waiter is not None and message.status >= 200 and not waiter.done():
                 waiter.set_result(message)
             elif waiter is None and message.cseq[1] == "INVITE" and message.status < 300 and self.last_ack:
-                self.transport.sendto(self.last_ack, self.remote)  # type: ignore[union-attr]  # our ACK was lost
+                self._send(self.last_ack)  # our ACK was lost
             return
         key = (message.via_branch or "", message.method)
         if message.method == "ACK":
             return
         if key in self._answered:
-            self.transport.sendto(self._answered[key], self.remote)  # type: ignore[union-attr]
+            self._send(self._answered[key])
             return
         response = self.call.on_request(message)
         self._answered[key] = serialize(response)
-        self.transport.sendto(self._answered[key], self.remote)  # type: ignore[union-attr]
+        self._send(self._answered[key])
         self.call.after_answer(message)
 
     async def transact(self, request: Request) -> Response:
@@ -121,7 +129,9 @@ class _SipLeg(asyncio.DatagramProtocol):
                     self.transport.sendto(data, self.remote)
                 timeout = min(interval, deadline - loop.time())
                 if timeout <= 0:
-                    raise TimeoutError(f"no final response to {request.method} within {TRANSACTION_TIMEOUT:.0f}s")
+                    raise TimeoutError(
+                        f"no final response to {request.method} within {TRANSACTION_TIMEOUT:.0f}s"
+                    )
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(waiter), timeout)
                 interval = interval * 2 if request.method == "INVITE" else min(interval * 2, T2)
@@ -269,9 +279,9 @@ class ScriptedCall:
         elif turn.hangup:
             await self._bye()
 
-    async def _until_ended(self, work: object) -> None:
+    async def _until_ended(self, work: Awaitable[None]) -> None:
         """Run `work` (sending audio) unless the bridge hangs up first."""
-        task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(work)
         ended = asyncio.ensure_future(self.ended.wait())
         await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
         ended.cancel()

@@ -49,13 +49,17 @@ class _Model(BaseModel):
 class Turn(_Model):
     """One thing the caller does; by default after the bridge's prompt has finished playing."""
 
-    say: str | None = Field(default=None, description="a phrase, spoken by espeak-ng in the dialplan's language")
+    say: str | None = Field(
+        default=None, description="a phrase, spoken by espeak-ng in the dialplan's language"
+    )
     style: Style = Field(default=Style.NORMAL, description="how `say` sounds: normal or agitated")
     press: str | None = Field(
         default=None, pattern=r"^[0-9*#A-Da-d]+$", description="RFC 4733 digits: 0-9 * # A-D"
     )
     silence: float | None = Field(default=None, ge=0, description="seconds of silence (RTP keeps flowing)")
-    hold: float | None = Field(default=None, ge=0, description="seconds on hold (re-INVITE sendonly), then resume")
+    hold: float | None = Field(
+        default=None, ge=0, description="seconds on hold (re-INVITE sendonly), then resume"
+    )
     hangup: bool = Field(default=False, description="true: send BYE")
     wait_prompt: bool = Field(default=True, description="start once the bridge's prompt has finished")
     after: float | None = Field(
@@ -227,7 +231,9 @@ def _names_checked(cases: CaseFile, dialplan: Dialplan) -> list[tuple[tuple[Any,
             wrong.append(((*at, "route"), f"unknown step '{route}'{_did_you_mean(route, steps)}"))
         for i, prompt in enumerate(case.expect.prompts or []):
             if prompt not in prompts:
-                wrong.append(((*at, "prompts", i), f"unknown prompt '{prompt}'{_did_you_mean(prompt, prompts)}"))
+                wrong.append(
+                    ((*at, "prompts", i), f"unknown prompt '{prompt}'{_did_you_mean(prompt, prompts)}")
+                )
     return wrong
 
 

@@ -112,7 +112,9 @@ class PromptDetector:
         if fraction < self.min_fraction and playing.matched < self.min_run:
             return []
         complete = playing.last_index == self._last_speech_index[playing.name]
-        heard = PromptHeard(playing.name, playing.start, playing.last_seen + FRAME_SECONDS, fraction, complete)
+        heard = PromptHeard(
+            playing.name, playing.start, playing.last_seen + FRAME_SECONDS, fraction, complete
+        )
         self.heard.append(heard)
         return [heard]
 

@@ -1,10 +1,11 @@
-"""What `ivr test` prints: a trace per case, a summary line, coverage of steps and routes; or one JSON document.
+"""What `ivr test` prints: a trace per case, a summary line, step and route coverage; or one JSON document.
 
 Also the checks themselves (`evaluate`): a case's expectations against what the caller saw and the CDR.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ def _header_ok(expected: str, actual: str | None) -> bool:
     return actual == expected
 
 
-def evaluate(case: Case, outcome: CallOutcome, record: dict[str, Any] | None, cdr_expected: bool) -> list[str]:
+def evaluate(
+    case: Case, outcome: CallOutcome, record: dict[str, Any] | None, cdr_expected: bool
+) -> list[str]:
     """Why the case failed; empty when it passed. Without a CDR (`--bridge`), steps, route and hangup cause
     cannot be checked and say so."""
     failures: list[str] = []
@@ -48,7 +51,11 @@ def evaluate(case: Case, outcome: CallOutcome, record: dict[str, Any] | None, cd
         failures.append(f"the call did not end within the case timeout ({case.timeout:g}s)")
     wants_cdr = expect.steps is not None or expect.route is not None or expect.hangup_cause is not None
     if wants_cdr and record is None:
-        why = "no CDR (testing a bridge started elsewhere: --bridge)" if not cdr_expected else "no CDR for this call"
+        why = (
+            "no CDR (testing a bridge started elsewhere: --bridge)"
+            if not cdr_expected
+            else "no CDR for this call"
+        )
         failures.append(f"steps, route and hangup cause not checked: {why}")
     if record is not None:
         steps = steps_of(record)
@@ -57,10 +64,13 @@ def evaluate(case: Case, outcome: CallOutcome, record: dict[str, Any] | None, cd
             if not ok:
                 how = "exactly" if expect.exact_steps else "in this order"
                 failures.append(f"steps: expected {how} {expect.steps}, the call went {steps}")
-        if expect.route is not None and (steps[-1:] or [None])[0] != expect.route:
-            failures.append(f"route: expected to end in '{expect.route}', ended in '{steps[-1] if steps else None}'")
+        last = steps[-1] if steps else None
+        if expect.route is not None and last != expect.route:
+            failures.append(f"route: expected to end in '{expect.route}', ended in '{last}'")
         if expect.hangup_cause is not None and record.get("hangup_cause") != expect.hangup_cause:
-            failures.append(f"hangup_cause: expected '{expect.hangup_cause}', got '{record.get('hangup_cause')}'")
+            failures.append(
+                f"hangup_cause: expected '{expect.hangup_cause}', got '{record.get('hangup_cause')}'"
+            )
     if expect.no_transfer and outcome.refer is not None:
         failures.append(f"no transfer expected, got REFER {outcome.refer.target}")
     if expect.transfer is not None:
@@ -127,7 +137,7 @@ def taken(dialplan: Dialplan, record: dict[str, Any]) -> set[Edge]:
     """The edges one call's CDR route shows it took."""
     out: set[Edge] = set()
     entries = [str(entry).partition("<") for entry in record.get("route") or []]
-    for (previous, _, _), (step, _, via) in zip(entries, entries[1:], strict=False):
+    for (previous, _, _), (step, _, via) in itertools.pairwise(entries):
         source = dialplan.steps.get(previous)
         if source is None:
             continue
@@ -159,7 +169,9 @@ class Coverage:
         visited = {s for r in records for s in steps_of(r)}
         taken_edges = {e for r in records for e in taken(dialplan, r)}
         all_edges = tuple(edges(dialplan))
-        return cls(tuple(dialplan.steps), frozenset(visited), all_edges, frozenset(taken_edges & set(all_edges)))
+        return cls(
+            tuple(dialplan.steps), frozenset(visited), all_edges, frozenset(taken_edges & set(all_edges))
+        )
 
     def lines(self) -> list[str]:
         missed_steps = [s for s in self.steps if s not in self.visited]
@@ -246,7 +258,9 @@ class RunReport:
             if suite.coverage is not None:
                 out += suite.coverage.lines()
         if self.bridge:
-            out.append(f"(bridge {self.bridge} started elsewhere: no CDR, so steps and routes are not checked)")
+            out.append(
+                f"(bridge {self.bridge} started elsewhere: no CDR, so steps and routes are not checked)"
+            )
         out.append(self.summary())
         return out
 
@@ -264,12 +278,18 @@ class RunReport:
                     "problems": s.problems,
                     "coverage": s.coverage.as_json() if s.coverage else None,
                     "cases": [
-                        {"name": c.name, "passed": c.passed, "failures": list(c.failures), "call_id": c.call_id,
-                         "steps": list(c.steps) if c.steps is not None else None, "seconds": round(c.seconds, 2),
-                         "trace": [{"t": round(t, 2), "event": text} for t, text in c.trace]}
+                        {
+                            "name": c.name,
+                            "passed": c.passed,
+                            "failures": list(c.failures),
+                            "call_id": c.call_id,
+                            "steps": list(c.steps) if c.steps is not None else None,
+                            "seconds": round(c.seconds, 2),
+                            "trace": [{"t": round(t, 2), "event": text} for t, text in c.trace],
+                        }
                         for c in s.cases
                     ],
-                }  # fmt: skip
+                }
                 for s in self.suites
             ],
         }

@@ -8,6 +8,7 @@ import collections
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ivr.media import g711
 from ivr.media.dtmf import encode_event
@@ -78,7 +79,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             packet = parse_rtp(data)
         except RtpError:
@@ -111,7 +112,9 @@ class RtpLeg(asyncio.DatagramProtocol):
         start = loop.time()
         tick = 0
         while True:
-            packet = self._queue.popleft() if self._queue else _Packet(self._silence, g711.PCMU, False, SAMPLES)
+            packet = (
+                self._queue.popleft() if self._queue else _Packet(self._silence, g711.PCMU, False, SAMPLES)
+            )
             if self._transport is not None and self.remote is not None:
                 data = self.sender.packet(
                     packet.payload, packet.samples, marker=packet.marker, payload_type=packet.payload_type

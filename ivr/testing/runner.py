@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.dialplan.schema import Dialplan
@@ -107,20 +108,22 @@ class Runner:
         started = loop.time()
         files = find_case_files(paths)
         suites = await asyncio.gather(*(asyncio.to_thread(_load, path) for path in files))
-        with tempfile.TemporaryDirectory(prefix="ivr-test-") as tmp:
-            work = self.workdir or Path(tmp)
-            runnable = [s for s in suites if s.loaded is not None]
-            try:
-                await asyncio.gather(*(self._start(s, work / f"bridge-{i}") for i, s in enumerate(runnable)))
-                slots = asyncio.Semaphore(self.jobs)
-                jobs = [
-                    self._case(s, name, slots)
-                    for s in runnable if s.address is not None
-                    for name in s.loaded.cases.cases  # type: ignore[union-attr]
-                ]  # fmt: skip
-                results = await asyncio.gather(*jobs)
-            finally:
-                await asyncio.gather(*(s.bridge.stop() for s in runnable if s.bridge is not None))
+        work = self.workdir or Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ivr-test-"))
+        runnable = [s for s in suites if s.loaded is not None]
+        try:
+            await asyncio.gather(*(self._start(s, work / f"bridge-{i}") for i, s in enumerate(runnable)))
+            slots = asyncio.Semaphore(self.jobs)
+            jobs = [
+                self._case(s, name, slots)
+                for s in runnable
+                if s.address is not None and s.loaded is not None
+                for name in s.loaded.cases.cases
+            ]
+            results = await asyncio.gather(*jobs)
+        finally:
+            await asyncio.gather(*(s.bridge.stop() for s in runnable if s.bridge is not None))
+            if self.workdir is None:  # bridge logs and CDRs are kept only in a given --workdir
+                await asyncio.to_thread(shutil.rmtree, work, True)
         for suite, result, record in results:
             suite.result.cases.append(result)
             if record is not None:

@@ -6,7 +6,9 @@ caller's. One call, no proxies in between (the bridge is on loopback), so no rou
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ivr.sip.message import Headers, Request, Response, SipParseError, make_response, parse_name_addr
@@ -57,7 +59,10 @@ class UacDialog:
         to = f"<{self.request_uri}>" + (f";tag={self.remote_tag}" if self.remote_tag else "")
         headers = Headers(
             [
-                ("Via", f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch or new_branch()};rport"),
+                (
+                    "Via",
+                    f"SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch or new_branch()};rport",
+                ),
                 ("Max-Forwards", "70"),
                 ("From", f"{self.local_uri};tag={self.local_tag}"),
                 ("To", to),
@@ -81,10 +86,8 @@ class UacDialog:
         self.remote_tag = response.to_tag or self.remote_tag
         contacts = response.headers.get_all("Contact")
         if contacts:
-            try:
+            with contextlib.suppress(SipParseError):
                 self.remote_target = parse_name_addr(contacts[0]).uri
-            except SipParseError:
-                pass
 
     def ack(self, invite: Request, response: Response) -> Request:
         """The ACK of `response`: end to end with a new branch for a 2xx (§13.2.2.4), else on the INVITE's
@@ -97,6 +100,11 @@ class UacDialog:
         ack.headers.set("To", response.headers.get("To") or "")
         return ack
 
-    def reply(self, request: Request, status: int, reason: str | None = None, **kwargs: object) -> Response:
+    def reply(
+        self, request: Request, status: int, *, headers: Sequence[tuple[str, str]] = (), body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:  # fmt: skip
         """A response to the bridge's request, with our tag on To."""
-        return make_response(request, status, reason, to_tag=self.local_tag, **kwargs)  # type: ignore[arg-type]
+        return make_response(
+            request, status, to_tag=self.local_tag, headers=headers, body=body, content_type=content_type
+        )

@@ -73,11 +73,18 @@ def test_press_0_stays_the_digit_0_not_a_number(tmp_path: Path) -> None:
         ("cases:\n  a:\n    turns:\n      - sya: hello\n", "4:9: error: case a.turn 1: unknown key 'sya'"),
         (
             "cases:\n  a:\n    turns:\n      - say: hi\n        press: '1'\n",
-            "4:9: error: case a.turn 1: a turn does exactly one of say, press, silence, hold, hangup (got say, press)",
+            "4:9: error: case a.turn 1: a turn does exactly one of say, press, silence, hold, hangup "
+            "(got say, press)",
         ),
-        ("cases:\n  a:\n    turns:\n      - press: '12x'\n", "4:9: error: case a.turn 1.press: String should match"),
+        (
+            "cases:\n  a:\n    turns:\n      - press: '12x'\n",
+            "4:9: error: case a.turn 1.press: String should match",
+        ),
         ("cases:\n  a:\n    timeout: soon\n", "3:5: error: case a.timeout: Input should be a valid number"),
-        ("cases:\n  a:\n    transfer: maybe\n", "3:5: error: case a.transfer: Input should be 'accept', 'decline' or 'busy'"),
+        (
+            "cases:\n  a:\n    transfer: maybe\n",
+            "3:5: error: case a.transfer: Input should be 'accept', 'decline' or 'busy'",
+        ),
         ("cases: {}\n", "1:1: error: cases: Dictionary should have at least 1 item"),
         ("cases:\n  a:\n    turns: [\n", "4:1: error: YAML syntax error"),
         ("cases:\n  a: {}\n  a: {}\n", "3:3: error: duplicate key 'a' (first at line 2)"),

@@ -9,7 +9,7 @@ from ivr.dialplan.loader import load_dialplan
 from ivr.testing.caller import CallOutcome, Refer
 from ivr.testing.cases import Case
 from ivr.testing.listen import PromptHeard
-from ivr.testing.report import Coverage, Edge, RunReport, SuiteResult, CaseResult, evaluate, taken
+from ivr.testing.report import CaseResult, Coverage, Edge, RunReport, SuiteResult, evaluate, taken
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = load_dialplan(REPO / "dialplans" / "demo.yaml")
@@ -45,9 +45,11 @@ def test_a_wrong_route_and_cause_say_what_happened() -> None:
 
 
 def test_transfer_target_and_headers_exact_present_or_pattern() -> None:
-    refer = Refer("sip:agents@127.0.0.1:5070", {"X-IVR-Channel-Id": "ab" * 16, "X-IVR-Emotion": "irritado;p=0.4"})
-    good = case(transfer={"to": "sip:agents@127.0.0.1:5070",
-                          "headers": {"x-ivr-channel-id": "*", "X-IVR-Emotion": "re:^irritado;"}})  # fmt: skip
+    refer = Refer(
+        "sip:agents@127.0.0.1:5070", {"X-IVR-Channel-Id": "ab" * 16, "X-IVR-Emotion": "irritado;p=0.4"}
+    )
+    headers = {"x-ivr-channel-id": "*", "X-IVR-Emotion": "re:^irritado;"}
+    good = case(transfer={"to": "sip:agents@127.0.0.1:5070", "headers": headers})
     assert evaluate(good, outcome(refer), None, True) == []
     bad = case(transfer={"to": "sip:other@h", "headers": {"X-IVR-Emotion": "neutro", "X-IVR-Age": "*"}})
     assert evaluate(bad, outcome(refer), None, True) == [

@@ -14,7 +14,11 @@ def test_the_invite_ack_and_bye_of_one_dialog() -> None:
     dialog = UacDialog("127.0.0.1", 5999, "127.0.0.1", 5060)
     invite = dialog.request("INVITE", body=b"v=0\r\n", content_type="application/sdp")
     parsed = parse_message(serialize(invite))
-    assert isinstance(parsed, Request) and parsed.uri == "sip:1000@127.0.0.1:5060" and parsed.cseq == (1, "INVITE")
+    assert (
+        isinstance(parsed, Request)
+        and parsed.uri == "sip:1000@127.0.0.1:5060"
+        and parsed.cseq == (1, "INVITE")
+    )
     ok = Response(200, "OK", Headers([*invite.headers.items()]))
     ok.headers.set("To", "<sip:1000@127.0.0.1:5060>;tag=bridge")
     ok.headers.set("Contact", "<sip:ivr@127.0.0.1:5060>")
@@ -58,5 +62,7 @@ def test_a_refer_target_without_its_headers_and_the_headers_it_carried() -> None
     seen = refer_of(refer)
     assert seen.target == "sip:agents@127.0.0.1:5070"
     assert dict(seen.headers) == {
-        "X-IVR-Channel-Id": "abc", "User-to-User": "04;encoding=hex", "X-IVR-Transcript": "상담원 연결해 주세요",
-    }  # fmt: skip
+        "X-IVR-Channel-Id": "abc",
+        "User-to-User": "04;encoding=hex",
+        "X-IVR-Transcript": "상담원 연결해 주세요",
+    }
