@@ -89,3 +89,29 @@ def test_a_path_with_no_case_file_is_a_usage_error(tmp_path: Path) -> None:
     assert run.returncode == 2 and "no case files" in run.stderr, run.stderr
     run = ivr_test(str(tmp_path / "missing.test.yaml"), timeout=60)
     assert run.returncode == 2 and "no such case file" in run.stderr, run.stderr
+
+
+def test_a_bridge_already_running_is_called_and_only_what_the_caller_sees_is_checked(tmp_path: Path) -> None:
+    from tests.integration.harness import bridge, free_port
+
+    cases = tmp_path / "external.test.yaml"
+    cases.write_text(
+        f"dialplan: {DIALPLANS / 'demo.yaml'}\n"
+        "cases:\n"
+        "  agent_by_keypad:\n"
+        "    turns: [{press: '0'}]\n"
+        "    expect:\n"
+        "      prompts: [greeting.wav, agent.wav]\n"
+        "      transfer: {to: 'sip:agents@127.0.0.1:5070', headers: {X-IVR-Channel-Id: '*'}}\n"
+        "  steps_need_a_cdr:\n"
+        "    turns: [{press: '1'}]\n"
+        "    expect: {route: balance}\n",
+        encoding="utf-8",
+    )
+    embedded = {"asr_urls": {"mediazen": "embedded"}, "emulator_port": free_port()}
+    with bridge(tmp_path, "embedded", **embedded) as running:
+        run = ivr_test(str(cases), "--bridge", f"127.0.0.1:{running.port}")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "PASS agent_by_keypad" in run.stdout, run.stdout
+    assert "FAIL steps_need_a_cdr" in run.stdout, run.stdout
+    assert "steps, route and hangup cause not checked: no CDR" in run.stdout, run.stdout
