@@ -123,3 +123,11 @@ def test_a_case_file_pairs_with_the_dialplan_beside_it(tmp_path: Path) -> None:
     broken = tmp_path / "y.test.yaml"
     broken.write_text("cases: [\n", encoding="utf-8")
     assert declared_dialplan(broken) == tmp_path / "y.yaml"  # its own errors come when it is loaded
+
+
+def test_ivr_check_does_not_take_the_bundled_case_files_for_dialplans() -> None:
+    from ivr.dialplan.report import find_dialplans
+
+    found, skipped = find_dialplans([REPO / "dialplans"])
+    assert {p.name for p in found} == {"demo.yaml", "banco.yaml", "takuhai.yaml"}
+    assert {Path(s.path).name for s in skipped} >= {"demo.test.yaml", "banco.test.yaml", "takuhai.test.yaml"}
