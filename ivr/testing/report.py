@@ -37,10 +37,10 @@ def _header_ok(expected: str, actual: str | None) -> bool:
 
 
 def evaluate(
-    case: Case, outcome: CallOutcome, record: dict[str, Any] | None, cdr_expected: bool
+    case: Case, outcome: CallOutcome, record: dict[str, Any] | None, inferred: list[str] | None = None
 ) -> list[str]:
-    """Why the case failed; empty when it passed. Without a CDR (`--bridge`), steps, route and hangup cause
-    cannot be checked and say so."""
+    """Why the case failed; empty when it passed. Steps and route come from the CDR, or without one (a bridge
+    started elsewhere, `--bridge`) from `inferred`, the caller's view; the hangup cause needs the CDR."""
     failures: list[str] = []
     expect = case.expect
     if outcome.error:
@@ -49,25 +49,23 @@ def evaluate(
         failures.append(f"the call was not answered (INVITE final status {outcome.answered})")
     if outcome.ended_by == "timeout":
         failures.append(f"the call did not end within the case timeout ({case.timeout:g}s)")
-    wants_cdr = expect.steps is not None or expect.route is not None or expect.hangup_cause is not None
-    if wants_cdr and record is None:
-        why = (
-            "no CDR (testing a bridge started elsewhere: --bridge)"
-            if not cdr_expected
-            else "no CDR for this call"
-        )
-        failures.append(f"steps, route and hangup cause not checked: {why}")
-    if record is not None:
-        steps = steps_of(record)
+    steps = steps_of(record) if record is not None else inferred
+    seen = "" if record is not None else " (steps inferred from the prompts heard: no CDR)"
+    if steps is None and (expect.steps is not None or expect.route is not None):
+        failures.append("steps and route not checked: no CDR for this call")
+    if steps is not None:
         if expect.steps is not None:
             ok = steps == expect.steps if expect.exact_steps else _subsequence(expect.steps, steps)
             if not ok:
                 how = "exactly" if expect.exact_steps else "in this order"
-                failures.append(f"steps: expected {how} {expect.steps}, the call went {steps}")
+                failures.append(f"steps: expected {how} {expect.steps}, the call went {steps}{seen}")
         last = steps[-1] if steps else None
         if expect.route is not None and last != expect.route:
-            failures.append(f"route: expected to end in '{expect.route}', ended in '{last}'")
-        if expect.hangup_cause is not None and record.get("hangup_cause") != expect.hangup_cause:
+            failures.append(f"route: expected to end in '{expect.route}', ended in '{last}'{seen}")
+    if expect.hangup_cause is not None:
+        if record is None:
+            failures.append("hangup_cause not checked: no CDR (a bridge started elsewhere: --bridge)")
+        elif record.get("hangup_cause") != expect.hangup_cause:
             failures.append(
                 f"hangup_cause: expected '{expect.hangup_cause}', got '{record.get('hangup_cause')}'"
             )
@@ -90,6 +88,31 @@ def evaluate(
         if not _subsequence(expect.prompts, heard):
             failures.append(f"prompts: expected to hear {expect.prompts} in this order, heard {heard}")
     return failures
+
+
+def infer_steps(dialplan: Dialplan, heard: Sequence[str]) -> list[str]:
+    """The steps the prompts heard say the call entered: the step that plays each (a reprompt re-enters its
+    step); of several, one that the previous step leads to. Steps that play nothing stay invisible."""
+    plays: dict[str, list[str]] = {}
+    reprompts: dict[str, list[str]] = {}
+    for name, step in dialplan.steps.items():
+        if step.play:
+            plays.setdefault(step.play, []).append(name)
+        for fallback in (step.no_input, step.no_match):
+            if fallback is not None and fallback.reprompt:
+                reprompts.setdefault(fallback.reprompt, []).append(name)
+    targets: dict[str, set[str]] = {}
+    for edge in edges(dialplan):
+        targets.setdefault(edge.step, set()).add(edge.target)
+    out: list[str] = []
+    for prompt in heard:
+        candidates = plays.get(prompt) or reprompts.get(prompt) or []
+        if not candidates:
+            continue
+        previous = out[-1] if out else None
+        near = [c for c in candidates if previous is None or c == previous or c in targets.get(previous, ())]
+        out.append((near or candidates)[0])
+    return out
 
 
 # ---- coverage

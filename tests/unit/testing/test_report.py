@@ -9,7 +9,16 @@ from ivr.dialplan.loader import load_dialplan
 from ivr.testing.caller import CallOutcome, Refer
 from ivr.testing.cases import Case
 from ivr.testing.listen import PromptHeard
-from ivr.testing.report import CaseResult, Coverage, Edge, RunReport, SuiteResult, evaluate, taken
+from ivr.testing.report import (
+    CaseResult,
+    Coverage,
+    Edge,
+    RunReport,
+    SuiteResult,
+    evaluate,
+    infer_steps,
+    taken,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = load_dialplan(REPO / "dialplans" / "demo.yaml")
@@ -29,15 +38,15 @@ def case(**expect: Any) -> Case:
 
 
 def test_steps_are_a_subsequence_unless_exact() -> None:
-    assert evaluate(case(steps=["greeting", "agent"], route="agent"), outcome(), AGENT_CDR, True) == []
-    [why] = evaluate(case(steps=["greeting", "agent"], exact_steps=True), outcome(), AGENT_CDR, True)
+    assert evaluate(case(steps=["greeting", "agent"], route="agent"), outcome(), AGENT_CDR) == []
+    [why] = evaluate(case(steps=["greeting", "agent"], exact_steps=True), outcome(), AGENT_CDR)
     assert "exactly ['greeting', 'agent']" in why and "['greeting', 'greeting', 'agent']" in why
-    [why] = evaluate(case(steps=["agent", "greeting"]), outcome(), AGENT_CDR, True)
+    [why] = evaluate(case(steps=["agent", "greeting"]), outcome(), AGENT_CDR)
     assert why.startswith("steps: expected in this order")
 
 
 def test_a_wrong_route_and_cause_say_what_happened() -> None:
-    failures = evaluate(case(route="busy", hangup_cause="normal"), outcome(), AGENT_CDR, True)
+    failures = evaluate(case(route="busy", hangup_cause="normal"), outcome(), AGENT_CDR)
     assert failures == [
         "route: expected to end in 'busy', ended in 'agent'",
         "hangup_cause: expected 'normal', got 'transferred'",
@@ -50,34 +59,45 @@ def test_transfer_target_and_headers_exact_present_or_pattern() -> None:
     )
     headers = {"x-ivr-channel-id": "*", "X-IVR-Emotion": "re:^irritado;"}
     good = case(transfer={"to": "sip:agents@127.0.0.1:5070", "headers": headers})
-    assert evaluate(good, outcome(refer), None, True) == []
+    assert evaluate(good, outcome(refer), None) == []
     bad = case(transfer={"to": "sip:other@h", "headers": {"X-IVR-Emotion": "neutro", "X-IVR-Age": "*"}})
-    assert evaluate(bad, outcome(refer), None, True) == [
+    assert evaluate(bad, outcome(refer), None) == [
         "transfer: expected REFER to sip:other@h, got sip:agents@127.0.0.1:5070",
         "transfer header X-IVR-Emotion: expected 'neutro', got 'irritado;p=0.4'",
         "transfer header X-IVR-Age: expected '*', got None",
     ]
-    assert evaluate(case(transfer={}), outcome(), None, True) == ["transfer: expected a REFER, none came"]
-    assert evaluate(case(no_transfer=True), outcome(refer), None, True) == [
+    assert evaluate(case(transfer={}), outcome(), None) == ["transfer: expected a REFER, none came"]
+    assert evaluate(case(no_transfer=True), outcome(refer), None) == [
         "no transfer expected, got REFER sip:agents@127.0.0.1:5070"
     ]
 
 
 def test_prompts_heard_in_order() -> None:
     heard = outcome(prompts=("greeting.wav", "reprompt.wav", "agent.wav"))
-    assert evaluate(case(prompts=["greeting.wav", "agent.wav"]), heard, None, True) == []
-    [why] = evaluate(case(prompts=["agent.wav", "greeting.wav"]), heard, None, True)
+    assert evaluate(case(prompts=["greeting.wav", "agent.wav"]), heard, None) == []
+    [why] = evaluate(case(prompts=["agent.wav", "greeting.wav"]), heard, None)
     assert why.startswith("prompts: expected to hear ['agent.wav', 'greeting.wav']")
 
 
-def test_without_a_cdr_steps_are_not_checked_and_that_fails_the_case() -> None:
-    [why] = evaluate(case(route="agent"), outcome(), None, cdr_expected=False)
+def test_without_a_cdr_steps_come_from_the_prompts_heard_and_the_cause_cannot_be_checked() -> None:
+    heard = ["greeting.wav", "reprompt.wav", "agent.wav", "busy.wav"]
+    assert infer_steps(DEMO, heard) == ["greeting", "greeting", "agent", "busy"]
+    assert infer_steps(DEMO, ["nomatch.wav", "balance.wav"]) == ["greeting", "balance"]
+    seen = outcome(prompts=tuple(heard))
+    assert (
+        evaluate(case(steps=["greeting", "busy"], route="busy"), seen, None, infer_steps(DEMO, heard)) == []
+    )
+    [why] = evaluate(case(route="agent"), seen, None, infer_steps(DEMO, heard))
+    assert why.startswith("route: expected to end in 'agent', ended in 'busy' (steps inferred from")
+    [why] = evaluate(case(hangup_cause="normal"), seen, None, [])
     assert "not checked" in why and "--bridge" in why
+    [why] = evaluate(case(route="agent"), seen, None, None)
+    assert why == "steps and route not checked: no CDR for this call"
 
 
 def test_an_unanswered_or_timed_out_call_fails() -> None:
     rejected = CallOutcome("c", answered=486, ended_by="rejected")
-    assert evaluate(case(), rejected, None, True) == ["the call was not answered (INVITE final status 486)"]
+    assert evaluate(case(), rejected, None) == ["the call was not answered (INVITE final status 486)"]
 
 
 def test_coverage_counts_steps_and_the_edges_cdr_routes_took() -> None:
