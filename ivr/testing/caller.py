@@ -73,6 +73,10 @@ def refer_of(request: Request) -> Refer:
     return Refer(target, headers)
 
 
+class SipTimeout(RuntimeError):
+    """No final response to one of our requests within 64*T1 (Timer B / F)."""
+
+
 class _SipLeg(asyncio.DatagramProtocol):
     """One UDP socket: our client transactions (retransmitted until a final response) and the bridge's
     requests (each answered once; a retransmission gets the same answer again)."""
@@ -82,6 +86,7 @@ class _SipLeg(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] = ("", 0)
         self._waiting: dict[tuple[str, str], asyncio.Future[Response]] = {}
+        self._proceeding: set[tuple[str, str]] = set()
         self._answered: dict[tuple[str, str], bytes] = {}
         self.last_ack: bytes | None = None
 
@@ -89,7 +94,7 @@ class _SipLeg(asyncio.DatagramProtocol):
         self._send(serialize(message))
 
     def _send(self, data: bytes) -> None:
-        if self.transport is not None:
+        if self.transport is not None and data:
             self.transport.sendto(data, self.remote)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
@@ -102,8 +107,10 @@ class _SipLeg(asyncio.DatagramProtocol):
             waiter = self._waiting.get(key)
             if waiter is not None and message.status >= 200 and not waiter.done():
                 waiter.set_result(message)
-            elif waiter is None and message.cseq[1] == "INVITE" and message.status < 300 and self.last_ack:
-                self._send(self.last_ack)  # our ACK was lost
+            elif waiter is not None and message.cseq[1] == "INVITE":
+                self._proceeding.add(key)  # a 1xx: stop retransmitting (§17.1.1.2), wait for the final
+            elif waiter is None and message.cseq[1] == "INVITE" and 200 <= message.status < 300:
+                self._send(self.last_ack or b"")  # the 2xx came again: our ACK was lost
             return
         key = (message.via_branch or "", message.method)
         if message.method == "ACK":
@@ -129,14 +136,18 @@ class _SipLeg(asyncio.DatagramProtocol):
                     self.transport.sendto(data, self.remote)
                 timeout = min(interval, deadline - loop.time())
                 if timeout <= 0:
-                    raise TimeoutError(
+                    raise SipTimeout(
                         f"no final response to {request.method} within {TRANSACTION_TIMEOUT:.0f}s"
                     )
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                if key in self._proceeding:
+                    final: Response = await waiter  # ringing: bounded by the case timeout
+                    return final
                 interval = interval * 2 if request.method == "INVITE" else min(interval * 2, T2)
         finally:
             self._waiting.pop(key, None)
+            self._proceeding.discard(key)
 
 
 class ScriptedCall:

@@ -61,3 +61,42 @@ def test_an_invite_is_retransmitted_until_answered() -> None:
     assert len({m.via_branch for m in invites}) == 1  # one transaction, sent three times (0, 0.5, 1.5 s)
     answers = [serialize(m) for m in received if isinstance(m, Response)]
     assert len(answers) == 2 and answers[0] == answers[1] and answers[0].startswith(b"SIP/2.0 200")
+
+
+class Ringing(asyncio.DatagramProtocol):
+    """A UAS that rings (180) at once and answers 200 after 1.5 s."""
+
+    def __init__(self) -> None:
+        self.invites = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        message = parse_message(data)
+        if isinstance(message, Request) and message.method == "INVITE":
+            self.invites += 1
+            assert self.transport is not None
+            self.transport.sendto(serialize(make_response(message, 180, to_tag="uas")), addr)
+            answer = serialize(make_response(message, 200, to_tag="uas"))
+            asyncio.get_running_loop().call_later(1.5, self.transport.sendto, answer, addr)
+
+
+def test_a_provisional_response_stops_the_retransmissions() -> None:
+    async def scenario() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        peer = Ringing()
+        server, _ = await loop.create_datagram_endpoint(lambda: peer, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        call = ScriptedCall(Case(), address, {}, {})
+        client, _ = await loop.create_datagram_endpoint(lambda: call.sip, local_addr=("127.0.0.1", 0))
+        call.sip.transport, call.sip.remote = client, address
+        dialog = UacDialog("127.0.0.1", client.get_extra_info("sockname")[1], *address)
+        response = await asyncio.wait_for(call.sip.transact(dialog.request("INVITE")), 5)
+        client.close()
+        server.close()
+        return peer.invites, response.status
+
+    invites, status = asyncio.run(scenario())
+    assert (invites, status) == (1, 200)  # Timer A would have sent it at 0.5 s and 1.5 s too
