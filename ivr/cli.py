@@ -1,4 +1,4 @@
-"""`ivr serve | check | schema | cdr | emulate`: parses arguments and wires the parts, nothing else."""
+"""`ivr serve | check | schema | cdr | test | emulate`: parses arguments and wires the parts, nothing else."""
 
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     cdr.add_argument("--since", help="calls started since: 2026-12-01, 2026-12-01T08:00+09:00, 30m, 2h, 7d")
     cdr.add_argument("--csv", action="store_true", help="CSV with every column, the whole record as JSON")
     cdr.add_argument("--output", type=Path, help="write to FILE instead of stdout")
+    test = sub.add_parser(
+        "test", help="run a dialplan's scripted callers (X.test.yaml beside X.yaml); exit 1 when one fails"
+    )
+    test.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="case files, dialplans or folders")
+    test.add_argument("--jobs", type=int, default=4, help="calls placed at once (default 4)")
+    test.add_argument("--json", action="store_true", help="one JSON document: verdicts, traces, coverage")
+    test.add_argument("--quiet", action="store_true", help="traces of failed cases only")
+    test.add_argument("--workdir", type=Path, help="keep each bridge's settings, log and CDRs here")
+    test.add_argument(
+        "--bridge", metavar="HOST:PORT", help="call a bridge already running (no CDR: steps are not checked)"
+    )
     emulate = sub.add_parser("emulate", help="run a local vendor emulator")
     emulate.add_argument("vendor", choices=sorted(EMULATOR_MODULES))
     emulate.add_argument(
@@ -84,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "cdr":
         return _cdr(args)
+    if args.command == "test":
+        return _test(args)
     if args.command == "emulate":
         emulator: Any = importlib.import_module(EMULATOR_MODULES[args.vendor])
         return int(emulator.main(args.args))
@@ -167,6 +180,32 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         print("\n".join(report.lines(args.verbose)))
+    return 0 if report.ok else 1
+
+
+def _test(args: argparse.Namespace) -> int:
+    from ivr.testing.runner import Runner, UsageError
+
+    bridge = None
+    if args.bridge:
+        host, _, port = args.bridge.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"ivr test: --bridge {args.bridge!r}: expected HOST:PORT", file=sys.stderr)
+            return 2
+        bridge = (host, int(port))
+    if args.jobs < 1:
+        print("ivr test: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    configure_logging("console")
+    try:
+        report = asyncio.run(Runner(args.jobs, bridge, args.workdir).run(args.paths))
+    except UsageError as exc:
+        print(f"ivr test: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(report.lines(args.quiet)))
     return 0 if report.ok else 1
 
 
