@@ -97,6 +97,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+CASE_SUFFIX = ".test.yaml"  # the scripted callers of `ivr test` (ivr.testing.cases)
+
+
 def find_dialplans(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
     """The files to check: each file named, and every dialplan YAML under each folder (recursively,
     hidden folders such as .git or .venv left out); the other YAML files of those folders, with why."""
@@ -112,6 +115,8 @@ def find_dialplans(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
                 continue
             if any(part.startswith(".") for part in relative[:-1]):
                 continue
+            if candidate.name.endswith(CASE_SUFFIX):
+                continue  # an `ivr test` case file beside its dialplan: `ivr test` checks it
             reason = _not_a_dialplan(candidate)
             if reason is None:
                 found.append(candidate)

@@ -21,9 +21,10 @@ from yaml.nodes import MappingNode
 
 # The dialplan loader's YAML reading (null/true/false only, so `press: 0` stays "0"; key -> line map).
 from ivr.dialplan.loader import _LineMap, _Loader
+from ivr.dialplan.report import CASE_SUFFIX
 from ivr.dialplan.schema import Dialplan
 
-SUFFIX = ".test.yaml"
+SUFFIX = CASE_SUFFIX
 ACTIONS = ("say", "press", "silence", "hold", "hangup")
 
 

@@ -20,7 +20,7 @@ from ivr.dialplan.schema import SCHEMA_ID, json_schema, json_schema_text
 
 ROOT = Path(__file__).parents[3]
 COMMITTED = ROOT / "dialplans" / "dialplan.schema.json"
-BUNDLED = sorted((ROOT / "dialplans").glob("*.yaml"))
+BUNDLED = sorted(p for p in (ROOT / "dialplans").glob("*.yaml") if not p.name.endswith(".test.yaml"))
 MODELINE = "# yaml-language-server: $schema=./dialplan.schema.json"
 
 

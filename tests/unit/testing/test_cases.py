@@ -130,4 +130,4 @@ def test_ivr_check_does_not_take_the_bundled_case_files_for_dialplans() -> None:
 
     found, skipped = find_dialplans([REPO / "dialplans"])
     assert {p.name for p in found} == {"demo.yaml", "banco.yaml", "takuhai.yaml"}
-    assert {Path(s.path).name for s in skipped} >= {"demo.test.yaml", "banco.test.yaml", "takuhai.test.yaml"}
+    assert not any(s.path.endswith(".test.yaml") for s in skipped)  # not even noted as skipped
