@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, Issue, Loc, check, unconfigured_vendors
+from ivr.dialplan.common import Issue, Loc
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, check, unconfigured_vendors
 
 __all__ = ["DialplanError", "Problem", "check_file", "load_dialplan", "validate_only"]
 
@@ -158,7 +159,9 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
         if part is None:
             break
         if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
+            field = next(
+                (f for n, f in tp.model_fields.items() if str(part) in (n, f.alias)), None
+            )
             if field is None:
                 return None
             tp = field.annotation
@@ -189,11 +192,16 @@ def _prefixed(where: str, message: str) -> str:
     return f"{where}: {message}" if where else message
 
 
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a mapping takes, as written in YAML (`return`, not the field `return_`)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def _closest_key(loc: Loc) -> str | None:
     """The known key an unknown key at `loc` was probably meant to be."""
     model = _model_at(loc[:-1])
     close = difflib.get_close_matches(
-        str(loc[-1]), list(model.model_fields) if model else [], n=1, cutoff=0.7
+        str(loc[-1]), _keys(model) if model else [], n=1, cutoff=0.7
     )
     return close[0] if close else None
 
@@ -215,7 +223,7 @@ def _describe(error: ErrorDetails) -> str:
         hint = (
             f"did you mean '{close}'?"
             if close
-            else f"known: {', '.join(model.model_fields if model else ())}"
+            else f"known: {', '.join(_keys(model) if model else ())}"
         )
         return _prefixed(_where(loc[:-1]), f"unknown key '{loc[-1]}' ({hint})")
     if kind == "missing":

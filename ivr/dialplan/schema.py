@@ -11,13 +11,11 @@ import difflib
 import json
 import re
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -30,13 +28,26 @@ from pydantic import (
 from ivr.asr import cpqd_message
 from ivr.asr.base import AudioFormat, Classifier
 from ivr.asr.registry import check_step
-
-Loc = tuple[str | int, ...]
+from ivr.dialplan.calendar import Calendar
+from ivr.dialplan.common import Issue, Loc, Model
+from ivr.dialplan.common import did_you_mean as _did_you_mean
+from ivr.dialplan.conditions import (
+    Branch,
+    Conditions,
+    Confidence,
+    Confirm,
+    DigitCollection,
+    is_uri,
+    PromptEntry,
+    SayPrompt,
+    TransferTarget,
+    WebhookCall,
+)
+from ivr.dialplan.templates import BUILTIN_VARIABLES, NAME
 
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
 Vendor = Literal["mediazen", "cpqd", "amivoice"]
 VENDORS: tuple[str, ...] = get_args(Vendor)
-_URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _SKIP_FLOW_CHECK = "skip_flow_check"
 
@@ -46,8 +57,7 @@ EMOTIONS = cpqd_message.EMOTIONS
 EMOTION_GROUPS = tuple(cpqd_message.EMOTION_GROUPS)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Model = Model
 
 
 # The JSON Schema is what editors validate as authors type, so it accepts the shorthands the loader accepts
@@ -69,6 +79,10 @@ def _dtmf_key(schema: dict[str, Any]) -> None:
         {"type": "integer", "minimum": 0, "maximum": 9},
     ]
     schema["examples"] = ["1", "0", "#", "*"]
+
+
+def _uri_or_target(schema: dict[str, Any]) -> None:
+    schema["anyOf"].insert(0, {"type": "string", "description": "the target URI alone"})
 
 
 def _language_tag(schema: dict[str, Any]) -> None:
@@ -200,6 +214,11 @@ class ListenSettings(_Model):
     language: LanguageTag | None = Field(
         default=None, description="overrides asr.language", json_schema_extra=_language_tag
     )
+    dtmf: DigitCollection | None = Field(
+        default=None,
+        description="collect a string of keys (routes match it with digits:) instead of routing on the"
+        " first key; the collected keys are {{ digits }}",
+    )
     secondary: SecondaryRecognizer | None = Field(
         default=None,
         description="a second vendor for this step: when the first fails (unreachable, refused, dropped,"
@@ -292,12 +311,7 @@ class AgeCondition(_Model):
         return self
 
 
-def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
-
-
-class Route(_Model):
+class Route(Conditions):
     """One way out of a listening step: what the caller must say, key or sound like, and where it leads."""
 
     say: list[str] = Field(
@@ -319,6 +333,22 @@ class Route(_Model):
     )
     age: AgeCondition | None = Field(default=None, description="the caller's estimated age")
     gender: Literal["M", "F"] | None = Field(default=None, description="the caller's estimated gender")
+    regex: str | None = Field(
+        default=None, description="a regex searched in the recognized text (case-insensitive)"
+    )
+    digits: str | None = Field(
+        default=None,
+        description="the collected keys: exactly these (only 0-9 * # A-D), or else a regex they must match"
+        " whole, e.g. '\\d{16}'",
+    )
+    confidence: Confidence | None = Field(default=None, description="the result's confidence range")
+    default: bool = Field(
+        default=False,
+        description="taken when no other route matches (as is a route with only goto), instead of no_match",
+    )
+    confirm: Confirm | None = Field(
+        default=None, description="ask yes/no first when the match's confidence is below `below`"
+    )
     goto: str = Field(description="the step to go to")
 
     @field_validator("say", "phrases", mode="before")
@@ -331,6 +361,24 @@ class Route(_Model):
     def _emotion(cls, value: Any) -> Any:
         # `emotion: [irritado, enojado]` reads as naturally as `emotion: {labels: [...]}`.
         return {"labels": value} if isinstance(value, str | list) else value
+
+    @property
+    def matches_input(self) -> bool:
+        """Whether the route asks anything of the caller's input (else it is a default route)."""
+        return bool(
+            self.say
+            or self.phrases
+            or self.dtmf
+            or self.speaker
+            or self.regex
+            or self.digits
+            or self.confidence
+            or self.has_state_conditions
+        )
+
+    @property
+    def is_default(self) -> bool:
+        return self.default or not self.matches_input
 
     @property
     def speaker(self) -> frozenset[Classifier]:
@@ -357,20 +405,56 @@ class Route(_Model):
 class Fallback(_Model):
     """What to do when the caller is silent (no_input) or says something no route matches (no_match)."""
 
-    reprompt: str | None = Field(
-        default=None, description="prompt for another try; default: the step's own prompt"
+    reprompt: PromptEntry | None = Field(
+        default=None,
+        description="prompt for another try (a WAV file or {say: text}); default: the step's own prompt",
+    )
+    reprompts: list[PromptEntry] = Field(
+        default_factory=list,
+        description="escalating prompts, one per try in order, the last repeating (VoiceXML count);"
+        " retries defaults to their number",
     )
     retries: int = Field(default=1, ge=0, le=10, description="tries after the first before giving up")
     goto: str = Field(description="the step to go to when the retries are used up")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retries_from_reprompts(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("reprompts") and "retries" not in value:
+            return {**value, "retries": len(value["reprompts"])}
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Fallback:
+        if self.reprompt is not None and self.reprompts:
+            raise ValueError("give reprompt (one prompt) or reprompts (one per try), not both")
+        return self
+
+    def prompt_for(self, tries: int) -> PromptEntry | None:
+        """The prompt of try `tries` (1 = the first retry): by count, the last one repeating."""
+        if self.reprompts:
+            return self.reprompts[min(tries, len(self.reprompts)) - 1]
+        return self.reprompt
+
 
 class Step(_Model):
-    """One step of the flow: an optional prompt, then one of listen (routes), goto, transfer or hangup."""
+    """One step of the flow: `set:` variables, an optional prompt, then one of listen (routes), goto,
+    transfer, hangup, branch, webhook, call (a sub-flow) or return."""
 
+    set: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables to set on entering the step, name -> text ({{ variables }} expanded)",
+        examples=[{"intent": "{{ last.text }}"}],
+    )
     play: str | None = Field(
         default=None,
         description="WAV prompt, beside the dialplan or in prompts/ beside it",
         examples=["greeting.wav"],
+    )
+    say: str | None = Field(
+        default=None,
+        description="a prompt spoken by TTS instead of a WAV file ({{ variables }} expanded), in the step's"
+        " listen language or asr.language",
     )
     listen: ListenSettings | None = Field(
         default=None,
@@ -384,32 +468,66 @@ class Step(_Model):
     no_match: Fallback | None = Field(
         default=None, description="what to do when the caller says or keys something no route matches"
     )
-    transfer: str | None = Field(
+    transfer: TransferTarget | None = Field(
         default=None,
-        description="SIP REFER target: a sip:, sips: or tel: URI",
+        description="SIP REFER target: a sip:, sips: or tel: URI, or {to: URI, headers: {...}}; before the"
+        " call is answered (no prompt yet) a 302 redirect",
         examples=["sip:agents@10.0.0.5:5060", "tel:+551140040000"],
+        json_schema_extra=_uri_or_target,
     )
     on_failure: str | None = Field(
         default=None, description="the step to go to when the transfer fails (else the call ends)"
     )
     hangup: bool = Field(default=False, description="true: end the call after the prompt")
-    goto: str | None = Field(default=None, description="the step to go to after the prompt")
+    goto: str | None = Field(
+        default=None, description="the step to go to after the prompt (after a call: sub-flow, its return)"
+    )
+    branch: list[Branch] = Field(
+        default_factory=list,
+        description="routes on variables and business hours, taken at once without listening; the first"
+        " match wins, one with only goto is the default",
+    )
+    webhook: WebhookCall | None = Field(default=None, description="ask an HTTP service, route on its reply")
+    call: str | None = Field(
+        default=None,
+        description="a sub-flow: a dialplan file beside this one, run from its start until a return: step,"
+        " then this step's goto",
+        examples=["verify.yaml"],
+    )
+    return_: bool = Field(
+        default=False, alias="return", description="true: back to the flow that called this one (its goto)"
+    )
     redact: bool = Field(
         default=False,
         description="what the caller says or keys in here is sensitive (a card number): CDRs and logs show "
         "* per key and [redacted] for text; routing still uses the real values",
     )
 
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
     @field_validator("listen", mode="before")
     @classmethod
     def _listen(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
 
-    @field_validator("transfer")
+    @field_validator("transfer", mode="before")
     @classmethod
-    def _transfer(cls, value: str | None) -> str | None:
-        if value is not None and not _URI.match(value):
-            raise ValueError(f"'{value}' is not a sip:, sips: or tel: URI")
+    def _transfer(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not is_uri(value):
+                raise ValueError(f"'{value}' is not a sip:, sips: or tel: URI")
+            return {"to": value}
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not NAME.fullmatch(name) or name in BUILTIN_VARIABLES:
+                raise ValueError(
+                    f"'{name}' cannot be set: a variable name is letters, digits and _ (not one of"
+                    f" {', '.join(BUILTIN_VARIABLES)})"
+                )
         return value
 
     @property
@@ -419,6 +537,13 @@ class Step(_Model):
     @property
     def settings(self) -> ListenSettings:
         return self.listen or ListenSettings()
+
+    @property
+    def prompt(self) -> PromptEntry | None:
+        """The step's own prompt: its WAV file, or its text to speak."""
+        return (
+            self.play if self.play is not None else SayPrompt(say=self.say) if self.say is not None else None
+        )
 
     @property
     def classifiers(self) -> frozenset[Classifier]:
@@ -438,24 +563,30 @@ class Step(_Model):
             yield ("goto",), self.goto
         if self.on_failure is not None:
             yield ("on_failure",), self.on_failure
+        for i, branch in enumerate(self.branch):
+            yield ("branch", i, "goto"), branch.goto
+        if self.webhook is not None:
+            for i, branch in enumerate(self.webhook.routes):
+                yield ("webhook", "routes", i, "goto"), branch.goto
+            yield ("webhook", "goto"), self.webhook.goto
+            yield ("webhook", "on_failure"), self.webhook.on_failure
 
     def prompts(self) -> Iterator[tuple[Loc, str]]:
+        """Every WAV file the step may play, with its key path."""
         if self.play is not None:
             yield ("play",), self.play
         for name in ("no_input", "no_match"):
             fallback: Fallback | None = getattr(self, name)
-            if fallback is not None and fallback.reprompt is not None:
+            if fallback is None:
+                continue
+            if isinstance(fallback.reprompt, str):
                 yield (name, "reprompt"), fallback.reprompt
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One finding of the whole-flow checks, located by key path."""
-
-    loc: Loc
-    message: str
-    warning: bool = False
-    code: str = "flow"  # unknown-step, unreachable, silent-loop, recognizer, ... (for `ivr check --json`)
+            for i, entry in enumerate(fallback.reprompts):
+                if isinstance(entry, str):
+                    yield (name, "reprompts", i), entry
+        for i, route in enumerate(self.routes):
+            if route.confirm is not None and route.confirm.play is not None:
+                yield ("routes", i, "confirm", "play"), route.confirm.play
 
 
 class Dialplan(_Model):
@@ -470,6 +601,10 @@ class Dialplan(_Model):
     prompts: dict[str, str] = Field(
         default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
     )
+    calendars: dict[str, Calendar] = Field(
+        default_factory=dict,
+        description="name -> business hours and holidays in a time zone, for routes' open: and closed:",
+    )
 
     # Set by the loader: where prompt files were found, so the engine never touches the file system.
     _base_dir: Path = PrivateAttr(default_factory=Path)
@@ -477,6 +612,11 @@ class Dialplan(_Model):
     _grammars: dict[str, str] = PrivateAttr(default_factory=dict)  # grammar_file -> SRGS text
     _warnings: tuple[str, ...] = PrivateAttr(default=())
     _version: str = PrivateAttr(default="")  # the file's sha256, first 12 hex digits (set by the loader)
+    _subflows: dict[str, Dialplan] = PrivateAttr(default_factory=dict)  # `call:` value -> its dialplan
+
+    def subflow(self, name: str) -> Dialplan:
+        """The dialplan a `call: <name>` step runs (loaded beside this one by the loader)."""
+        return self._subflows[name]
 
     @model_validator(mode="after")
     def _flow(self, info: ValidationInfo) -> Dialplan:
@@ -607,26 +747,39 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
             ("goto", step.goto is not None),
             ("transfer", step.transfer is not None),
             ("hangup", step.hangup),
+            ("branch", bool(step.branch)),
+            ("webhook", step.webhook is not None),
+            ("call", step.call is not None),
+            ("return", step.return_),
         )
         if present
     ]
+    if step.call is not None and "goto" in endings:
+        endings.remove("goto")  # a call's goto is where its return comes back to
+    elif step.call is not None:
+        yield Issue((*at, "call"), f"step '{name}' calls '{step.call}' but has no goto to come back to")
     if not endings:
         yield Issue(
-            at, f"step '{name}' does nothing after its prompt: give it routes, goto, transfer or hangup"
+            at,
+            f"step '{name}' does nothing after its prompt: give it routes, goto, transfer, hangup, branch,"
+            " webhook, call or return",
         )
     for extra in endings[1:]:
         yield Issue(
             (*at, extra),
             f"step '{name}' has both '{endings[0]}' and '{extra}': a step does one of listen, goto, "
-            "transfer or hangup",
+            "transfer, hangup, branch, webhook, call or return",
         )
+    if step.play is not None and step.say is not None:
+        yield Issue((*at, "say"), f"step '{name}' has both play and say: a step has one prompt, keep one")
     if step.listens:
         if not step.routes:
             yield Issue(
                 (*at, "listen"), f"step '{name}' listens but has no routes: add routes, or remove listen"
             )
+        defaulted = any(route.is_default for route in step.routes)
         for fallback in ("no_input", "no_match"):
-            if getattr(step, fallback) is None:
+            if getattr(step, fallback) is None and not (fallback == "no_match" and defaulted):
                 what = "is silent" if fallback == "no_input" else "says something no route matches"
                 yield Issue(
                     at, f"step '{name}' listens but has no '{fallback}' (what to do when the caller {what})"
@@ -638,7 +791,7 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
                     (*at, fallback),
                     f"step '{name}' has '{fallback}' but does not listen: give it routes or remove it",
                 )
-    if step.goto is not None and step.play is None:
+    if step.goto is not None and step.prompt is None and step.call is None and not step.set:
         yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
     if step.on_failure is not None and step.transfer is None:
         yield Issue(
@@ -647,11 +800,6 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
         )
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
-        if not (route.say or route.phrases or route.dtmf or route.speaker):
-            yield Issue(
-                (*at, "routes", i),
-                f"step '{name}' route {i + 1} matches nothing: give it say, phrases, dtmf or emotion",
-            )
         for key in ("say", "phrases"):
             for j, word in enumerate(getattr(route, key)):
                 if not word.strip():
@@ -711,6 +859,8 @@ def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:
         step = dialplan.steps.get(name)
         if step is None or step.transfer is not None or step.hangup:
             return None
+        if step.branch or step.webhook is not None or step.call is not None or step.return_:
+            return None  # decided by the call's state, not by silence
         if step.listens and step.no_input is not None:
             name = step.no_input.goto
         elif step.goto is not None and not step.listens:
@@ -720,8 +870,10 @@ def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:
     return [*path, name]
 
 
-def check(dialplan: Dialplan) -> list[Issue]:
-    """Whole-flow checks; warnings (unreachable steps, unused prompt texts) have `warning=True`."""
+def check(dialplan: Dialplan, known_variables: Collection[str] = ()) -> list[Issue]:
+    """Whole-flow checks; warnings (unreachable steps, unused prompt texts) have `warning=True`.
+
+    `known_variables`: names set by the flows that call this one as a sub-flow."""
     issues: list[Issue] = []
     names = list(dialplan.steps)
     if dialplan.start not in dialplan.steps:
@@ -744,6 +896,9 @@ def check(dialplan: Dialplan) -> list[Issue]:
                     )
                 )
     issues.extend(_check_recognizers(dialplan))
+    from ivr.dialplan.checks import language_issues  # it walks the models defined here
+
+    issues.extend(language_issues(dialplan, known_variables))
     if issues:
         return issues  # the graph checks below assume a well-formed flow
     reported: set[str] = set()
@@ -779,6 +934,7 @@ def check(dialplan: Dialplan) -> list[Issue]:
                 )
             )
     used = {prompt for step in dialplan.steps.values() for _, prompt in step.prompts()}
+
     for prompt in dialplan.prompts:
         if prompt not in used:
             issues.append(
