@@ -37,11 +37,11 @@ from ivr.dialplan.conditions import (
     Confidence,
     Confirm,
     DigitCollection,
-    is_uri,
     PromptEntry,
     SayPrompt,
     TransferTarget,
     WebhookCall,
+    is_uri,
 )
 from ivr.dialplan.templates import BUILTIN_VARIABLES, NAME
 
@@ -601,6 +601,10 @@ class Dialplan(_Model):
     prompts: dict[str, str] = Field(
         default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
     )
+    variables: list[str] = Field(
+        default_factory=list,
+        description="variables a sub-flow expects the flows that call it to set (so it checks on its own)",
+    )
     calendars: dict[str, Calendar] = Field(
         default_factory=dict,
         description="name -> business hours and holidays in a time zone, for routes' open: and closed:",
@@ -898,7 +902,7 @@ def check(dialplan: Dialplan, known_variables: Collection[str] = ()) -> list[Iss
     issues.extend(_check_recognizers(dialplan))
     from ivr.dialplan.checks import language_issues  # it walks the models defined here
 
-    issues.extend(language_issues(dialplan, known_variables))
+    issues.extend(language_issues(dialplan, {*known_variables, *dialplan.variables}))
     if issues:
         return issues  # the graph checks below assume a well-formed flow
     reported: set[str] = set()
