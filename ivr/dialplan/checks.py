@@ -141,12 +141,12 @@ def _step(
             if confirm.say is not None:
                 yield from _templates((*where, "confirm", "say"), confirm.say, known, label)
             yes, no = confirm.words(language)
-            if not yes or not no:
-                missing = "yes" if not yes else "no"
+            missing = [kind for kind, words in (("yes", yes), ("no", no)) if not words]
+            if missing:
                 yield Issue(
                     (*where, "confirm"),
-                    f"{label} confirms, but there are no built-in {missing} words for language"
-                    f" '{language}': list them with {missing}: [...]",
+                    f"{label} confirms, but there are no built-in {' and '.join(missing)} words for"
+                    f" language '{language}': list them with {' and '.join(f'{m}: [...]' for m in missing)}",
                     code="confirm",
                 )
     yield from _defaults((*at, "routes"), [r.is_default for r in step.routes], what)

@@ -523,11 +523,10 @@ class Step(_Model):
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not NAME.fullmatch(name) or name in BUILTIN_VARIABLES:
-                raise ValueError(
-                    f"'{name}' cannot be set: a variable name is letters, digits and _ (not one of"
-                    f" {', '.join(BUILTIN_VARIABLES)})"
-                )
+            if name in BUILTIN_VARIABLES:
+                raise ValueError(f"'{name}' is the call's own variable and cannot be set: pick another name")
+            if not NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not a variable name: letters, digits and _, e.g. intent")
         return value
 
     @property
