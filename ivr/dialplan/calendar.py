@@ -46,6 +46,11 @@ def _span(text: str) -> tuple[time, time | None]:
     return start, end
 
 
+def _span_or_spans(schema: dict[str, Any]) -> None:
+    spans = schema["additionalProperties"]
+    schema["additionalProperties"] = {"anyOf": [spans["items"], spans]}
+
+
 class Calendar(Model):
     """When a line is open: weekly hours in a time zone, minus holidays."""
 
@@ -55,6 +60,7 @@ class Calendar(Model):
     hours: dict[str, list[str]] = Field(
         description="day or day range (mon, mon-fri) -> opening hours (HH:MM-HH:MM; 24:00 is midnight);"
         " a day not listed is closed",
+        json_schema_extra=_span_or_spans,
         examples=[{"mon-fri": ["09:00-18:00"], "sat": ["09:00-13:00"]}],
     )
     holidays: list[date] = Field(default_factory=list, description="dates (YYYY-MM-DD) closed all day")

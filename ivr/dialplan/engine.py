@@ -615,7 +615,8 @@ class DialplanEngine:
         if self._answered:
             return []
         self._answered = True
-        return [Answer(self._new_id())]
+        # Id 0: there is one Answer per call, and the other actions keep the ids they had before it.
+        return [Answer(0)]
 
     def _enter(self, name: str, via: str, now: float) -> list[Action]:
         stops = self._stop_all()
@@ -882,9 +883,11 @@ class DialplanEngine:
         collect = step.settings.dtmf
         assert collect is not None
         self._store("digits", keys, step.redact)
-        if len(keys) < collect.min_digits:
+        match = self._match_keys(step, keys)
+        # Too few keys is a no-match, except for a `dtmf:` route's own key: "0# for an agent".
+        if len(keys) < collect.min_digits and (match is None or match[0].dtmf is None):
             return self._no_match_or_default(step, now)
-        return self._take(step, self._match_keys(step, keys), 1.0, now)
+        return self._take(step, match, 1.0, now)
 
     # ---- routes
 

@@ -817,7 +817,8 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
                     f"step '{name}' route {i + 1} reuses dtmf '{route.dtmf}' "
                     f"of route {seen_dtmf[route.dtmf] + 1}, which always wins: give it another key",
                 )
-            seen_dtmf.setdefault(route.dtmf, i)
+            if not route.has_state_conditions:  # one that depends on the call's state does not always win
+                seen_dtmf.setdefault(route.dtmf, i)
 
 
 def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:

@@ -121,7 +121,7 @@ def test_start_plays_the_greeting_and_listens_during_it(demo: Dialplan) -> None:
     assert request.timers.no_input == 5.0 and request.timers.max_speech == 10.0
     assert request.audio_format is AudioFormat.PCM16
     hash(request)  # immutable all the way down
-    assert len({a.id for a in actions}) == 4  # every action its own id
+    assert len({a.id for a in actions}) == 4  # every action its own id (Answer's is 0, the one per call)
     # The no-input timer starts when the prompt ends, not while it plays.
     assert caller.engine.next_deadline is None
     assert caller.prompt_done() == [StartInputTimers(listen.id)]

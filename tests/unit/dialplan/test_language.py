@@ -318,7 +318,8 @@ steps:
         ("1234#", False, ("test_card", "digits")),  # the terminator ends it
         ("4111111111111111", False, ("agent", "digits")),  # max_digits ends it
         ("1234", True, ("test_card", "digits")),  # the inter-digit timeout ends it
-        ("0#", False, ("card", "no_match")),  # one key is below min_digits
+        ("9#", False, ("card", "no_match")),  # one key is below min_digits
+        ("0#", False, ("agent", "dtmf:0")),  # ... but a dtmf: route's own key still takes it
         ("12345#", False, ("card", "no_match")),  # no route takes it
     ],
 )
@@ -695,3 +696,35 @@ def _plans(tmp_path_factory: pytest.TempPathFactory) -> None:
         sub = folder / str(i)
         sub.mkdir()
         _PLANS.append(load_dialplan(flow(sub, text)))
+
+
+# ---- the bundled flows use them
+
+BUNDLED = Path(__file__).parents[3] / "dialplans"
+
+
+def test_demo_collects_a_lost_cards_number_and_hides_it_from_the_agents_headers() -> None:
+    caller = Caller(load_dialplan(BUNDLED / "demo.yaml"))
+    caller.start()
+    assert routed(caller.send(Digit("2"))) == ("lost_card", "dtmf:2")  # a key needs no confirmation
+    assert routed(caller.keys("4111111111111111")) == ("lost_card_done", "digits")
+    caller = Caller(load_dialplan(BUNDLED / "demo.yaml"))
+    caller.start()
+    assert routed(caller.heard("분실 신고요", 0.3)) == ("greeting", "confirm:say:분실")
+    assert routed(caller.send(Digit("1"))) == ("lost_card", "say:분실(confirmed)")
+    assert routed(caller.keys("0#")) == ("agent", "dtmf:0")
+    caller.prompt_done()
+    [transfer] = [a for a in caller.log if isinstance(a, Transfer)]
+    assert transfer.headers == (("X-Caller-Intent", "분실 신고요"),)  # the greeting's words, not the keys
+
+
+TOKYO_NOON = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+TOKYO_23H = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("wall", "expected"), [(TOKYO_NOON, "operator"), (TOKYO_23H, "jikangai")])
+def test_takuhai_sends_a_no_to_the_operators_only_while_they_are_there(wall: datetime, expected: str) -> None:
+    caller = Caller(load_dialplan(BUNDLED / "takuhai.yaml"), wall)
+    caller.start()
+    caller.send(Digit("1"))
+    assert routed(caller.send(Digit("2")))[0] == expected  # type: ignore[index]

@@ -115,7 +115,7 @@ def write(tmp_path: Path, text: str, prompts: tuple[str, ...] = ("menu.wav", "ag
 def test_demo_loads_with_its_prompts() -> None:
     dialplan = load_dialplan(DEMO)
     assert dialplan.start == "greeting"
-    assert set(dialplan.steps) == {"greeting", "agent", "busy", "balance", "lost_card"}
+    assert set(dialplan.steps) == {"greeting", "agent", "busy", "balance", "lost_card", "lost_card_done"}
     transfer = dialplan.steps["agent"].transfer
     assert transfer is not None and transfer.to == "sip:agents@127.0.0.1:5070"
     assert dialplan.prompt_path("greeting.wav") == DEMO.parent / "prompts" / "greeting.wav"
