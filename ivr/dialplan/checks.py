@@ -153,6 +153,11 @@ def _step(
     for i, branch in enumerate(step.branch):
         yield from _conditions((*at, "branch", i), branch, known, calendars, f"{what} branch {i + 1}")
     yield from _defaults((*at, "branch"), [not b.has_state_conditions for b in step.branch], f"{what} branch")
+    if step.branch and all(b.has_state_conditions for b in step.branch):
+        yield Issue(
+            (*at, "branch"),
+            f"{what} branch has no default: add a last route with only goto, for when no condition holds",
+        )
     if step.webhook is not None:
         hook = step.webhook
         yield from _templates((*at, "webhook", "url"), hook.url, known, what)

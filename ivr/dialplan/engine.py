@@ -31,6 +31,25 @@ Contract with `ivr/call.py` (the call's effect boundary):
   `ivr.dialplan.speaker`): every turn's classification is kept, averaged over `asr.emotion_window` turns,
   and a `Transfer` carries a `Handoff` (transcript, the averaged emotion, the Channel-Identifier) for the
   agent.
+- What the call gives the engine: `variables` (caller, callee, call_id; channel_id comes from `channel_id`)
+  for `{{ templates }}`, and `clock`, the wall clock business hours are read from (aware datetimes; the
+  default reads the system's UTC time). Loop time (`now`) stays for deadlines.
+- Answering: the call is not answered until the engine says so. `Answer` (id 0, once per call) comes
+  immediately before the first `Play`, `Say` or `Listen`. Steps that only compute (goto, set, branch,
+  webhook, call, return) never answer, so a flow can route before answering: a transfer reached unanswered
+  is a `Redirect` (302 with the transfer's headers; nothing follows, the call ends), and a hangup reached
+  unanswered is `Hangup(cause="rejected")` (the call refuses with 480).
+- `Say` is a prompt like `Play` and ends with `PromptFinished` (its id). `Transfer.headers` are the
+  dialplan's own context headers, expanded, CR/LF removed, a redacted step's words as [redacted].
+- `Webhook(id, url, body, timeout)` is answered by `WebhookReplied(id, status, reply, reason)`: status 0
+  when no reply came; 2xx with a JSON object routes on it (kept as `webhook.<key>`), anything else takes the
+  step's `on_failure`. The engine's own deadline (`timeout` + `WEBHOOK_GUARD`) takes on_failure if no
+  `WebhookReplied` comes at all. On hold the request goes on; where its reply leads waits for `Resumed`.
+- Digit collection (`listen.dtmf`): `Digit` events are collected (the first cancels the prompt and the
+  recognition), ended by the terminator, `max_digits`, or the inter-digit deadline (a `tick`).
+- Confirmation (`confirm:` on a route): an unsure match plays or says the question and listens again (its
+  own `Listen`, yes/no words and keys 1/2) before the route is taken; hold restarts the step.
+- Sub-flows (`call:`): the engine keeps a stack of flows; `Routed.step` inside one is `file:step`.
 """
 
 from __future__ import annotations
@@ -280,11 +299,13 @@ class Hangup:
 
 @dataclass(frozen=True)
 class Routed:
-    """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>,
-    emotion:<group or labels>, age, gender:<M|F>, no_input, no_match, recognizer_failed,
-    transfer_failed:<status> (on_failure), resumed (off hold); a match on a partial result ends in
-    "(early)", e.g. say:상담원(early). A reprompt re-enters the same step with
-    reason no_input or no_match."""
+    """Informational (CDR, logs): the step entered and why: start, goto, say:<word>, dtmf:<key>, digits,
+    regex, confidence, when:<var>, open:<calendar>, closed:<calendar>, default, emotion:<group or labels>,
+    age, gender:<M|F>, no_input, no_match, recognizer_failed, transfer_failed:<status> (on_failure),
+    resumed (off hold), branch:<condition>, webhook:<condition>, webhook_failed:<status|reason|timeout>,
+    call:<file>, return:<file>, confirm:<via> (asking) and <via>(confirmed); a match on a partial result
+    ends in "(early)", e.g. say:상담원(early). A reprompt re-enters the same step with reason no_input or
+    no_match."""
 
     id: int
     step: str
@@ -689,15 +710,12 @@ class DialplanEngine:
 
     def _branch(self, branches: Sequence[Branch], otherwise: str | None, kind: str) -> tuple[str, str]:
         """The first branch whose conditions hold, else the default one, else `otherwise`."""
-        default: str | None = otherwise
-        for i, branch in enumerate(branches):
-            if not branch.has_state_conditions:
-                default = branch.goto if default is otherwise else default
-                continue
-            if self._holds(branch):
+        default = next((b.goto for b in branches if not b.has_state_conditions), otherwise)
+        for branch in branches:
+            if branch.has_state_conditions and self._holds(branch):
                 return branch.goto, f"{kind}:{state_via(branch)}"
-            del i
-        assert default is not None  # validated: a branch has a default route
+        if default is None:  # validated away (a branch has a default); never a silent line if not
+            return self._name, f"{kind}:none"
         return default, f"{kind}:default"
 
     def _holds(self, conditions: Conditions) -> bool:
@@ -924,14 +942,12 @@ class DialplanEngine:
         assert confirming is not None
         if answer:
             return self._enter(confirming.route.goto, f"{confirming.via}(confirmed)", now)
-        # A no (or neither) counts as a no-match of the step: its reprompt, its retries, then its goto.
-        self._listen = None
+        # A no (or neither) counts as a no-match of the step: its reprompt, its retries, then its goto;
+        # a step whose default route stands in for no_match asks again from its own prompt.
         self._confirming = None
-        return (
-            self._fallback(step, "no_match", now)
-            if step.no_match
-            else self._stop_all() + self._enter(self._name, "not_confirmed", now)
-        )
+        if step.no_match is None:
+            return self._enter(self._name, "not_confirmed", now)
+        return self._fallback(step, "no_match", now)
 
     def _match_keys(self, step: Step, keys: str) -> tuple[Route, str] | None:
         for route in step.routes:

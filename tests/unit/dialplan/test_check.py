@@ -98,6 +98,10 @@ CASES: list[tuple[str, str, str, str]] = [
     ("setting a call variable", "    play: agent.wav\n", "    play: agent.wav\n    set: {caller: x}\n",
      "14:5: error: step 'agent' set: 'caller' is the call's own variable and cannot be set: pick another "
      "name"),
+    ("branch without a default", "    transfer: sip:agents@127.0.0.1:5070\n",
+     '    branch:\n      - when: {var: caller, equals: "1"}\n        goto: menu\n',
+     "14:5: error: step 'agent' branch has no default: add a last route with only goto, for when no "
+     "condition holds"),
     ("play and say", "    play: agent.wav\n", "    play: agent.wav\n    say: hello\n",
      "14:5: error: step 'agent' has both play and say: a step has one prompt, keep one"),
 ]  # fmt: skip

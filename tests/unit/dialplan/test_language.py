@@ -17,6 +17,7 @@ from ivr.asr.base import ResultStatus
 from ivr.dialplan import (
     Action,
     Answer,
+    Cancel,
     Dialplan,
     DialplanEngine,
     Digit,
@@ -476,6 +477,8 @@ def test_an_unsure_match_is_confirmed_first(
     how, what = answer
     actions = caller.heard(what) if how == "say" else caller.send(Digit(what))
     assert routed(actions) == expected
+    if how == "key":  # the question's recognition was still running: stopped
+        assert Cancel(listen.id) in actions
 
 
 def test_a_confident_match_is_not_confirmed(tmp_path: Path) -> None:
