@@ -21,7 +21,8 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivr.dialplan.common import Issue, Loc
-from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, check, unconfigured_vendors
+from ivr.dialplan.flow import check, unconfigured_vendors
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan
 
 __all__ = ["DialplanError", "Problem", "check_file", "load_dialplan", "validate_only"]
 
