@@ -262,3 +262,20 @@ def test_cli_checks_the_bundled_dialplans_clean() -> None:
         "dialplans/takuhai.yaml: ok",
         "3 dialplans checked: 0 errors, 0 warnings",
     ]
+
+
+def test_a_sub_flows_problems_come_with_its_caller_once(tmp_path: Path) -> None:
+    caller = BASE.replace(
+        "    transfer: sip:agents@127.0.0.1:5070\n", "    call: verify.yaml\n    goto: menu\n"
+    )
+    main = write(tmp_path, caller, "main.yaml")
+    write(
+        tmp_path, "name: verify\nstart: ask\nsteps:\n  ask:\n    say: hi\n    return: ture\n", "verify.yaml"
+    )
+    expected = (
+        f"{tmp_path / 'verify.yaml'}:6:5: error: step 'ask' return: input should be a valid boolean, unable"
+        " to interpret input (got 'ture')"
+    )
+    assert check_paths([main]).lines()[:2] == [f"{main}: ok", expected]
+    both = check_paths([tmp_path])  # the sub-flow is checked on its own too: reported once
+    assert [p.located() for p in both.problems] == [expected]
