@@ -600,7 +600,7 @@ class Dialplan(_Model):
     )
     variables: list[str] = Field(
         default_factory=list,
-        description="variables a sub-flow expects the flows that call it to set (so it checks on its own)",
+        description="variables the call or the flows calling this one set (so it checks on its own)",
     )
     calendars: dict[str, Calendar] = Field(
         default_factory=dict,
@@ -656,24 +656,48 @@ class Dialplan(_Model):
             found.append((settings.secondary.vendor, settings.secondary.language or language))
         return found
 
+    def flows(self) -> list[Dialplan]:
+        """This dialplan and every sub-flow it calls (theirs too), each once: what a call may run."""
+        found: dict[int, Dialplan] = {}
+        todo: list[Dialplan] = [self]
+        while todo:
+            flow = todo.pop(0)
+            if id(flow) not in found:
+                found[id(flow)] = flow
+                todo.extend(flow._subflows.values())
+        return list(found.values())
+
     def vendors(self) -> set[str]:
-        """The recognizer vendors the listening steps use, secondaries included."""
-        return {v for step in self.steps.values() if step.listens for v, _ in self.recognizers(step)}
+        """The recognizer vendors the listening steps use (sub-flows' and secondaries included)."""
+        return {
+            v
+            for flow in self.flows()
+            for step in flow.steps.values()
+            if step.listens
+            for v, _ in flow.recognizers(step)
+        }
 
     def languages(self, vendor: str) -> list[str]:
-        """The languages the listening steps on `vendor` ask for (secondaries included), in order."""
+        """The languages the listening steps on `vendor` ask for (sub-flows' and secondaries included), in
+        order."""
         found = (
             language
-            for step in self.steps.values()
+            for flow in self.flows()
+            for step in flow.steps.values()
             if step.listens
-            for v, language in self.recognizers(step)
+            for v, language in flow.recognizers(step)
             if v == vendor
         )
         return list(dict.fromkeys(found))
 
     def phrases(self) -> list[str]:
-        """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
-        return list(dict.fromkeys(p for step in self.steps.values() for p in step_vocabulary(step)))
+        """Every phrase and keyword (sub-flows' included), deduplicated in order of appearance: the domain
+        vocabulary."""
+        return list(
+            dict.fromkeys(
+                p for flow in self.flows() for step in flow.steps.values() for p in step_vocabulary(step)
+            )
+        )
 
 
 def step_vocabulary(step: Step) -> tuple[str, ...]:

@@ -731,3 +731,14 @@ def test_takuhai_sends_a_no_to_the_operators_only_while_they_are_there(wall: dat
     caller.start()
     caller.send(Digit("1"))
     assert routed(caller.send(Digit("2")))[0] == expected  # type: ignore[index]
+
+
+def test_a_dialplan_with_sub_flows_lists_their_vocabulary_and_vendors_too(tmp_path: Path) -> None:
+    flow(
+        tmp_path,
+        SUB_FLOW.replace("listen: {dtmf", "listen: {vendor: cpqd, language: pt-BR, dtmf"),
+        "verify.yaml",
+    )
+    dialplan = load_dialplan(flow(tmp_path, MAIN_FLOW))
+    assert [f.name for f in dialplan.flows()] == ["main", "verify"]
+    assert dialplan.vendors() == {"cpqd"} and dialplan.languages("cpqd") == ["pt-BR"]
