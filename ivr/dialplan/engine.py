@@ -246,6 +246,11 @@ class DialplanEngine:
         return self._qualified(self._name)
 
     @property
+    def redacted(self) -> bool:
+        """Whether what the caller says or keys now is sensitive (the current step's `redact`)."""
+        return self._current.redact
+
+    @property
     def variables(self) -> Mapping[str, str]:
         """The call's variables now: the call's own, the last turn's, `set:` and `webhook.*`."""
         return dict(self._vars)

@@ -667,6 +667,15 @@ class Dialplan(_Model):
                 todo.extend(flow._subflows.values())
         return list(found.values())
 
+    def redacted_steps(self) -> frozenset[str]:
+        """The names of the redacted steps as `Routed` names them: `step`, or `file:step` in a sub-flow."""
+        found = {name for name, step in self.steps.items() if step.redact}
+        for called, flow in self._subflows.items():
+            found.update(f"{called}:{name}" for name, step in flow.steps.items() if step.redact)
+            # A sub-flow's own sub-flows: already named by the innermost call, as the engine names them.
+            found.update(name for name in flow.redacted_steps() if ":" in name)
+        return frozenset(found)
+
     def vendors(self) -> set[str]:
         """The recognizer vendors the listening steps use (sub-flows' and secondaries included)."""
         return {

@@ -603,6 +603,7 @@ start: ask
 steps:
   ask:
     say: "{{ intent }}: your birth date"
+    redact: true
     listen: {dtmf: {max_digits: 6}}
     routes:
       - digits: '\\d{6}'
@@ -625,6 +626,7 @@ def test_a_sub_flow_runs_from_its_start_and_returns_to_the_callers_goto(tmp_path
     actions = caller.prompt_done()
     assert routed(actions) == ("verify.yaml:ask", "call:verify.yaml")
     assert next(a for a in actions if isinstance(a, Say)).text == "card: your birth date"
+    assert caller.engine.redacted
     actions = caller.keys("010203")
     assert [(r.step, r.via) for r in actions if isinstance(r, Routed)] == [
         ("verify.yaml:ok", "digits"),
@@ -741,4 +743,5 @@ def test_a_dialplan_with_sub_flows_lists_their_vocabulary_and_vendors_too(tmp_pa
     )
     dialplan = load_dialplan(flow(tmp_path, MAIN_FLOW))
     assert [f.name for f in dialplan.flows()] == ["main", "verify"]
+    assert dialplan.redacted_steps() == {"verify.yaml:ask"}  # as Routed names it, for the CDR
     assert dialplan.vendors() == {"cpqd"} and dialplan.languages("cpqd") == ["pt-BR"]
