@@ -81,6 +81,9 @@ def _when(at: Loc, when: When, known: Collection[str], what: str) -> Iterator[Is
     if not is_known(when.variable, known):
         where = (*at, "var") if when.var is not None else (*at, "key")
         yield Issue(where, f"{what}: {unknown_message(when.variable, known)}", code="variable")
+    for i, text in enumerate([when.equals] if when.equals is not None else when.in_ or []):
+        where = (*at, "equals") if when.equals is not None else (*at, "in", i)
+        yield from _templates(where, text, known, what)
     if when.matches is not None and (problem := regex_problem(when.matches)):
         yield Issue((*at, "matches"), f"{what}: {problem}", code="regex")
 

@@ -4,12 +4,13 @@ confirmation, spoken prompts, transfer headers. The whole-flow checks of them ar
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ivr.dialplan.common import Model
-from ivr.dialplan.templates import WEBHOOK_PREFIX
+from ivr.dialplan.templates import WEBHOOK_PREFIX, expand
 
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
 # RFC 3261 section 25.1: a header name is a token.
@@ -70,11 +71,12 @@ class When(Model):
     def variable(self) -> str:
         return self.var if self.var is not None else f"{WEBHOOK_PREFIX}{self.key}"
 
-    def holds(self, value: str) -> bool:
+    def holds(self, value: str, variables: Mapping[str, str]) -> bool:
+        """Whether `value` passes; `equals` and `in` texts may name variables ({{ callee }})."""
         if self.equals is not None:
-            return value == self.equals
+            return value == expand(self.equals, variables)
         if self.in_ is not None:
-            return value in self.in_
+            return value in [expand(text, variables) for text in self.in_]
         assert self.matches is not None
         return re.search(self.matches, value) is not None
 

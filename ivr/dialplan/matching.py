@@ -119,7 +119,7 @@ def state_holds(
     wall: Callable[[], datetime],
 ) -> bool:
     """Every when / open / closed of `conditions` holds now."""
-    if not all(when.holds(variables.get(when.variable, "")) for when in conditions.when):
+    if not all(when.holds(variables.get(when.variable, ""), variables) for when in conditions.when):
         return False
     if conditions.open is not None and not calendars[conditions.open].is_open(wall()):
         return False

@@ -382,6 +382,8 @@ steps:
         goto: unsure
       - when: {var: tier, equals: gold}
         goto: vip
+      - when: {var: tier, equals: "{{ callee }}"}
+        goto: vip
       - dtmf: "1"
         goto: card
       - default: true
@@ -414,12 +416,14 @@ steps:
         ("", "상담원", 0.3, ("unsure", "say:상담원")),  # first match wins: the confident route is first
         ("gold", "잔액", 0.9, ("vip", "when:tier")),
         ("", "잔액", 0.9, ("other", "default")),  # instead of no_match
+        ("1588", "잔액", 0.9, ("vip", "when:tier")),  # equals: "{{ callee }}" names a variable
     ],
 )
 def test_routes_in_order_first_match_wins(
     tmp_path: Path, tier: str, said: str, confidence: float, expected: tuple[str, str]
 ) -> None:
-    caller = Caller(load_dialplan(flow(tmp_path, ROUTES_FLOW)), variables={"tier": tier} if tier else {})
+    variables = {"tier": tier, "callee": "1588"} if tier else {"callee": "1588"}
+    caller = Caller(load_dialplan(flow(tmp_path, ROUTES_FLOW)), variables=variables)
     caller.start()
     assert routed(caller.heard(said, confidence)) == expected
 
@@ -745,3 +749,16 @@ def test_a_dialplan_with_sub_flows_lists_their_vocabulary_and_vendors_too(tmp_pa
     assert [f.name for f in dialplan.flows()] == ["main", "verify"]
     assert dialplan.redacted_steps() == {"verify.yaml:ask"}  # as Routed names it, for the CDR
     assert dialplan.vendors() == {"cpqd"} and dialplan.languages("cpqd") == ["pt-BR"]
+
+
+def test_hold_during_digit_collection_pauses_it_and_resume_starts_the_step_again(tmp_path: Path) -> None:
+    caller = Caller(load_dialplan(flow(tmp_path, CARD_FLOW)))
+    caller.start()
+    caller.keys("41")
+    assert caller.engine.next_deadline is not None  # the inter-digit timer
+    caller.send(Held())
+    assert caller.engine.next_deadline is None  # no timer runs on hold
+    assert caller.send(Digit("1")) == []  # nor are keys collected
+    actions = caller.send(Resumed())
+    assert routed(actions) == ("card", "resumed") and any(isinstance(a, Play) for a in actions)
+    assert routed(caller.keys("1234#")) == ("test_card", "digits")  # the keys before the hold are gone
