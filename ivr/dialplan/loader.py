@@ -20,7 +20,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan, Issue, Loc, check, unconfigured_vendors
+from ivr.dialplan.common import Issue, Loc
+from ivr.dialplan.flow import check, unconfigured_vendors
+from ivr.dialplan.schema import _SKIP_FLOW_CHECK, VENDORS, Dialplan
 
 __all__ = ["DialplanError", "Problem", "check_file", "load_dialplan", "validate_only"]
 
@@ -158,7 +160,7 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
         if part is None:
             break
         if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
+            field = next((f for n, f in tp.model_fields.items() if str(part) in (n, f.alias)), None)
             if field is None:
                 return None
             tp = field.annotation
@@ -189,12 +191,15 @@ def _prefixed(where: str, message: str) -> str:
     return f"{where}: {message}" if where else message
 
 
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a mapping takes, as written in YAML (`return`, not the field `return_`)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def _closest_key(loc: Loc) -> str | None:
     """The known key an unknown key at `loc` was probably meant to be."""
     model = _model_at(loc[:-1])
-    close = difflib.get_close_matches(
-        str(loc[-1]), list(model.model_fields) if model else [], n=1, cutoff=0.7
-    )
+    close = difflib.get_close_matches(str(loc[-1]), _keys(model) if model else [], n=1, cutoff=0.7)
     return close[0] if close else None
 
 
@@ -212,11 +217,7 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         close = _closest_key(loc)
         model = _model_at(loc[:-1])
-        hint = (
-            f"did you mean '{close}'?"
-            if close
-            else f"known: {', '.join(model.model_fields if model else ())}"
-        )
+        hint = f"did you mean '{close}'?" if close else f"known: {', '.join(_keys(model) if model else ())}"
         return _prefixed(_where(loc[:-1]), f"unknown key '{loc[-1]}' ({hint})")
     if kind == "missing":
         model = _model_at(loc[:-1])
@@ -328,14 +329,79 @@ def text_line(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+@dataclass(frozen=True)
+class _Options:
+    check_prompts: bool
+    configured: Collection[str] | None = None
+    generated_prompts_warn: bool = False
+
+
+def _subflows(
+    dialplan: Dialplan, path: Path, shown: str, options: _Options, calling: tuple[Path, ...]
+) -> tuple[dict[str, Dialplan], list[tuple[Loc, str]], list[Problem]]:
+    """Load each `call:` file beside `path`: the sub-flows, the parent's own issues (a missing file, a
+    cycle), and the sub-flows' problems (each at its own file's line)."""
+    flows: dict[str, Dialplan] = {}
+    issues: list[tuple[Loc, str]] = []
+    found: list[Problem] = []
+    known = {*dialplan.variables, *(k for step in dialplan.steps.values() for k in step.set)}
+    for name, step in dialplan.steps.items():
+        if step.call is None or step.call in flows:
+            continue
+        loc: Loc = ("steps", name, "call")
+        target = (path.parent / step.call).resolve()
+        if target in calling:
+            chain = " -> ".join([*(p.name for p in calling[calling.index(target) :]), target.name])
+            issues.append(
+                (
+                    loc,
+                    f"step '{name}' calls a flow that calls it back: {chain}; a sub-flow must"
+                    " end in return:, not call its caller",
+                )
+            )
+            continue
+        if not target.is_file():
+            issues.append(
+                (
+                    loc,
+                    f"step '{name}' calls '{step.call}', which is not beside the dialplan:"
+                    " create it there or fix the name",
+                )
+            )
+            continue
+        child, problems = _load(Path(shown).parent / step.call, options, (*calling, target), frozenset(known))
+        found.extend(problems)
+        if child is not None:
+            if "asr" not in child.model_fields_set:
+                child = _with_private(child, child.model_copy(update={"asr": dialplan.asr}))
+            flows[step.call] = child
+    return flows, issues, found
+
+
+def _sets(dialplan: Dialplan) -> set[str]:
+    """The variables a flow and the sub-flows it calls set."""
+    found = {key for step in dialplan.steps.values() for key in step.set}
+    return found.union(*(_sets(flow) for flow in dialplan._subflows.values()))
+
+
+def _with_private(source: Dialplan, copy: Dialplan) -> Dialplan:
+    for attr in ("_base_dir", "_prompt_files", "_grammars", "_warnings", "_version", "_subflows"):
+        setattr(copy, attr, getattr(source, attr))
+    return copy
+
+
 def _load(
     path: str | Path,
-    check_prompts: bool,
-    configured: Collection[str] | None = None,
-    generated_prompts_warn: bool = False,
+    options: _Options,
+    calling: tuple[Path, ...] = (),
+    known_variables: Collection[str] = (),
 ) -> tuple[Dialplan | None, list[Problem]]:
+    check_prompts = options.check_prompts
+    configured = options.configured
+    generated_prompts_warn = options.generated_prompts_warn
     shown = str(path)
     path = Path(path)
+    calling = calling or (path.resolve(),)
     try:
         data, lines, version = _parse(path, shown)
     except DialplanError as exc:
@@ -354,10 +420,12 @@ def _load(
         return None, problems(
             Issue(tuple(e["loc"]), _describe(e), code="schema") for e in _explained(exc.errors())
         )
-    issues = check(dialplan)
+    base = path.resolve().parent
+    flows, call_issues, flow_problems = _subflows(dialplan, path, shown, options, calling)
+    # What a sub-flow sets, its caller may use after it returns.
+    issues = check(dialplan, {*known_variables, *(v for flow in flows.values() for v in _sets(flow))})
     if configured is not None:
         issues.extend(unconfigured_vendors(dialplan, configured))
-    base = path.resolve().parent
     prompt_files, missing = _prompt_files(dialplan, base, shown)
     if check_prompts:
         # A prompt whose text is given is one command away: for `ivr check` a warning, for serving an error.
@@ -366,7 +434,10 @@ def _load(
         )
     grammars, unreadable = _grammar_files(dialplan, base)
     issues.extend(Issue(loc, message, code="grammar") for loc, message in unreadable)
+    issues.extend(Issue(loc, message, code="subflow") for loc, message in call_issues)
     found = problems(issues)
+    found.extend(flow_problems)
+    dialplan._subflows = flows
     dialplan._base_dir = base
     dialplan._prompt_files = prompt_files
     dialplan._grammars = grammars
@@ -380,7 +451,7 @@ def load_dialplan(path: str | Path, *, check_prompts: bool = True) -> Dialplan:
 
     `check_prompts=False` skips the prompt-file existence check (for the tool that generates them).
     """
-    dialplan, found = _load(path, check_prompts)
+    dialplan, found = _load(path, _Options(check_prompts))
     errors = [p for p in found if not p.warning]
     if errors or dialplan is None:
         raise DialplanError(errors)
@@ -389,7 +460,7 @@ def load_dialplan(path: str | Path, *, check_prompts: bool = True) -> Dialplan:
 
 def validate_only(path: str | Path) -> list[str]:
     """Every error and warning as `file:line: ...` lines; empty when the dialplan is clean."""
-    return [str(p) for p in _load(path, True)[1]]
+    return [str(p) for p in _load(path, _Options(True))[1]]
 
 
 def check_file(path: str | Path, configured_vendors: Collection[str] | None = None) -> list[Problem]:
@@ -397,4 +468,4 @@ def check_file(path: str | Path, configured_vendors: Collection[str] | None = No
 
     `configured_vendors` (those with a URL in the settings) adds an error for each vendor the dialplan uses
     that has none; a prompt that is missing but whose text is in `prompts:` is only a warning here."""
-    return _load(path, True, configured_vendors, generated_prompts_warn=True)[1]
+    return _load(path, _Options(True, configured_vendors, generated_prompts_warn=True))[1]

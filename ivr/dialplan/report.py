@@ -53,7 +53,9 @@ class CheckReport:
         out: list[str] = []
         if verbose:
             out.extend(f"{s.path}: skipped: {s.reason}" for s in self.skipped)
-        for path in self.checked:
+        # A sub-flow's problems come with the flow that calls it, under the sub-flow's own name.
+        called = [p.path for p in self.problems if p.path not in self.checked]
+        for path in (*self.checked, *dict.fromkeys(called)):
             found = [p for p in self.problems if p.path == path]
             if found:
                 out.extend(p.located() for p in found)
@@ -136,5 +138,6 @@ def _not_a_dialplan(path: Path) -> str | None:
 def check_paths(paths: Iterable[Path], configured_vendors: Collection[str] | None = None) -> CheckReport:
     """Check every dialplan among `paths` (which must exist)."""
     files, skipped = find_dialplans(paths)
-    problems = [p for file in files for p in check_file(file, configured_vendors)]
+    # A sub-flow in the same folder is checked on its own and again through its caller: report it once.
+    problems = list(dict.fromkeys(p for file in files for p in check_file(file, configured_vendors)))
     return CheckReport(tuple(str(f) for f in files), tuple(problems), tuple(skipped))

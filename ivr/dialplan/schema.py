@@ -7,17 +7,14 @@ unreachable steps) and returns `Issue`s located by key path, so the loader can p
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -28,15 +25,27 @@ from pydantic import (
 )
 
 from ivr.asr import cpqd_message
-from ivr.asr.base import AudioFormat, Classifier
-from ivr.asr.registry import check_step
-
-Loc = tuple[str | int, ...]
+from ivr.asr.base import Classifier
+from ivr.dialplan.calendar import Calendar
+from ivr.dialplan.common import Loc, Model
+from ivr.dialplan.common import did_you_mean as _did_you_mean
+from ivr.dialplan.conditions import (
+    Branch,
+    Conditions,
+    Confidence,
+    Confirm,
+    DigitCollection,
+    PromptEntry,
+    SayPrompt,
+    TransferTarget,
+    WebhookCall,
+    is_uri,
+)
+from ivr.dialplan.templates import BUILTIN_VARIABLES, NAME
 
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 section 3.2 events 0-15
 Vendor = Literal["mediazen", "cpqd", "amivoice"]
 VENDORS: tuple[str, ...] = get_args(Vendor)
-_URI = re.compile(r"^(?:sips?:\S+|tel:\+?[0-9*#().\-A-Da-d]+(?:;\S*)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _SKIP_FLOW_CHECK = "skip_flow_check"
 
@@ -46,8 +55,7 @@ EMOTIONS = cpqd_message.EMOTIONS
 EMOTION_GROUPS = tuple(cpqd_message.EMOTION_GROUPS)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Model = Model
 
 
 # The JSON Schema is what editors validate as authors type, so it accepts the shorthands the loader accepts
@@ -69,6 +77,10 @@ def _dtmf_key(schema: dict[str, Any]) -> None:
         {"type": "integer", "minimum": 0, "maximum": 9},
     ]
     schema["examples"] = ["1", "0", "#", "*"]
+
+
+def _uri_or_target(schema: dict[str, Any]) -> None:
+    schema["anyOf"].insert(0, {"type": "string", "description": "the target URI alone"})
 
 
 def _language_tag(schema: dict[str, Any]) -> None:
@@ -200,6 +212,11 @@ class ListenSettings(_Model):
     language: LanguageTag | None = Field(
         default=None, description="overrides asr.language", json_schema_extra=_language_tag
     )
+    dtmf: DigitCollection | None = Field(
+        default=None,
+        description="collect a string of keys (routes match it with digits:) instead of routing on the"
+        " first key; the collected keys are {{ digits }}",
+    )
     secondary: SecondaryRecognizer | None = Field(
         default=None,
         description="a second vendor for this step: when the first fails (unreachable, refused, dropped,"
@@ -292,12 +309,7 @@ class AgeCondition(_Model):
         return self
 
 
-def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
-
-
-class Route(_Model):
+class Route(Conditions):
     """One way out of a listening step: what the caller must say, key or sound like, and where it leads."""
 
     say: list[str] = Field(
@@ -319,6 +331,22 @@ class Route(_Model):
     )
     age: AgeCondition | None = Field(default=None, description="the caller's estimated age")
     gender: Literal["M", "F"] | None = Field(default=None, description="the caller's estimated gender")
+    regex: str | None = Field(
+        default=None, description="a regex searched in the recognized text (case-insensitive)"
+    )
+    digits: str | None = Field(
+        default=None,
+        description="the collected keys: exactly these (only 0-9 * # A-D), or else a regex they must match"
+        " whole, e.g. '\\d{16}'",
+    )
+    confidence: Confidence | None = Field(default=None, description="the result's confidence range")
+    default: bool = Field(
+        default=False,
+        description="taken when no other route matches (as is a route with only goto), instead of no_match",
+    )
+    confirm: Confirm | None = Field(
+        default=None, description="ask yes/no first when the match's confidence is below `below`"
+    )
     goto: str = Field(description="the step to go to")
 
     @field_validator("say", "phrases", mode="before")
@@ -331,6 +359,24 @@ class Route(_Model):
     def _emotion(cls, value: Any) -> Any:
         # `emotion: [irritado, enojado]` reads as naturally as `emotion: {labels: [...]}`.
         return {"labels": value} if isinstance(value, str | list) else value
+
+    @property
+    def matches_input(self) -> bool:
+        """Whether the route asks anything of the caller's input (else it is a default route)."""
+        return bool(
+            self.say
+            or self.phrases
+            or self.dtmf
+            or self.speaker
+            or self.regex
+            or self.digits
+            or self.confidence
+            or self.has_state_conditions
+        )
+
+    @property
+    def is_default(self) -> bool:
+        return self.default or not self.matches_input
 
     @property
     def speaker(self) -> frozenset[Classifier]:
@@ -357,20 +403,56 @@ class Route(_Model):
 class Fallback(_Model):
     """What to do when the caller is silent (no_input) or says something no route matches (no_match)."""
 
-    reprompt: str | None = Field(
-        default=None, description="prompt for another try; default: the step's own prompt"
+    reprompt: PromptEntry | None = Field(
+        default=None,
+        description="prompt for another try (a WAV file or {say: text}); default: the step's own prompt",
+    )
+    reprompts: list[PromptEntry] = Field(
+        default_factory=list,
+        description="escalating prompts, one per try in order, the last repeating (VoiceXML count);"
+        " retries defaults to their number",
     )
     retries: int = Field(default=1, ge=0, le=10, description="tries after the first before giving up")
     goto: str = Field(description="the step to go to when the retries are used up")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retries_from_reprompts(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("reprompts") and "retries" not in value:
+            return {**value, "retries": len(value["reprompts"])}
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Fallback:
+        if self.reprompt is not None and self.reprompts:
+            raise ValueError("give reprompt (one prompt) or reprompts (one per try), not both")
+        return self
+
+    def prompt_for(self, tries: int) -> PromptEntry | None:
+        """The prompt of try `tries` (1 = the first retry): by count, the last one repeating."""
+        if self.reprompts:
+            return self.reprompts[min(tries, len(self.reprompts)) - 1]
+        return self.reprompt
+
 
 class Step(_Model):
-    """One step of the flow: an optional prompt, then one of listen (routes), goto, transfer or hangup."""
+    """One step of the flow: `set:` variables, an optional prompt, then one of listen (routes), goto,
+    transfer, hangup, branch, webhook, call (a sub-flow) or return."""
 
+    set: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables to set on entering the step, name -> text ({{ variables }} expanded)",
+        examples=[{"intent": "{{ last.text }}"}],
+    )
     play: str | None = Field(
         default=None,
         description="WAV prompt, beside the dialplan or in prompts/ beside it",
         examples=["greeting.wav"],
+    )
+    say: str | None = Field(
+        default=None,
+        description="a prompt spoken by TTS instead of a WAV file ({{ variables }} expanded), in the step's"
+        " listen language or asr.language",
     )
     listen: ListenSettings | None = Field(
         default=None,
@@ -384,32 +466,65 @@ class Step(_Model):
     no_match: Fallback | None = Field(
         default=None, description="what to do when the caller says or keys something no route matches"
     )
-    transfer: str | None = Field(
+    transfer: TransferTarget | None = Field(
         default=None,
-        description="SIP REFER target: a sip:, sips: or tel: URI",
+        description="SIP REFER target: a sip:, sips: or tel: URI, or {to: URI, headers: {...}}; before the"
+        " call is answered (no prompt yet) a 302 redirect",
         examples=["sip:agents@10.0.0.5:5060", "tel:+551140040000"],
+        json_schema_extra=_uri_or_target,
     )
     on_failure: str | None = Field(
         default=None, description="the step to go to when the transfer fails (else the call ends)"
     )
     hangup: bool = Field(default=False, description="true: end the call after the prompt")
-    goto: str | None = Field(default=None, description="the step to go to after the prompt")
+    goto: str | None = Field(
+        default=None, description="the step to go to after the prompt (after a call: sub-flow, its return)"
+    )
+    branch: list[Branch] = Field(
+        default_factory=list,
+        description="routes on variables and business hours, taken at once without listening; the first"
+        " match wins, one with only goto is the default",
+    )
+    webhook: WebhookCall | None = Field(default=None, description="ask an HTTP service, route on its reply")
+    call: str | None = Field(
+        default=None,
+        description="a sub-flow: a dialplan file beside this one, run from its start until a return: step,"
+        " then this step's goto",
+        examples=["verify.yaml"],
+    )
+    return_: bool = Field(
+        default=False, alias="return", description="true: back to the flow that called this one (its goto)"
+    )
     redact: bool = Field(
         default=False,
         description="what the caller says or keys in here is sensitive (a card number): CDRs and logs show "
         "* per key and [redacted] for text; routing still uses the real values",
     )
 
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
     @field_validator("listen", mode="before")
     @classmethod
     def _listen(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
 
-    @field_validator("transfer")
+    @field_validator("transfer", mode="before")
     @classmethod
-    def _transfer(cls, value: str | None) -> str | None:
-        if value is not None and not _URI.match(value):
-            raise ValueError(f"'{value}' is not a sip:, sips: or tel: URI")
+    def _transfer(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not is_uri(value):
+                raise ValueError(f"'{value}' is not a sip:, sips: or tel: URI")
+            return {"to": value}
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in BUILTIN_VARIABLES:
+                raise ValueError(f"'{name}' is the call's own variable and cannot be set: pick another name")
+            if not NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not a variable name: letters, digits and _, e.g. intent")
         return value
 
     @property
@@ -419,6 +534,13 @@ class Step(_Model):
     @property
     def settings(self) -> ListenSettings:
         return self.listen or ListenSettings()
+
+    @property
+    def prompt(self) -> PromptEntry | None:
+        """The step's own prompt: its WAV file, or its text to speak."""
+        return (
+            self.play if self.play is not None else SayPrompt(say=self.say) if self.say is not None else None
+        )
 
     @property
     def classifiers(self) -> frozenset[Classifier]:
@@ -438,24 +560,30 @@ class Step(_Model):
             yield ("goto",), self.goto
         if self.on_failure is not None:
             yield ("on_failure",), self.on_failure
+        for i, branch in enumerate(self.branch):
+            yield ("branch", i, "goto"), branch.goto
+        if self.webhook is not None:
+            for i, branch in enumerate(self.webhook.routes):
+                yield ("webhook", "routes", i, "goto"), branch.goto
+            yield ("webhook", "goto"), self.webhook.goto
+            yield ("webhook", "on_failure"), self.webhook.on_failure
 
     def prompts(self) -> Iterator[tuple[Loc, str]]:
+        """Every WAV file the step may play, with its key path."""
         if self.play is not None:
             yield ("play",), self.play
         for name in ("no_input", "no_match"):
             fallback: Fallback | None = getattr(self, name)
-            if fallback is not None and fallback.reprompt is not None:
+            if fallback is None:
+                continue
+            if isinstance(fallback.reprompt, str):
                 yield (name, "reprompt"), fallback.reprompt
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One finding of the whole-flow checks, located by key path."""
-
-    loc: Loc
-    message: str
-    warning: bool = False
-    code: str = "flow"  # unknown-step, unreachable, silent-loop, recognizer, ... (for `ivr check --json`)
+            for i, entry in enumerate(fallback.reprompts):
+                if isinstance(entry, str):
+                    yield (name, "reprompts", i), entry
+        for i, route in enumerate(self.routes):
+            if route.confirm is not None and route.confirm.play is not None:
+                yield ("routes", i, "confirm", "play"), route.confirm.play
 
 
 class Dialplan(_Model):
@@ -470,6 +598,14 @@ class Dialplan(_Model):
     prompts: dict[str, str] = Field(
         default_factory=dict, description="prompt file -> text, for `python -m ivr.prompts` to synthesize"
     )
+    variables: list[str] = Field(
+        default_factory=list,
+        description="variables the call or the flows calling this one set (so it checks on its own)",
+    )
+    calendars: dict[str, Calendar] = Field(
+        default_factory=dict,
+        description="name -> business hours and holidays in a time zone, for routes' open: and closed:",
+    )
 
     # Set by the loader: where prompt files were found, so the engine never touches the file system.
     _base_dir: Path = PrivateAttr(default_factory=Path)
@@ -477,10 +613,17 @@ class Dialplan(_Model):
     _grammars: dict[str, str] = PrivateAttr(default_factory=dict)  # grammar_file -> SRGS text
     _warnings: tuple[str, ...] = PrivateAttr(default=())
     _version: str = PrivateAttr(default="")  # the file's sha256, first 12 hex digits (set by the loader)
+    _subflows: dict[str, Dialplan] = PrivateAttr(default_factory=dict)  # `call:` value -> its dialplan
+
+    def subflow(self, name: str) -> Dialplan:
+        """The dialplan a `call: <name>` step runs (loaded beside this one by the loader)."""
+        return self._subflows[name]
 
     @model_validator(mode="after")
     def _flow(self, info: ValidationInfo) -> Dialplan:
         if not (info.context or {}).get(_SKIP_FLOW_CHECK):
+            from ivr.dialplan.flow import check  # it walks the models defined here
+
             errors = [issue.message for issue in check(self) if not issue.warning]
             if errors:
                 raise ValueError("; ".join(errors))
@@ -513,24 +656,57 @@ class Dialplan(_Model):
             found.append((settings.secondary.vendor, settings.secondary.language or language))
         return found
 
+    def flows(self) -> list[Dialplan]:
+        """This dialplan and every sub-flow it calls (theirs too), each once: what a call may run."""
+        found: dict[int, Dialplan] = {}
+        todo: list[Dialplan] = [self]
+        while todo:
+            flow = todo.pop(0)
+            if id(flow) not in found:
+                found[id(flow)] = flow
+                todo.extend(flow._subflows.values())
+        return list(found.values())
+
+    def redacted_steps(self) -> frozenset[str]:
+        """The names of the redacted steps as `Routed` names them: `step`, or `file:step` in a sub-flow."""
+        found = {name for name, step in self.steps.items() if step.redact}
+        for called, flow in self._subflows.items():
+            found.update(f"{called}:{name}" for name, step in flow.steps.items() if step.redact)
+            # A sub-flow's own sub-flows: already named by the innermost call, as the engine names them.
+            found.update(name for name in flow.redacted_steps() if ":" in name)
+        return frozenset(found)
+
     def vendors(self) -> set[str]:
-        """The recognizer vendors the listening steps use, secondaries included."""
-        return {v for step in self.steps.values() if step.listens for v, _ in self.recognizers(step)}
+        """The recognizer vendors the listening steps use (sub-flows' and secondaries included)."""
+        return {
+            v
+            for flow in self.flows()
+            for step in flow.steps.values()
+            if step.listens
+            for v, _ in flow.recognizers(step)
+        }
 
     def languages(self, vendor: str) -> list[str]:
-        """The languages the listening steps on `vendor` ask for (secondaries included), in order."""
+        """The languages the listening steps on `vendor` ask for (sub-flows' and secondaries included), in
+        order."""
         found = (
             language
-            for step in self.steps.values()
+            for flow in self.flows()
+            for step in flow.steps.values()
             if step.listens
-            for v, language in self.recognizers(step)
+            for v, language in flow.recognizers(step)
             if v == vendor
         )
         return list(dict.fromkeys(found))
 
     def phrases(self) -> list[str]:
-        """Every phrase and keyword, deduplicated in order of appearance: the domain vocabulary."""
-        return list(dict.fromkeys(p for step in self.steps.values() for p in step_vocabulary(step)))
+        """Every phrase and keyword (sub-flows' included), deduplicated in order of appearance: the domain
+        vocabulary."""
+        return list(
+            dict.fromkeys(
+                p for flow in self.flows() for step in flow.steps.values() for p in step_vocabulary(step)
+            )
+        )
 
 
 def step_vocabulary(step: Step) -> tuple[str, ...]:
@@ -552,241 +728,3 @@ def json_schema() -> dict[str, Any]:
 def json_schema_text() -> str:
     """`json_schema()` as `ivr schema` prints it and dialplans/dialplan.schema.json holds it."""
     return json.dumps(json_schema(), ensure_ascii=False, indent=2) + "\n"
-
-
-def _known(names: list[str]) -> str:
-    names = sorted(names)
-    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-
-
-def _step_hint(target: str, names: list[str]) -> str:
-    """A likely typo gets "did you mean"; otherwise the steps there are."""
-    close = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f": no step has that name; add it under steps: or use one of {_known(names)}"
-
-
-def unconfigured_vendors(dialplan: Dialplan, configured: Collection[str]) -> list[Issue]:
-    """The recognizer vendors the dialplan listens with that the settings give no URL, one issue each, at
-    the first place that names the vendor (a step's own vendor or secondary, else `asr.vendor`)."""
-    issues: list[Issue] = []
-    written = "asr" in dialplan.model_fields_set and "vendor" in dialplan.asr.model_fields_set
-    for vendor in sorted(dialplan.vendors() - set(configured)):
-        where: Loc = ("asr", "vendor")
-        for name, step in dialplan.steps.items():
-            settings = step.settings
-            if not step.listens:
-                continue
-            if settings.vendor == vendor:
-                where = ("steps", name, "listen", "vendor")
-                break
-            if settings.secondary is not None and settings.secondary.vendor == vendor:
-                where = ("steps", name, "listen", "secondary", "vendor")
-                break
-            if settings.vendor is None and vendor == dialplan.asr.vendor and not written:
-                where = ("steps", name)  # the default vendor: the first step that listens with it
-                break
-        issues.append(
-            Issue(
-                where,
-                f"recognizer vendor '{vendor}' is not configured: set asr_urls: {{{vendor}: wss://...}}"
-                f" in the settings ({vendor}: embedded for the local emulator) or IVR_{vendor.upper()}_URL",
-                code="vendor-not-configured",
-            )
-        )
-    return issues
-
-
-def _check_step(name: str, step: Step) -> Iterator[Issue]:
-    at: Loc = ("steps", name)
-    endings = [
-        key
-        for key, present in (
-            ("routes" if step.routes else "listen", step.listens),
-            ("goto", step.goto is not None),
-            ("transfer", step.transfer is not None),
-            ("hangup", step.hangup),
-        )
-        if present
-    ]
-    if not endings:
-        yield Issue(
-            at, f"step '{name}' does nothing after its prompt: give it routes, goto, transfer or hangup"
-        )
-    for extra in endings[1:]:
-        yield Issue(
-            (*at, extra),
-            f"step '{name}' has both '{endings[0]}' and '{extra}': a step does one of listen, goto, "
-            "transfer or hangup",
-        )
-    if step.listens:
-        if not step.routes:
-            yield Issue(
-                (*at, "listen"), f"step '{name}' listens but has no routes: add routes, or remove listen"
-            )
-        for fallback in ("no_input", "no_match"):
-            if getattr(step, fallback) is None:
-                what = "is silent" if fallback == "no_input" else "says something no route matches"
-                yield Issue(
-                    at, f"step '{name}' listens but has no '{fallback}' (what to do when the caller {what})"
-                )
-    else:
-        for fallback in ("no_input", "no_match"):
-            if getattr(step, fallback) is not None:
-                yield Issue(
-                    (*at, fallback),
-                    f"step '{name}' has '{fallback}' but does not listen: give it routes or remove it",
-                )
-    if step.goto is not None and step.play is None:
-        yield Issue((*at, "goto"), f"step '{name}' only forwards to '{step.goto}': route there directly")
-    if step.on_failure is not None and step.transfer is None:
-        yield Issue(
-            (*at, "on_failure"),
-            f"step '{name}' has 'on_failure' but does not transfer: add transfer: or remove it",
-        )
-    seen_dtmf: dict[str, int] = {}
-    for i, route in enumerate(step.routes):
-        if not (route.say or route.phrases or route.dtmf or route.speaker):
-            yield Issue(
-                (*at, "routes", i),
-                f"step '{name}' route {i + 1} matches nothing: give it say, phrases, dtmf or emotion",
-            )
-        for key in ("say", "phrases"):
-            for j, word in enumerate(getattr(route, key)):
-                if not word.strip():
-                    yield Issue(
-                        (*at, "routes", i, key, j),
-                        f"step '{name}' route {i + 1} has an empty {key} entry: remove it",
-                    )
-        if route.dtmf is not None:
-            if route.dtmf in seen_dtmf:
-                yield Issue(
-                    (*at, "routes", i, "dtmf"),
-                    f"step '{name}' route {i + 1} reuses dtmf '{route.dtmf}' "
-                    f"of route {seen_dtmf[route.dtmf] + 1}, which always wins: give it another key",
-                )
-            seen_dtmf.setdefault(route.dtmf, i)
-
-
-def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
-    """Refuse at load what the step's vendor cannot do, rather than fail (in silence) during a call."""
-    for name, step in dialplan.steps.items():
-        if not step.listens:
-            continue
-        settings = step.settings
-        vendor = settings.vendor or dialplan.asr.vendor
-        language = settings.language or dialplan.asr.language
-        audio = AudioFormat.PCM16 if settings.audio == "pcm16" else AudioFormat.PCMU
-        at: Loc = ("steps", name, "listen") if step.listen is not None else ("steps", name)
-        for key, problem in check_step(vendor, language, audio, settings.options, step.classifiers):
-            # A default from `asr:` is wrong at `asr:`, unless the step overrides it.
-            if key in ("vendor", "language") and getattr(settings, key) is None:
-                where: Loc = ("asr", key)
-            elif key == "classifiers" and not settings.classifiers:
-                where = ("steps", name, "routes", _first_speaker_route(step))
-            else:
-                where = (*at, key)
-            yield Issue(where, f"step '{name}': {problem}", code="recognizer")
-        secondary = settings.secondary
-        if secondary is not None:
-            # Checked like the primary, except classifiers: a secondary without them still recognizes.
-            at = (*at, "secondary")
-            language = secondary.language or language
-            for key, problem in check_step(secondary.vendor, language, audio, secondary.options):
-                if key == "language" and secondary.language is None:
-                    key, problem = "vendor", problem + " (the step's language: give the secondary its own)"
-                yield Issue((*at, key), f"step '{name}' secondary: {problem}", code="recognizer")
-
-
-def _first_speaker_route(step: Step) -> int:
-    return next(i for i, route in enumerate(step.routes) if route.speaker)
-
-
-def _silence_path(dialplan: Dialplan, name: str) -> list[str] | None:
-    """The steps a silent caller walks from `name`; None if it reaches a transfer or hangup."""
-    path: list[str] = []
-    while name not in path:
-        path.append(name)
-        step = dialplan.steps.get(name)
-        if step is None or step.transfer is not None or step.hangup:
-            return None
-        if step.listens and step.no_input is not None:
-            name = step.no_input.goto
-        elif step.goto is not None and not step.listens:
-            name = step.goto
-        else:
-            return None  # malformed step, reported on its own
-    return [*path, name]
-
-
-def check(dialplan: Dialplan) -> list[Issue]:
-    """Whole-flow checks; warnings (unreachable steps, unused prompt texts) have `warning=True`."""
-    issues: list[Issue] = []
-    names = list(dialplan.steps)
-    if dialplan.start not in dialplan.steps:
-        issues.append(
-            Issue(
-                ("start",),
-                f"start step '{dialplan.start}' does not exist{_step_hint(dialplan.start, names)}",
-                code="unknown-step",
-            )
-        )
-    for name, step in dialplan.steps.items():
-        issues.extend(_check_step(name, step))
-        for loc, target in step.targets():
-            if target not in dialplan.steps:
-                issues.append(
-                    Issue(
-                        ("steps", name, *loc),
-                        f"step '{name}' routes to unknown step '{target}'{_step_hint(target, names)}",
-                        code="unknown-step",
-                    )
-                )
-    issues.extend(_check_recognizers(dialplan))
-    if issues:
-        return issues  # the graph checks below assume a well-formed flow
-    reported: set[str] = set()
-    for name, step in dialplan.steps.items():
-        loop = _silence_path(dialplan, name)
-        if loop is not None and not reported.intersection(loop):
-            reported.update(loop)
-            where: Loc = ("steps", name, "no_input", "goto") if step.listens else ("steps", name, "goto")
-            issues.append(
-                Issue(
-                    where,
-                    f"a silent caller would loop forever: {' -> '.join(loop)} "
-                    "(no_input must end in a transfer or hangup)",
-                    code="silent-loop",
-                )
-            )
-    reachable = {dialplan.start}
-    todo = [dialplan.start]
-    while todo:
-        for _, target in dialplan.steps[todo.pop()].targets():
-            if target not in reachable:
-                reachable.add(target)
-                todo.append(target)
-    for name in names:
-        if name not in reachable:
-            issues.append(
-                Issue(
-                    ("steps", name),
-                    f"step '{name}' is unreachable from '{dialplan.start}' (no route, goto or on_failure"
-                    " leads there: route to it or delete it)",
-                    True,
-                    "unreachable",
-                )
-            )
-    used = {prompt for step in dialplan.steps.values() for _, prompt in step.prompts()}
-    for prompt in dialplan.prompts:
-        if prompt not in used:
-            issues.append(
-                Issue(
-                    ("prompts", prompt),
-                    f"prompt text for '{prompt}' is not used by any step (play it somewhere or delete it)",
-                    True,
-                    "unused-prompt",
-                )
-            )
-    return issues

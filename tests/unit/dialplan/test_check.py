@@ -61,6 +61,49 @@ CASES: list[tuple[str, str, str, str]] = [
      "15:5: error: step 'agent' has 'no_input' but does not listen: give it routes or remove it"),
     ("duplicate key", "  agent:\n", "  menu:\n",
      "12:3: error: duplicate key 'menu' (first at line 4): keep one and merge or rename the other"),
+    ("unknown variable gets did you mean", "    play: agent.wav\n", '    say: "{{ lats.text }}"\n',
+     "13:5: error: step 'agent': unknown variable 'lats.text' (did you mean 'last.text'?); set it with set: "
+     "or use a known one"),
+    ("template with a filter", "    play: agent.wav\n", '    say: "{{ last.text | upper }}"\n',
+     "13:5: error: step 'agent': '{{{{ last.text | upper }}}}' is not a variable: write {{{{ name }}}} or "
+     "{{{{ name.key }}}} (no expressions or filters)"),
+    ("bad regex", "      - say: [상담원]\n", "      - regex: '상담원('\n",
+     "7:9: error: step 'menu' route 1: '상담원(' is not a valid regex: missing ), unterminated subpattern at "
+     "position 3"),
+    ("bad time zone", "start: menu\n",
+     'start: menu\ncalendars:\n  office: {tz: Asia/Seol, hours: {mon-fri: "09:00-18:00"}}\n',
+     "4:12: error: calendars office tz: unknown time zone 'Asia/Seol' (did you mean 'Asia/Seoul'?)"),
+    ("unknown calendar", "      - say: [상담원]\n", "      - say: [상담원]\n        open: ofice\n",
+     "8:9: error: step 'menu' route 1: unknown calendar 'ofice': define it under calendars: at the top (tz, "
+     "hours, holidays)"),
+    ("missing sub-flow file", "    transfer: sip:agents@127.0.0.1:5070\n",
+     "    call: verify.yaml\n    goto: menu\n",
+     "14:5: error: step 'agent' calls 'verify.yaml', which is not beside the dialplan: create it there or "
+     "fix the name"),
+    ("webhook URL", "    transfer: sip:agents@127.0.0.1:5070\n",
+     "    webhook: {url: ftp://crm/x, goto: menu, on_failure: menu}\n",
+     "14:15: error: step 'agent' webhook url: 'ftp://crm/x' is not an http:// or https:// URL"),
+    ("confirm in a language without yes/no words", "    routes:\n      - say: [상담원]\n",
+     "    listen: {vendor: amivoice, language: zh}\n    routes:\n      - say: [상담원]\n"
+     "        confirm: {below: 0.5, play: agent.wav}\n",
+     "9:9: error: step 'menu' route 1 confirms, but there are no built-in yes and no words for language "
+     "'zh': list them with yes: [...] and no: [...]"),
+    ("header name", "    transfer: sip:agents@127.0.0.1:5070\n",
+     '    transfer: {to: "sip:a@b", headers: {"X Intent": "{{ last.text }}"}}\n',
+     "14:31: error: step 'agent' transfer headers: 'X Intent' is not a SIP header name: letters, digits and "
+     "- . ! % * _ + ` ' ~ only, e.g. X-Caller-Intent"),
+    ("digits without collection", '        dtmf: "0"\n', "        digits: '\\d{4}'\n",
+     "8:9: error: step 'menu' route 1 matches several keys, but the step routes on the first key: collect "
+     "them with listen: {{dtmf: {{max_digits: N}}}}"),
+    ("setting a call variable", "    play: agent.wav\n", "    play: agent.wav\n    set: {caller: x}\n",
+     "14:5: error: step 'agent' set: 'caller' is the call's own variable and cannot be set: pick another "
+     "name"),
+    ("branch without a default", "    transfer: sip:agents@127.0.0.1:5070\n",
+     '    branch:\n      - when: {var: caller, equals: "1"}\n        goto: menu\n',
+     "14:5: error: step 'agent' branch has no default: add a last route with only goto, for when no "
+     "condition holds"),
+    ("play and say", "    play: agent.wav\n", "    play: agent.wav\n    say: hello\n",
+     "14:5: error: step 'agent' has both play and say: a step has one prompt, keep one"),
 ]  # fmt: skip
 
 
@@ -219,3 +262,20 @@ def test_cli_checks_the_bundled_dialplans_clean() -> None:
         "dialplans/takuhai.yaml: ok",
         "3 dialplans checked: 0 errors, 0 warnings",
     ]
+
+
+def test_a_sub_flows_problems_come_with_its_caller_once(tmp_path: Path) -> None:
+    caller = BASE.replace(
+        "    transfer: sip:agents@127.0.0.1:5070\n", "    call: verify.yaml\n    goto: menu\n"
+    )
+    main = write(tmp_path, caller, "main.yaml")
+    write(
+        tmp_path, "name: verify\nstart: ask\nsteps:\n  ask:\n    say: hi\n    return: ture\n", "verify.yaml"
+    )
+    expected = (
+        f"{tmp_path / 'verify.yaml'}:6:5: error: step 'ask' return: input should be a valid boolean, unable"
+        " to interpret input (got 'ture')"
+    )
+    assert check_paths([main]).lines()[:2] == [f"{main}: ok", expected]
+    both = check_paths([tmp_path])  # the sub-flow is checked on its own too: reported once
+    assert [p.located() for p in both.problems] == [expected]

@@ -19,6 +19,8 @@ TEXT = DOC.read_text(encoding="utf-8")
 BLOCKS = re.findall(r"^```yaml\n(.*?)^```", TEXT, re.MULTILINE | re.DOTALL)
 WHOLE = [block for block in BLOCKS if re.search(r"^steps:", block, re.MULTILINE)]
 GRAMMAR = re.findall(r"^```xml\n(.*?)^```", TEXT, re.MULTILINE | re.DOTALL)
+# A block whose first line is `# name.yaml` is that file, which another example calls as a sub-flow.
+BESIDE = {m.group(1): b for b in WHOLE if (m := re.match(r"# ([\w.-]+\.yaml)\n", b))}
 
 
 def test_the_page_has_an_example_for_each_feature() -> None:
@@ -26,7 +28,11 @@ def test_the_page_has_an_example_for_each_feature() -> None:
     assert len(WHOLE) >= 11
     features = ["say:", "phrases:", "dtmf:", "emotion:", "age:", "gender:", "timeout:", "retries:",
                 "reprompt:", "on_failure:", "hangup:", "goto:", "redact:", "secondary:", "classifiers:",
-                "grammar_file:", "audio: g711", "prompts:", "max_speech:", "barge_in:"]  # fmt: skip
+                "grammar_file:", "audio: g711", "prompts:", "max_speech:", "barge_in:", "{{ last.text }}",
+                "set:", "say:", "digits:", "max_digits:", "terminator:", "regex:", "confidence:", "when:",
+                "in:", "open:", "closed:", "calendars:", "holidays:", "branch:", "reprompts:", "confirm:",
+                "headers:", "webhook:", "on_failure:", "call:", "return:", "variables:",
+                "{{ webhook."]  # fmt: skip
     assert [f for f in features if not any(f in block for block in WHOLE)] == []
 
 
@@ -36,6 +42,10 @@ def test_every_whole_example_loads_and_checks_clean(tmp_path: Path, block: str) 
         (tmp_path / prompt).write_bytes(b"")
     for grammar in re.findall(r"grammar_file: ([\w.-]+)", block):
         (tmp_path / grammar).write_text(GRAMMAR[0], encoding="utf-8")
+    for name, text in BESIDE.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        for prompt in set(re.findall(r"[\w.-]+\.wav", text)):
+            (tmp_path / prompt).write_bytes(b"")
     path = tmp_path / "example.yaml"
     path.write_text(block, encoding="utf-8")
     assert [p.located() for p in check_file(path, VENDORS)] == []

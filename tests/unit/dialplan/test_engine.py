@@ -108,9 +108,9 @@ def started(demo: Dialplan) -> Caller:
 def test_start_plays_the_greeting_and_listens_during_it(demo: Dialplan) -> None:
     caller = Caller(demo, channel_id="ab" * 16)
     actions = caller.start()
-    assert kinds(actions) == ["Routed", "Play", "Listen"]
+    assert kinds(actions) == ["Routed", "Answer", "Play", "Listen"]
     assert routed(actions) == ("greeting", "start")
-    play, listen = actions[1], actions[2]
+    play, listen = actions[2], actions[3]
     assert isinstance(play, Play) and play.path == PROMPTS / "greeting.wav" and play.barge_in
     assert isinstance(listen, Listen) and listen.vendor == "mediazen" and listen.barge_in
     request = listen.request
@@ -121,7 +121,7 @@ def test_start_plays_the_greeting_and_listens_during_it(demo: Dialplan) -> None:
     assert request.timers.no_input == 5.0 and request.timers.max_speech == 10.0
     assert request.audio_format is AudioFormat.PCM16
     hash(request)  # immutable all the way down
-    assert len({a.id for a in actions}) == 3  # every action its own id
+    assert len({a.id for a in actions}) == 4  # every action its own id (Answer's is 0, the one per call)
     # The no-input timer starts when the prompt ends, not while it plays.
     assert caller.engine.next_deadline is None
     assert caller.prompt_done() == [StartInputTimers(listen.id)]
@@ -333,7 +333,7 @@ def small(tmp_path: Path) -> Dialplan:
 
 def test_without_barge_in_listening_starts_after_the_prompt(small: Dialplan, tmp_path: Path) -> None:
     caller = Caller(small, g711=AudioFormat.PCMA)
-    assert kinds(caller.start()) == ["Routed", "Play"]
+    assert kinds(caller.start()) == ["Routed", "Answer", "Play"]
     assert routed(caller.prompt_done()) == ("menu", "goto")
     assert caller.send(Digit("#")) == []  # no barge-in: the prompt is still playing
     listen, timers = caller.prompt_done()

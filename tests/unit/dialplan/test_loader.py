@@ -61,9 +61,11 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
      "step 'agent' transfer: 'agents@127.0.0.1' is not a sip:, sips: or tel: URI"),
     ("two things after the prompt", "    transfer: sip:agents@127.0.0.1:5070\n",
      "    transfer: sip:agents@127.0.0.1:5070\n    hangup: true\n", 15,
-     "step 'agent' has both 'transfer' and 'hangup': a step does one of listen, goto, transfer or hangup"),
+     "step 'agent' has both 'transfer' and 'hangup': a step does one of listen, goto, transfer, hangup,"
+     " branch, webhook, call or return"),
     ("nothing after the prompt", "    transfer: sip:agents@127.0.0.1:5070\n", "", 12,
-     "step 'agent' does nothing after its prompt: give it routes, goto, transfer or hangup"),
+     "step 'agent' does nothing after its prompt: give it routes, goto, transfer, hangup, branch, webhook,"
+     " call or return"),
     ("no no_input", "    no_input: {goto: agent}\n", "", 4,
      "step 'menu' listens but has no 'no_input' (what to do when the caller is silent)"),
     ("silent caller loops", "    no_input: {goto: agent}\n", "    no_input: {goto: menu}\n", 10,
@@ -88,11 +90,13 @@ BROKEN: list[tuple[str, str, str, int, str]] = [
      "step 'menu' listen timeout: input should be greater than 0 (got '-1')"),
     ("vendor typo", "name: test\n", "name: test\nasr: {vendor: mediazn}\n", 2,
      "asr vendor: 'mediazn' is not one of mediazen, cpqd, amivoice (did you mean 'mediazen'?)"),
-    ("route matching nothing", '      - say: [상담원]\n        dtmf: "0"\n', "      - say: []\n", 7,
-     "step 'menu' route 1 matches nothing: give it say, phrases, dtmf or emotion"),
+    ("two default routes", '      - say: [상담원]\n        dtmf: "0"\n        goto: agent\n',
+     "      - goto: agent\n      - default: true\n        goto: menu\n", 8,
+     "step 'menu' route 2 is a second default (route 1 is one): give it a condition or remove it"),
     ("unknown key unlike any", "    play: agent.wav\n", "    play: agent.wav\n    colour: red\n", 14,
      "step 'agent': unknown key 'colour' "
-     "(known: play, listen, routes, no_input, no_match, transfer, on_failure, hangup, goto, redact)"),
+     "(known: set, play, say, listen, routes, no_input, no_match, transfer, on_failure, hangup, goto, branch,"
+     " webhook, call, return, redact)"),
     ("step is not a mapping", "  agent:\n    play: agent.wav\n    transfer: sip:agents@127.0.0.1:5070\n",
      "  agent: agent.wav\n", 12, "step 'agent': input should be a mapping of keys (got 'agent.wav')"),
     ("not a mapping", BASE, "- just\n- a list\n", 1,
@@ -111,8 +115,9 @@ def write(tmp_path: Path, text: str, prompts: tuple[str, ...] = ("menu.wav", "ag
 def test_demo_loads_with_its_prompts() -> None:
     dialplan = load_dialplan(DEMO)
     assert dialplan.start == "greeting"
-    assert set(dialplan.steps) == {"greeting", "agent", "busy", "balance", "lost_card"}
-    assert dialplan.steps["agent"].transfer == "sip:agents@127.0.0.1:5070"
+    assert set(dialplan.steps) == {"greeting", "agent", "busy", "balance", "lost_card", "lost_card_done"}
+    transfer = dialplan.steps["agent"].transfer
+    assert transfer is not None and transfer.to == "sip:agents@127.0.0.1:5070"
     assert dialplan.prompt_path("greeting.wav") == DEMO.parent / "prompts" / "greeting.wav"
     assert dialplan.warnings == ()
     assert validate_only(DEMO) == []
