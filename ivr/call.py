@@ -21,7 +21,7 @@ import dataclasses
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -172,12 +172,14 @@ class Engine(Protocol):
     def tick(self, now: float) -> list[Action]: ...
 
 
-# dialplan, channel id, the call's G.711 -> the engine of one call
-EngineFactory = Callable[[Dialplan, str, AudioFormat], Engine]
+# dialplan, channel id, the call's G.711, its variables (caller, callee, call_id) -> the engine of one call
+EngineFactory = Callable[[Dialplan, str, AudioFormat, Mapping[str, str]], Engine]
 
 
-def dialplan_engine(dialplan: Dialplan, channel_id: str, g711: AudioFormat) -> Engine:
-    return DialplanEngine(dialplan, channel_id=channel_id, g711=g711)
+def dialplan_engine(
+    dialplan: Dialplan, channel_id: str, g711: AudioFormat, variables: Mapping[str, str]
+) -> Engine:
+    return DialplanEngine(dialplan, channel_id=channel_id, g711=g711, variables=variables)
 
 
 @dataclass
@@ -275,7 +277,7 @@ class Call:
             callee=_address_of(invite.headers.get("To")),
             dialplan=str(dialplan_path),
             dialplan_version=dialplan.version,
-            redacted_steps=frozenset(name for name, step in dialplan.steps.items() if step.redact),
+            redacted_steps=dialplan.redacted_steps(),  # sub-flows' too, as the engine names them
         )
         cdr.start(self.record)  # a row now, completed at the end: a crash leaves it to be marked interrupted
         self._events: asyncio.Queue[Event] = asyncio.Queue()
@@ -348,7 +350,8 @@ class Call:
         self._media = media
         # The engine starts before the answer: a flow may redirect or refuse the call, or ask a webhook,
         # before anyone hears anything. It answers with `Answer`, or the call does at its first prompt/listen.
-        await self._drive(self._engine(self._dialplan, self.channel_id, self._g711))
+        variables = {"caller": self.record.caller, "callee": self.record.callee, "call_id": self.call_id}
+        await self._drive(self._engine(self._dialplan, self.channel_id, self._g711, variables))
         if not self._answered and not self._ended.is_set():
             # The flow ended without answering, redirecting or refusing: do not leave the caller ringing.
             self._cause = self._cause or "not-answered"

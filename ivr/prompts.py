@@ -24,8 +24,9 @@ __all__ = ["main", "referenced_prompts", "synthesize"]
 
 
 def referenced_prompts(dialplan: Dialplan) -> list[str]:
-    """Every prompt file the steps play, in order of appearance."""
-    return list(dict.fromkeys(p for step in dialplan.steps.values() for _, p in step.prompts()))
+    """Every prompt file the steps play (sub-flows' too), in order of appearance."""
+    steps = [step for flow in dialplan.flows() for step in flow.steps.values()]
+    return list(dict.fromkeys(p for step in steps for _, p in step.prompts()))
 
 
 def synthesize(text: str, out: Path, *, voice: str, speed: int = 180) -> float:

@@ -279,7 +279,12 @@ class Bridge:
     async def _preload(self, dialplan: Dialplan) -> list[str]:
         """Read and convert the dialplan's prompts once, off the event loop, so no call waits on a file; the
         errors, one line each."""
-        paths = [dialplan.prompt_path(p) for step in dialplan.steps.values() for _, p in step.prompts()]
+        paths = [
+            flow.prompt_path(p)
+            for flow in dialplan.flows()
+            for step in flow.steps.values()
+            for _, p in step.prompts()
+        ]
         return await self._prompts.preload(paths)
 
     def _refuse(self, problems: list[str]) -> bool:

@@ -149,10 +149,16 @@ def _check_recognizers(dialplan: Dialplan) -> Iterator[Issue]:
         language = settings.language or dialplan.asr.language
         audio = AudioFormat.PCM16 if settings.audio == "pcm16" else AudioFormat.PCMU
         at: Loc = ("steps", name, "listen") if step.listen is not None else ("steps", name)
-        for key, problem in check_step(vendor, language, audio, settings.options, step.classifiers):
+        srgs = settings.grammar_file is not None
+        for key, problem in check_step(
+            vendor, language, audio, settings.options, step.classifiers, srgs=srgs
+        ):
             # A default from `asr:` is wrong at `asr:`, unless the step overrides it.
             if key in ("vendor", "language") and getattr(settings, key) is None:
                 where: Loc = ("asr", key)
+            elif key == "grammar_file" and settings.vendor is None:
+                problem += f" (asr.vendor is {vendor}: set listen.vendor: cpqd for this step)"
+                where = (*at, key)
             elif key == "classifiers" and not settings.classifiers:
                 where = ("steps", name, "routes", _first_speaker_route(step))
             else:

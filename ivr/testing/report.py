@@ -98,9 +98,9 @@ def infer_steps(dialplan: Dialplan, heard: Sequence[str]) -> list[str]:
     for name, step in dialplan.steps.items():
         if step.play:
             plays.setdefault(step.play, []).append(name)
-        for fallback in (step.no_input, step.no_match):
-            if fallback is not None and fallback.reprompt:
-                reprompts.setdefault(fallback.reprompt, []).append(name)
+        for loc, prompt in step.prompts():
+            if loc[0] != "play":
+                reprompts.setdefault(prompt, []).append(name)
     targets: dict[str, set[str]] = {}
     for edge in edges(dialplan):
         targets.setdefault(edge.step, set()).add(edge.target)

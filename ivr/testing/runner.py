@@ -58,14 +58,13 @@ def find_case_files(paths: Sequence[Path]) -> list[Path]:
 
 def _prompt_frames(dialplan: Dialplan) -> dict[str, list[bytes]]:
     """µ-law frames of every prompt file the dialplan plays, as the bridge frames them."""
-    names = {s.play for s in dialplan.steps.values() if s.play}
-    for step in dialplan.steps.values():
-        names |= {f.reprompt for f in (step.no_input, step.no_match) if f is not None and f.reprompt}
+    # Text prompts (`say:`) are synthesized by the bridge: no file to match them by (the caller still waits
+    # for them to end).
     out: dict[str, list[bytes]] = {}
-    for name in sorted(names):
-        # TODO(tts): text prompts (`say:`) are synthesized by the bridge; no file to match them by.
-        with contextlib.suppress(PromptError):
-            out[name] = frames(load_prompt(dialplan.prompt_path(name)), g711.PCMU)
+    for flow in dialplan.flows():
+        for name in sorted({name for step in flow.steps.values() for _, name in step.prompts()}):
+            with contextlib.suppress(PromptError):
+                out.setdefault(name, frames(load_prompt(flow.prompt_path(name)), g711.PCMU))
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,9 @@ class Rig:
         )
         self.bridge = Bridge(self.settings, dialplan, path, engine=self.engine)
 
-    def engine(self, dialplan: Dialplan, channel_id: str, g711: AudioFormat) -> FlowEngine:
+    def engine(
+        self, dialplan: Dialplan, channel_id: str, g711: AudioFormat, variables: Mapping[str, str]
+    ) -> FlowEngine:
         engine = FlowEngine(self.step)
         self.engines.append(engine)
         return engine

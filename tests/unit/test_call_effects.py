@@ -85,7 +85,7 @@ class ScriptedEngine:
 
 
 def scripted(engine: ScriptedEngine) -> object:
-    return lambda dialplan, channel_id, g711: engine
+    return lambda dialplan, channel_id, g711, variables: engine
 
 
 @pytest.fixture

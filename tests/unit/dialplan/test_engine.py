@@ -303,7 +303,6 @@ steps:
       n_best: 3
       audio: g711
       grammar: builtin:slm/general
-      grammar_file: menu.gram
       options: {chunk_ms: 40}
     routes:
       - {say: [yes], phrases: [yes please], goto: bye}
@@ -342,12 +341,28 @@ def test_without_barge_in_listening_starts_after_the_prompt(small: Dialplan, tmp
     request = listen.request
     assert request.language == "en-US" and request.n_best == 3 and request.confidence_threshold == 0.6
     assert request.classifiers == frozenset() and listen.vendor == "amivoice"
-    assert request.grammar.uri == "builtin:slm/general" and request.grammar.srgs == GRAMMAR
+    assert request.grammar.uri == "builtin:slm/general" and request.grammar.srgs is None
     assert request.grammar.phrases == ("yes please", "yes")
     assert request.options == (("chunk_ms", 40),)
     assert request.timers.no_input == 3.0
     assert caller.engine.next_deadline == caller.now + 3.0
     assert routed(caller.send(Digit("#"))) == ("quiet", "dtmf:#")
+
+
+def test_a_grammar_file_goes_to_the_recognizer_as_srgs_text(tmp_path: Path) -> None:
+    for name in ("intro.wav", "menu.wav"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "menu.gram").write_text(GRAMMAR, encoding="utf-8")
+    path = tmp_path / "cpqd.yaml"
+    flow = FLOW.replace("audio: g711", "audio: pcm16").replace("vendor: amivoice", "vendor: cpqd")
+    path.write_text(flow.replace("language: en-US", "language: pt-BR\n      grammar_file: menu.gram"))
+    path.write_text(path.read_text().replace("options: {chunk_ms: 40}", "options: {}"))
+    caller = Caller(load_dialplan(path))
+    caller.start()
+    caller.prompt_done()
+    listen, _ = caller.prompt_done()
+    assert isinstance(listen, Listen) and listen.vendor == "cpqd"
+    assert listen.request.grammar.srgs == GRAMMAR
 
 
 def test_low_confidence_does_not_match(small: Dialplan) -> None:

@@ -255,10 +255,15 @@ def test_japanese_on_mediazen_is_accepted_as_jp(tmp_path: Path) -> None:
 
 
 def test_a_grammar_file_is_read_at_load_and_a_missing_one_is_an_error(tmp_path: Path) -> None:
-    text = BASE.replace("    routes:\n", "    listen: {grammar_file: menu.gram}\n    routes:\n", 1)
-    path = write(tmp_path, text)
+    listen = "    listen: {vendor: cpqd, language: pt-BR, grammar_file: menu.gram}\n"
+    path = write(tmp_path, BASE.replace("    routes:\n", listen + "    routes:\n", 1))
     assert validate_only(path) == [
         f"{path}:6: step 'menu' grammar 'menu.gram' cannot be read: No such file or directory"
     ]
     (tmp_path / "menu.gram").write_text("#ABNF 1.0;\nroot $a;\n$a = 상담원;\n", encoding="utf-8")
     assert load_dialplan(path).grammar_text("menu.gram") == "#ABNF 1.0;\nroot $a;\n$a = 상담원;\n"
+    # Mediazen (the asr default here) takes no grammar: refused at load rather than ignored during calls.
+    path.write_text(path.read_text().replace("vendor: cpqd, language: pt-BR, ", ""), encoding="utf-8")
+    [refused] = validate_only(path)
+    assert refused.startswith(f"{path}:6: step 'menu': Mediazen recognizes free speech and takes no grammar")
+    assert "set listen.vendor: cpqd" in refused
