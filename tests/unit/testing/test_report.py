@@ -107,8 +107,8 @@ def test_coverage_counts_steps_and_the_edges_cdr_routes_took() -> None:
     coverage = Coverage.of(DEMO, [AGENT_CDR, dtmf])
     assert coverage.visited == {"greeting", "agent", "busy"}
     [summary, steps, routes] = coverage.lines()
-    assert summary == "  coverage: steps 3/5, routes 3/6"
-    assert steps == "    steps not visited: balance, lost_card"
+    assert summary == "  coverage: steps 3/6, routes 3/10"
+    assert steps == "    steps not visited: balance, lost_card, lost_card_done"
     assert "greeting -[route 2]-> balance" in routes and "greeting -[no_match]-> agent" in routes
 
 
