@@ -108,6 +108,7 @@ async def measure_whole_path(calls: int, packets: int) -> float:
             keepalive=False,
         )
         await session.start()
+        session.audio_frame_ms = turn.frame_ms  # as the call sets it
         turn.start()
         sessions.append(session)
         turns.append(turn)

@@ -5,10 +5,13 @@ that source, which is what gets through a NAT. Which source may latch is `latch.
 (the SDP host, or a NAT-ed source after probation); after latching, packets from any other address are dropped
 unparsed. A new SSRC from the latched address is accepted as the same caller restarting its stream.
 
-The caller's audio reaches `on_audio` as one real-time stream: `timeline.Timeline` fills losses, DTMF events,
-comfort noise and silence suppression with silence by time, so the recognizer's endpointer always hears the
-caller stop. RFC 4733 and RFC 3389 packets share the audio's sequence numbers, so they pass through the jitter
-buffer too (as placeholders): they are neither loss nor a gap to wait for.
+The caller's audio reaches `on_audio` as one real-time stream, in frames of `audio_frame_ms` (the recognizer's
+frame size: audio is decoded and handed on once per frame, not per packet, by `assembler.FrameAssembler`).
+`timeline.Timeline` fills losses, DTMF events, comfort noise and silence suppression with silence by time, so
+the recognizer's endpointer always hears the caller stop. RFC 4733 and RFC 3389 packets share the audio's
+sequence numbers, so they pass through the jitter buffer too (as placeholders): they are neither loss nor a
+gap to wait for. The latched caller's next audio packet in sequence, nearly every packet, takes a fast path
+that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
 calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
@@ -26,12 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ivr.media import g711
+from ivr.media.assembler import FrameAssembler
 from ivr.media.dtmf import DtmfReceiver
 from ivr.media.jitter import JitterBuffer
 from ivr.media.latch import SourceLatch, Verdict
 from ivr.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
-from ivr.media.rtp import RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
+from ivr.media.rtp import HEADER, HEADER_SIZE, PLAIN, RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
@@ -100,8 +104,6 @@ class RtpSession:
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
         self.send_errors = 0
-        # True: on_audio gets the G.711 payload as received (for recognizers that take it), not PCM16.
-        self.passthrough = False
         self.last_send_error: str | None = None  # the latest send failure, for the call to log once
         self._on_audio = on_audio
         self._on_dtmf = on_dtmf
@@ -122,6 +124,7 @@ class RtpSession:
         self._jitter = JitterBuffer()
         self._dtmf = DtmfReceiver()
         self._timeline = Timeline(SAMPLE_RATE, frame=self._samples_per_frame, max_fill=max_fill)
+        self._assembler = FrameAssembler(payload_type, self._samples_per_frame)
         self._stream_ssrc: int | None = None  # the SSRC whose sequence numbers the jitter buffer follows
         self._keepalive = keepalive
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
@@ -159,6 +162,27 @@ class RtpSession:
     def silence_filled(self) -> int:
         """Samples of silence handed to `on_audio` in place of audio that never came."""
         return self._timeline.silence
+
+    @property
+    def passthrough(self) -> bool:
+        """True: on_audio gets the G.711 as received (for recognizers that take it), not PCM16."""
+        return self._assembler.passthrough
+
+    @passthrough.setter
+    def passthrough(self, enabled: bool) -> None:
+        if enabled != self._assembler.passthrough:
+            self._reframe(self.payload_type, self._assembler.frame, passthrough=enabled)
+
+    @property
+    def audio_frame_ms(self) -> int:
+        """How much audio each on_audio call carries (the recognizer's frame): at least the packet time."""
+        return self._assembler.frame * 1000 // SAMPLE_RATE
+
+    @audio_frame_ms.setter
+    def audio_frame_ms(self, ms: int) -> None:
+        frame = max(self._samples_per_frame, SAMPLE_RATE * ms // 1000)
+        if frame != self._assembler.frame:
+            self._reframe(self.payload_type, frame, passthrough=self._assembler.passthrough)
 
     @property
     def keepalive(self) -> bool:
@@ -220,6 +244,8 @@ class RtpSession:
         on. The stream (SSRC, sequence numbers, timestamps) runs on, as RFC 3550 §5.1 allows; a prompt that
         is playing keeps its frames (already encoded), and the next one is in the new codec."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
+        if payload_type != self.payload_type:
+            self._reframe(payload_type, self._assembler.frame, passthrough=self._assembler.passthrough)
         self.payload_type = self._sender.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._accepted = {payload_type, _COMFORT_NOISE}
@@ -308,6 +334,13 @@ class RtpSession:
             handle.cancel()
             token.waiter = None
 
+    def _reframe(self, payload_type: int, frame: int, *, passthrough: bool) -> None:
+        """Hand over what the assembler holds in the old form, then assemble anew."""
+        held = self._assembler.flush()
+        if held is not None:
+            self._on_audio(held)
+        self._assembler.reset(payload_type, frame, passthrough=passthrough)
+
     def _check_remote(self, addr: tuple[Any, ...]) -> str | None:
         """Why the socket cannot send to this SDP address, or None.
 
@@ -381,9 +414,25 @@ class RtpSession:
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         source = self._source
-        if source is not None and addr != source:
-            self._latch.dropped += 1  # strict RTP: not even parsed
-            return
+        if source is not None:
+            if addr != source:
+                self._latch.dropped += 1  # strict RTP: not even parsed
+                return
+            # The fast path, nearly every packet: the latched caller's next audio packet in sequence, with a
+            # plain header. No RtpPacket, no list from the jitter buffer.
+            if len(data) > HEADER_SIZE:
+                b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+                if (
+                    b0 == PLAIN
+                    and b1 & 0x7F == self.payload_type
+                    and ssrc == self._stream_ssrc
+                    and self._jitter.next_in_order(seq)
+                ):
+                    now = self._loop.time()  # type: ignore[union-attr]  # set by start(), before any packet
+                    self._last_rx = now
+                    self.stats.record(ssrc, seq, ts, now)
+                    self._audio(ts, data[HEADER_SIZE:], now)
+                    return
         try:
             packet = parse_rtp(data)
         except RtpError:
@@ -446,22 +495,23 @@ class RtpSession:
             self._deliver(held, now)
         samples = self._timeline.silence_due(now)
         if samples:
-            self._on_audio(self._silence(samples))
+            frames = self._assembler.add_silence(samples)
+            if frames is not None:
+                self._on_audio(frames)
         self._arm_fill(loop)
-
-    def _silence(self, samples: int) -> bytes:
-        if self.passthrough:
-            return g711.silence(self.payload_type, samples)
-        return bytes(2 * samples)
 
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         if packet.payload_type != self.payload_type:
             return  # a DTMF or comfort-noise placeholder; the timeline covers the time it stood for
-        payload = packet.payload
-        fill = self._timeline.audio(packet.timestamp, len(payload), now)
+        self._audio(packet.timestamp, packet.payload, now)
+
+    def _audio(self, timestamp: int, payload: bytes, now: float) -> None:
+        assembler = self._assembler
+        fill = self._timeline.audio(timestamp, len(payload), now)
         if fill:
-            self._on_audio(self._silence(fill))
-        if self.passthrough:
-            self._on_audio(payload)  # the caller's G.711 as received: no decode at all
-        else:
-            self._on_audio(g711.decode(payload, self.payload_type))
+            frames = assembler.add_silence(fill)
+            if frames is not None:
+                self._on_audio(frames)
+        frames = assembler.add(payload)
+        if frames is not None:
+            self._on_audio(frames)
