@@ -364,11 +364,14 @@ class RecognizerStream:
             self._end_request(earlier, ResultStatus.ERROR, error)
         self._teardown()
         codec = self._codec_factory(request)
-        self._connecting = asyncio.ensure_future(self._connector())
-        await asyncio.wait({self._connecting})
-        if self._connecting.cancelled():
-            return  # failed meanwhile (backlog, close): the Final is out already
-        conn = self._connecting.result()  # raises the connect error
+        self._connecting = connecting = asyncio.ensure_future(self._connector())
+        await asyncio.wait({connecting})
+        # Failed meanwhile (backlog, close): _teardown cancelled it, or let go of it as it finished.
+        if connecting.cancelled() or self._connecting is not connecting:
+            if not connecting.cancelled() and connecting.exception() is None:
+                connecting.result().abort()
+            return  # the Final is out already
+        conn = connecting.result()  # raises the connect error
         self._connecting = None
         if self._closed:
             conn.abort()
