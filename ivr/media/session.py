@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +39,59 @@ from ivr.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
 from ivr.media.rtp import HEADER, HEADER_SIZE, PLAIN, RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
+from ivr.media.wheel import TimerWheel, WheelTimer
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
 _COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for is filled by time
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
+_WHEEL_TICK = 0.001  # the shared timers' slot: keepalive and prompt frames leave at most this late
+
+
+class _SharedTimers:
+    """The `TimerWheel` of every session on one event loop, driven by a single loop timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._wheel = TimerWheel(_WHEEL_TICK)
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed: float | None = None  # when the loop timer is set to fire
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> WheelTimer:
+        timer = self._wheel.schedule(when, callback)
+        self._arm()
+        return timer
+
+    def _arm(self) -> None:
+        deadline = self._wheel.next_deadline()
+        if deadline is None or (self._armed is not None and self._armed <= deadline):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = deadline
+        self._handle = self._loop.call_at(deadline, self._run)
+
+    def _run(self) -> None:
+        self._handle = self._armed = None
+        for timer in self._wheel.expire(self._loop.time() + _TIMER_SLACK):
+            try:
+                timer.callback()
+            except Exception as exc:  # one session's bug must not stop every other session's timers
+                self._loop.call_exception_handler(
+                    {"message": "RTP session timer failed", "exception": exc, "handle": timer}
+                )
+        self._arm()
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTimers] = weakref.WeakKeyDictionary()
+
+
+def _shared_timers(loop: asyncio.AbstractEventLoop) -> _SharedTimers:
+    timers = _SHARED.get(loop)
+    if timers is None:
+        timers = _SHARED[loop] = _SharedTimers(loop)
+    return timers
 
 
 class _Playback:
@@ -129,10 +178,11 @@ class RtpSession:
         self._keepalive = keepalive
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: _SharedTimers | None = None  # every session's deadlines on one loop timer
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._fill_timer: asyncio.TimerHandle | None = None  # receive side: silence while the caller is quiet
-        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._timer: WheelTimer | None = None
+        self._fill_timer: WheelTimer | None = None  # receive side: silence while the caller is quiet
+        self._keepalive_timer: WheelTimer | None = None
         self._last_rx = 0.0
         self._timed_out = False
         self._closed = False
@@ -219,13 +269,14 @@ class RtpSession:
                 ) from exc
             raise
         self._loop = loop
+        self._timers = _shared_timers(loop)
         self._transport = transport
         self.local_port = transport.get_extra_info("sockname")[1]
         self._unusable_remote = self._check_remote(self._send_to)
         if self._unusable_remote is not None:
             self._latch.reset("")  # no caller sends from an address we cannot send to: latch on probation
         self._last_rx = loop.time()
-        self._timer = loop.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
+        self._timer = self._timers.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
         self._arm_keepalive()
 
     def update_remote(self, host: str, port: int) -> None:
@@ -324,10 +375,10 @@ class RtpSession:
             await asyncio.sleep(0)  # let the transport finish closing the socket
 
     async def _wait(self, token: _Playback, deadline: float) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._timers is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
         token.waiter = waiter
-        handle = self._loop.call_at(deadline, _wake, waiter)
+        handle = self._timers.call_at(deadline, functools.partial(_wake, waiter))
         try:
             await waiter
         finally:
@@ -374,19 +425,25 @@ class RtpSession:
         self.last_send_error = reason
 
     def _check_inactivity(self) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._timers is not None
         deadline = self._last_rx + self._inactivity_timeout
         if self._loop.time() + _TIMER_SLACK >= deadline:
             self._timer = None
             if not self._timed_out and not self._closed:
                 self._timed_out = True
                 self._on_timeout()
-        else:
-            self._timer = self._loop.call_at(deadline, self._check_inactivity)
+        elif not self._closed:
+            self._timer = self._timers.call_at(deadline, self._check_inactivity)
 
     def _arm_keepalive(self) -> None:
-        loop = self._loop
-        if not self._keepalive or self._closed or loop is None or self._playback is not None:
+        loop, timers = self._loop, self._timers
+        if (
+            not self._keepalive
+            or self._closed
+            or loop is None
+            or timers is None
+            or self._playback is not None
+        ):
             return
         if self._keepalive_timer is not None:
             return
@@ -396,7 +453,7 @@ class RtpSession:
             if clock is not None:
                 self._sender.skip(round((now - clock) * SAMPLE_RATE))  # time passed unsent (keepalive off)
             self._clock = clock = now
-        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+        self._keepalive_timer = timers.call_at(clock, self._send_silence)
 
     def _send_silence(self) -> None:
         self._keepalive_timer = None
@@ -410,7 +467,8 @@ class RtpSession:
             clock += lateness
         self._send(self._sender.packet(self._silence_frame, self._samples_per_frame))
         self._clock = clock = clock + self._ptime
-        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+        assert self._timers is not None
+        self._keepalive_timer = self._timers.call_at(clock, self._send_silence)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         source = self._source
@@ -452,7 +510,7 @@ class RtpSession:
             self._unusable_remote = None  # the caller's own source address: the socket can always reach it
             self._timeline.start(now)
             if self._fill_timer is None:
-                self._arm_fill(loop)
+                self._arm_fill()
         self._last_rx = now
         self.stats.update(packet, now)
         if pt == self.payload_type:
@@ -474,10 +532,10 @@ class RtpSession:
         for ready in self._jitter.push(packet):
             self._deliver(ready, now)
 
-    def _arm_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm_fill(self) -> None:
         at = self._timeline.next_check()
-        if at is not None:
-            self._fill_timer = loop.call_at(at, self._fill_silence)
+        if at is not None and self._timers is not None:
+            self._fill_timer = self._timers.call_at(at, self._fill_silence)
 
     def _fill_silence(self) -> None:
         """The caller has been quiet for the timeline's hangover: release what the jitter buffer holds (no
@@ -489,7 +547,7 @@ class RtpSession:
         now = loop.time()
         at = self._timeline.next_check()
         if at is not None and now + _TIMER_SLACK < at:
-            self._fill_timer = loop.call_at(at, self._fill_silence)  # audio came since this was armed
+            self._arm_fill()  # audio came since this was armed
             return
         for held in self._jitter.flush():
             self._deliver(held, now)
@@ -498,7 +556,7 @@ class RtpSession:
             frames = self._assembler.add_silence(samples)
             if frames is not None:
                 self._on_audio(frames)
-        self._arm_fill(loop)
+        self._arm_fill()
 
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         if packet.payload_type != self.payload_type:
