@@ -19,6 +19,7 @@ _TS_MOD = 1 << 32
 _MAX_DROPOUT = 3000  # RFC 3550 A.1: larger forward jumps mean the source restarted
 _MAX_MISORDER = 100  # RFC 3550 A.1: larger backward jumps too
 _DUP_WINDOW = 64  # sequence numbers remembered behind the highest, for duplicate detection
+_DUP_MASK = (1 << _DUP_WINDOW) - 1
 
 
 class RtpError(ValueError):
@@ -169,7 +170,7 @@ class RtpStats:
                 if seq < self._max_seq:
                     self._cycles += _SEQ_MOD
                 self._max_seq = seq
-                self._recent = ((self._recent << delta) | 1) & ((1 << _DUP_WINDOW) - 1)
+                self._recent = ((self._recent << delta) | 1) & _DUP_MASK
                 self._bad_seq = -1
             elif delta >= _SEQ_MOD - _MAX_MISORDER:
                 back = _SEQ_MOD - delta
