@@ -15,6 +15,8 @@ that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
 calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
+Every session's deadlines (keepalive and prompt frames, silence checks, the inactivity timeout) share one
+`wheel.TimerWheel` per event loop, driven by a single loop timer: not a loop timer per frame per call.
 
 A send that fails (an SDP address the socket cannot use, ICMP errors, a full buffer) is counted, never raised:
 the prompt still "plays" on schedule, so the dialplan moves on instead of stalling on a dead media path.
