@@ -80,10 +80,11 @@ def dtmf_path() -> Callable[[], object]:
     return step
 
 
-def session_datagram_us(*, passthrough: bool = False) -> float:
+def session_datagram_us(*, passthrough: bool = False, frame_ms: int = 20) -> float:
     """RtpSession's whole per-datagram handler (parse, latch check, stats, jitter, decode, callback), called
     directly: the socket read itself is the event loop's cost (TOOLBOX.md). With `passthrough` the caller's
-    G.711 goes to the callback as received (AmiVoice MULAW/ALAW): no decode."""
+    G.711 goes to the callback as received (AmiVoice MULAW/ALAW): no decode. `frame_ms`: the audio handed
+    over per callback (a call sets the recognizer's frame, 100 ms by default: one decode per five packets)."""
 
     async def measure() -> float:
         sender = RtpSender(g711.PCMU, ssrc=1, sequence=0, timestamp=0)
@@ -102,6 +103,7 @@ def session_datagram_us(*, passthrough: bool = False) -> float:
         )
         await session.start()
         session.passthrough = passthrough
+        session.audio_frame_ms = frame_ms
         addr = ("127.0.0.1", 40000)
         state = {"i": 0}
 
@@ -206,6 +208,7 @@ def main() -> None:
         ("RtpStats.update", per_call_us(stats_update())),
         ("RtpSession datagram handler (all of the above + callback)", session_datagram_us()),
         ("the same, G.711 passed through (no decode)", session_datagram_us(passthrough=True)),
+        ("the same, 100 ms frames to the callback (as a call listens)", session_datagram_us(frame_ms=100)),
         ("send: g711.encode + RtpSender.packet", per_call_us(send_path())),
         ("DtmfReceiver.feed", per_call_us(dtmf_path())),
         ("play(): 200 concurrent prompts, per frame sent (stock loop)", playback_us_per_frame()),

@@ -580,6 +580,7 @@ class Call:
         )
         if self._rtp is not None:
             self._rtp.passthrough = action.request.audio_format is not AudioFormat.PCM16
+            self._rtp.audio_frame_ms = turn.frame_ms  # audio handed over (and decoded) once per vendor frame
         self._effects.recognition = _Recognition(action.id, turn)
         if not turn.start():  # its audio is taken from now on; the streams own their tasks
             self._effects.recognition = None

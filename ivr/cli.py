@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -246,6 +247,11 @@ async def _serve(settings: Settings) -> None:
         bridge = Bridge(settings, dialplan, settings.dialplan, _same_emulators(emulators, settings))
         await bridge.start()
         serving.append(bridge)
+        # What start-up built (modules, settings, the dialplan, its prompts) lives as long as the process:
+        # frozen out of the collector's sight, a full collection no longer walks it (~50,000 objects, tens
+        # of ms of pause in the middle of every call's audio).
+        gc.collect()
+        gc.freeze()
         print(
             f"\nivr is answering on sip:{settings.contact_host}:{bridge.port} (UDP and TCP"
             f"{f'; TLS on port {bridge.sip.tls_port}' if bridge.sip.tls_port else ''}) "

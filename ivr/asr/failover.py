@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from ivr.asr.base import Failure, Final, RecognitionRequest, ResultStatus
+from ivr.asr.base import CodecBase, Failure, Final, RecognitionRequest, ResultStatus
 from ivr.asr.stream import RecognizerStream
 
 __all__ = ["Candidate", "TurnAudio", "TurnRecognition"]
@@ -37,7 +37,7 @@ class TurnAudio:
 
     def __init__(self, max_bytes: int = MAX_TURN_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._chunks: deque[bytes] = deque()  # as they came (20 ms packets): O(1) to add and to drop
+        self._chunks: deque[bytes] = deque()  # as they came (the vendor's frames): O(1) to add and to drop
         self._size = 0
         self.dropped = 0  # bytes of the turn's start no longer kept
 
@@ -82,6 +82,13 @@ class TurnRecognition:
     @property
     def id(self) -> int:
         return self._candidates[0].request.id
+
+    @property
+    def frame_ms(self) -> int:
+        """The audio per frame the turn's first vendor takes (its chunk_ms option, else the codecs' default):
+        the size to hand audio over in, so it goes to the vendor as it comes, in one piece."""
+        value = dict(self._candidates[0].request.options).get("chunk_ms", CodecBase.chunk_ms)
+        return value if isinstance(value, int) and not isinstance(value, bool) else CodecBase.chunk_ms
 
     def start(self) -> bool:
         """Start on the first candidate with a stream; False when none has one (no URL for any)."""

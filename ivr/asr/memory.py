@@ -23,8 +23,12 @@ class MemoryConnection:
         self._inbound.put_nowait(frame)
 
     async def send(self, frame: Frame) -> None:
+        self.send_now(frame)
+
+    def send_now(self, frame: Frame) -> bool:
         for reply in self._respond(frame):
             self._inbound.put_nowait(reply)
+        return True
 
     async def recv(self) -> Frame:
         frame = await self._inbound.get()

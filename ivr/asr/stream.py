@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
+from websockets.protocol import State
 
 from ivr.asr.base import (
     AsrEvent,
@@ -58,6 +59,10 @@ class Connection(Protocol):
 
     async def send(self, frame: Frame) -> None: ...
 
+    def send_now(self, frame: Frame) -> bool:
+        """Write ``frame`` without waiting if nothing holds it back (flow control); False: ``send`` it."""
+        ...
+
     async def recv(self) -> Frame:
         """The next frame; ConnectionLost when the connection is over."""
         ...
@@ -76,6 +81,32 @@ class _WebSocket:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        # send_now writes through the connection's sans-I/O protocol, as its own send() does; with a
+        # websockets version that lacks these internals every frame takes send().
+        self._direct = all(
+            hasattr(ws, name) for name in ("protocol", "send_data", "paused", "send_in_progress")
+        )
+
+    def send_now(self, frame: Frame) -> bool:
+        ws = self._ws
+        if (
+            not self._direct
+            or ws.protocol.state is not State.OPEN
+            or ws.send_in_progress is not None  # a fragmented message: send() waits for it
+            or ws.paused  # the vendor's socket is backed up: send() waits, bounded by the writer's timeout
+            or ws.transport.is_closing()
+        ):
+            return False
+        if isinstance(frame, str):
+            ws.protocol.send_text(frame.encode())
+        else:
+            ws.protocol.send_binary(frame)
+        try:
+            ws.send_data()
+        except Exception as exc:  # what send() turns into ConnectionClosed: the socket failed under us
+            ws.transport.abort()
+            raise ConnectionLost(VendorError("", f"connection lost: {exc}", kind=Failure.CLOSED)) from exc
+        return True
 
     async def send(self, frame: Frame) -> None:
         try:
@@ -364,11 +395,14 @@ class RecognizerStream:
             self._end_request(earlier, ResultStatus.ERROR, error)
         self._teardown()
         codec = self._codec_factory(request)
-        self._connecting = asyncio.ensure_future(self._connector())
-        await asyncio.wait({self._connecting})
-        if self._connecting.cancelled():
-            return  # failed meanwhile (backlog, close): the Final is out already
-        conn = self._connecting.result()  # raises the connect error
+        self._connecting = connecting = asyncio.ensure_future(self._connector())
+        await asyncio.wait({connecting})
+        # Failed meanwhile (backlog, close): _teardown cancelled it, or let go of it as it finished.
+        if connecting.cancelled() or self._connecting is not connecting:
+            if not connecting.cancelled() and connecting.exception() is None:
+                connecting.result().abort()
+            return  # the Final is out already
+        conn = connecting.result()  # raises the connect error
         self._connecting = None
         if self._closed:
             conn.abort()
@@ -438,9 +472,28 @@ class RecognizerStream:
         self._queue(codec.data_to_send())
 
     def _queue(self, frames: list[Frame]) -> bool:
-        """Frames to the writer, woken once per batch rather than per packet; False on backlog overflow."""
+        """Frames out: written at once while the writer has nothing waiting (no task switch, no timer), else
+        to the writer, woken once per batch; False on backlog overflow or a lost connection."""
         if not frames:
             return True
+        conn = self._conn
+        if not self._outbox and conn is not None:
+            sent = 0
+            try:
+                for frame in frames:
+                    if not conn.send_now(frame):
+                        break
+                    sent += 1
+                    if isinstance(frame, bytes):
+                        self.bytes_sent += len(frame)
+            except ConnectionLost as exc:
+                self._fail(
+                    exc.error or VendorError("", f"{self.vendor} closed the connection", kind=Failure.CLOSED)
+                )
+                return False
+            if sent == len(frames):
+                return True
+            frames = frames[sent:]  # backed up: the writer sends the rest once the socket drains
         for frame in frames:
             self._outbox_bytes += len(frame)
         self._outbox.extend(frames)

@@ -36,6 +36,14 @@ class JitterBuffer:
         """Packets waiting for a gap before them to fill."""
         return len(self._pending)
 
+    def next_in_order(self, seq: int) -> bool:
+        """True, having taken it, when `seq` is the very next packet and nothing waits: the in-order fast path
+        that needs no packet object (False: `push` it)."""
+        if seq != self._next or self._pending:
+            return False
+        self._next = (seq + 1) & _SEQ_MASK
+        return True
+
     def push(self, packet: RtpPacket) -> list[RtpPacket]:
         """Packets now releasable, in sequence order (possibly none)."""
         seq = packet.sequence

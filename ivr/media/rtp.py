@@ -6,15 +6,20 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-__all__ = ["RtpError", "RtpPacket", "RtpSender", "RtpStats", "parse_rtp"]
+__all__ = ["HEADER", "HEADER_SIZE", "PLAIN", "RtpError", "RtpPacket", "RtpSender", "RtpStats", "parse_rtp"]
 
-_HEADER = struct.Struct("!BBHII")
-_HEADER_SIZE = 12
+# The fixed header (first octet, marker + payload type, sequence, timestamp, SSRC), for a receive fast path
+# that reads it without building an RtpPacket: a first octet of PLAIN means version 2 with no padding,
+# header extension or CSRC, so the payload is everything after HEADER_SIZE.
+HEADER = struct.Struct("!BBHII")
+HEADER_SIZE = 12
+PLAIN = 0x80
 _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
 _MAX_DROPOUT = 3000  # RFC 3550 A.1: larger forward jumps mean the source restarted
 _MAX_MISORDER = 100  # RFC 3550 A.1: larger backward jumps too
 _DUP_WINDOW = 64  # sequence numbers remembered behind the highest, for duplicate detection
+_DUP_MASK = (1 << _DUP_WINDOW) - 1
 
 
 class RtpError(ValueError):
@@ -32,12 +37,12 @@ class RtpPacket:
 
 
 def parse_rtp(data: bytes) -> RtpPacket:
-    if len(data) < _HEADER_SIZE:
+    if len(data) < HEADER_SIZE:
         raise RtpError(f"RTP packet too short: {len(data)} bytes")
-    b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    b0, b1, sequence, timestamp, ssrc = HEADER.unpack_from(data)
     if b0 >> 6 != 2:
         raise RtpError(f"RTP version {b0 >> 6}, expected 2")
-    start = _HEADER_SIZE + 4 * (b0 & 0x0F)  # CSRC list
+    start = HEADER_SIZE + 4 * (b0 & 0x0F)  # CSRC list
     end = len(data)
     if b0 & 0x10:  # header extension, RFC 3550 §5.3.1: 16-bit profile, 16-bit length in 32-bit words
         if end < start + 4:
@@ -75,7 +80,7 @@ class RtpSender:
     ) -> bytes:
         """The next packet; `samples` is the payload's duration in timestamp units."""
         pt = self.payload_type if payload_type is None else payload_type
-        header = _HEADER.pack(0x80, (0x80 if marker else 0) | pt, self.sequence, self.timestamp, self.ssrc)
+        header = HEADER.pack(0x80, (0x80 if marker else 0) | pt, self.sequence, self.timestamp, self.ssrc)
         self.sequence = (self.sequence + 1) % _SEQ_MOD
         self.timestamp = (self.timestamp + samples) % _TS_MOD
         return header + payload
@@ -137,11 +142,11 @@ class RtpStats:
     def jitter_seconds(self) -> float:
         return self.jitter / self.clock_rate
 
-    def _start_source(self, packet: RtpPacket) -> None:
+    def _start_source(self, ssrc: int, sequence: int) -> None:
         if self.ssrc is not None:
             self._expected_prior = self.expected
-        self.ssrc = packet.ssrc
-        self._base_seq = self._max_seq = packet.sequence
+        self.ssrc = ssrc
+        self._base_seq = self._max_seq = sequence
         self._cycles = 0
         self._bad_seq = -1
         self._recent = 1
@@ -149,11 +154,14 @@ class RtpStats:
 
     def update(self, packet: RtpPacket, arrival: float) -> None:
         """Account for one packet; `arrival` is the receive time in seconds (any fixed origin)."""
+        self.record(packet.ssrc, packet.sequence, packet.timestamp, arrival)
+
+    def record(self, ssrc: int, seq: int, timestamp: int, arrival: float) -> None:
+        """`update` from the header fields, for a receive path that builds no RtpPacket."""
         self.received += 1
-        if packet.ssrc != self.ssrc:
-            self._start_source(packet)
+        if ssrc != self.ssrc:
+            self._start_source(ssrc, seq)
         else:
-            seq = packet.sequence
             delta = (seq - self._max_seq) % _SEQ_MOD
             if delta == 0:
                 self.duplicate += 1
@@ -162,7 +170,7 @@ class RtpStats:
                 if seq < self._max_seq:
                     self._cycles += _SEQ_MOD
                 self._max_seq = seq
-                self._recent = ((self._recent << delta) | 1) & ((1 << _DUP_WINDOW) - 1)
+                self._recent = ((self._recent << delta) | 1) & _DUP_MASK
                 self._bad_seq = -1
             elif delta >= _SEQ_MOD - _MAX_MISORDER:
                 back = _SEQ_MOD - delta
@@ -174,12 +182,12 @@ class RtpStats:
                 self.out_of_order += 1
             elif seq == self._bad_seq:
                 # Two sequential packets after a big jump: the source restarted (RFC 3550 A.1).
-                self._start_source(packet)
+                self._start_source(ssrc, seq)
             else:
                 self._bad_seq = (seq + 1) % _SEQ_MOD
                 return
         # RFC 3550 A.8: J += (|D(i-1,i)| - J) / 16, in timestamp units.
-        transit = arrival * self.clock_rate - packet.timestamp
+        transit = arrival * self.clock_rate - timestamp
         if self._transit is not None:
             d = abs(transit - self._transit)
             if d < _TS_MOD / 2:  # a timestamp wrap between two packets is not jitter

@@ -5,13 +5,18 @@ that source, which is what gets through a NAT. Which source may latch is `latch.
 (the SDP host, or a NAT-ed source after probation); after latching, packets from any other address are dropped
 unparsed. A new SSRC from the latched address is accepted as the same caller restarting its stream.
 
-The caller's audio reaches `on_audio` as one real-time stream: `timeline.Timeline` fills losses, DTMF events,
-comfort noise and silence suppression with silence by time, so the recognizer's endpointer always hears the
-caller stop. RFC 4733 and RFC 3389 packets share the audio's sequence numbers, so they pass through the jitter
-buffer too (as placeholders): they are neither loss nor a gap to wait for.
+The caller's audio reaches `on_audio` as one real-time stream, in frames of `audio_frame_ms` (the recognizer's
+frame size: audio is decoded and handed on once per frame, not per packet, by `assembler.FrameAssembler`).
+`timeline.Timeline` fills losses, DTMF events, comfort noise and silence suppression with silence by time, so
+the recognizer's endpointer always hears the caller stop. RFC 4733 and RFC 3389 packets share the audio's
+sequence numbers, so they pass through the jitter buffer too (as placeholders): they are neither loss nor a
+gap to wait for. The latched caller's next audio packet in sequence, nearly every packet, takes a fast path
+that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
 calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
+Every session's deadlines (keepalive and prompt frames, silence checks, the inactivity timeout) share one
+`wheel.TimerWheel` per event loop, driven by a single loop timer: not a loop timer per frame per call.
 
 A send that fails (an SDP address the socket cannot use, ICMP errors, a full buffer) is counted, never raised:
 the prompt still "plays" on schedule, so the dialplan moves on instead of stalling on a dead media path.
@@ -21,24 +26,74 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ivr.media import g711
+from ivr.media.assembler import FrameAssembler
 from ivr.media.dtmf import DtmfReceiver
 from ivr.media.jitter import JitterBuffer
 from ivr.media.latch import SourceLatch, Verdict
 from ivr.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
-from ivr.media.rtp import RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
+from ivr.media.rtp import HEADER, HEADER_SIZE, PLAIN, RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
+from ivr.media.wheel import TimerWheel, WheelTimer
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
 _COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for is filled by time
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
+_WHEEL_TICK = 0.001  # the shared timers' slot: keepalive and prompt frames leave at most this late
+
+
+class _SharedTimers:
+    """The `TimerWheel` of every session on one event loop, driven by a single loop timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._wheel = TimerWheel(_WHEEL_TICK)
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed: float | None = None  # when the loop timer is set to fire
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> WheelTimer:
+        timer = self._wheel.schedule(when, callback)
+        self._arm()
+        return timer
+
+    def _arm(self) -> None:
+        deadline = self._wheel.next_deadline()
+        if deadline is None or (self._armed is not None and self._armed <= deadline):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = deadline
+        self._handle = self._loop.call_at(deadline, self._run)
+
+    def _run(self) -> None:
+        self._handle = self._armed = None
+        for timer in self._wheel.expire(self._loop.time() + _TIMER_SLACK):
+            try:
+                timer.callback()
+            except Exception as exc:  # one session's bug must not stop every other session's timers
+                self._loop.call_exception_handler(
+                    {"message": "RTP session timer failed", "exception": exc, "handle": timer}
+                )
+        self._arm()
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedTimers] = weakref.WeakKeyDictionary()
+
+
+def _shared_timers(loop: asyncio.AbstractEventLoop) -> _SharedTimers:
+    timers = _SHARED.get(loop)
+    if timers is None:
+        timers = _SHARED[loop] = _SharedTimers(loop)
+    return timers
 
 
 class _Playback:
@@ -100,8 +155,6 @@ class RtpSession:
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
         self.send_errors = 0
-        # True: on_audio gets the G.711 payload as received (for recognizers that take it), not PCM16.
-        self.passthrough = False
         self.last_send_error: str | None = None  # the latest send failure, for the call to log once
         self._on_audio = on_audio
         self._on_dtmf = on_dtmf
@@ -122,14 +175,16 @@ class RtpSession:
         self._jitter = JitterBuffer()
         self._dtmf = DtmfReceiver()
         self._timeline = Timeline(SAMPLE_RATE, frame=self._samples_per_frame, max_fill=max_fill)
+        self._assembler = FrameAssembler(payload_type, self._samples_per_frame)
         self._stream_ssrc: int | None = None  # the SSRC whose sequence numbers the jitter buffer follows
         self._keepalive = keepalive
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: _SharedTimers | None = None  # every session's deadlines on one loop timer
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._fill_timer: asyncio.TimerHandle | None = None  # receive side: silence while the caller is quiet
-        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._timer: WheelTimer | None = None
+        self._fill_timer: WheelTimer | None = None  # receive side: silence while the caller is quiet
+        self._keepalive_timer: WheelTimer | None = None
         self._last_rx = 0.0
         self._timed_out = False
         self._closed = False
@@ -159,6 +214,27 @@ class RtpSession:
     def silence_filled(self) -> int:
         """Samples of silence handed to `on_audio` in place of audio that never came."""
         return self._timeline.silence
+
+    @property
+    def passthrough(self) -> bool:
+        """True: on_audio gets the G.711 as received (for recognizers that take it), not PCM16."""
+        return self._assembler.passthrough
+
+    @passthrough.setter
+    def passthrough(self, enabled: bool) -> None:
+        if enabled != self._assembler.passthrough:
+            self._reframe(self.payload_type, self._assembler.frame, passthrough=enabled)
+
+    @property
+    def audio_frame_ms(self) -> int:
+        """How much audio each on_audio call carries (the recognizer's frame): at least the packet time."""
+        return self._assembler.frame * 1000 // SAMPLE_RATE
+
+    @audio_frame_ms.setter
+    def audio_frame_ms(self, ms: int) -> None:
+        frame = max(self._samples_per_frame, SAMPLE_RATE * ms // 1000)
+        if frame != self._assembler.frame:
+            self._reframe(self.payload_type, frame, passthrough=self._assembler.passthrough)
 
     @property
     def keepalive(self) -> bool:
@@ -195,13 +271,14 @@ class RtpSession:
                 ) from exc
             raise
         self._loop = loop
+        self._timers = _shared_timers(loop)
         self._transport = transport
         self.local_port = transport.get_extra_info("sockname")[1]
         self._unusable_remote = self._check_remote(self._send_to)
         if self._unusable_remote is not None:
             self._latch.reset("")  # no caller sends from an address we cannot send to: latch on probation
         self._last_rx = loop.time()
-        self._timer = loop.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
+        self._timer = self._timers.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
         self._arm_keepalive()
 
     def update_remote(self, host: str, port: int) -> None:
@@ -220,6 +297,8 @@ class RtpSession:
         on. The stream (SSRC, sequence numbers, timestamps) runs on, as RFC 3550 §5.1 allows; a prompt that
         is playing keeps its frames (already encoded), and the next one is in the new codec."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
+        if payload_type != self.payload_type:
+            self._reframe(payload_type, self._assembler.frame, passthrough=self._assembler.passthrough)
         self.payload_type = self._sender.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._accepted = {payload_type, _COMFORT_NOISE}
@@ -298,15 +377,22 @@ class RtpSession:
             await asyncio.sleep(0)  # let the transport finish closing the socket
 
     async def _wait(self, token: _Playback, deadline: float) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._timers is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
         token.waiter = waiter
-        handle = self._loop.call_at(deadline, _wake, waiter)
+        handle = self._timers.call_at(deadline, functools.partial(_wake, waiter))
         try:
             await waiter
         finally:
             handle.cancel()
             token.waiter = None
+
+    def _reframe(self, payload_type: int, frame: int, *, passthrough: bool) -> None:
+        """Hand over what the assembler holds in the old form, then assemble anew."""
+        held = self._assembler.flush()
+        if held is not None:
+            self._on_audio(held)
+        self._assembler.reset(payload_type, frame, passthrough=passthrough)
 
     def _check_remote(self, addr: tuple[Any, ...]) -> str | None:
         """Why the socket cannot send to this SDP address, or None.
@@ -341,19 +427,25 @@ class RtpSession:
         self.last_send_error = reason
 
     def _check_inactivity(self) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._timers is not None
         deadline = self._last_rx + self._inactivity_timeout
         if self._loop.time() + _TIMER_SLACK >= deadline:
             self._timer = None
             if not self._timed_out and not self._closed:
                 self._timed_out = True
                 self._on_timeout()
-        else:
-            self._timer = self._loop.call_at(deadline, self._check_inactivity)
+        elif not self._closed:
+            self._timer = self._timers.call_at(deadline, self._check_inactivity)
 
     def _arm_keepalive(self) -> None:
-        loop = self._loop
-        if not self._keepalive or self._closed or loop is None or self._playback is not None:
+        loop, timers = self._loop, self._timers
+        if (
+            not self._keepalive
+            or self._closed
+            or loop is None
+            or timers is None
+            or self._playback is not None
+        ):
             return
         if self._keepalive_timer is not None:
             return
@@ -363,7 +455,7 @@ class RtpSession:
             if clock is not None:
                 self._sender.skip(round((now - clock) * SAMPLE_RATE))  # time passed unsent (keepalive off)
             self._clock = clock = now
-        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+        self._keepalive_timer = timers.call_at(clock, self._send_silence)
 
     def _send_silence(self) -> None:
         self._keepalive_timer = None
@@ -377,13 +469,30 @@ class RtpSession:
             clock += lateness
         self._send(self._sender.packet(self._silence_frame, self._samples_per_frame))
         self._clock = clock = clock + self._ptime
-        self._keepalive_timer = loop.call_at(clock, self._send_silence)
+        assert self._timers is not None
+        self._keepalive_timer = self._timers.call_at(clock, self._send_silence)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         source = self._source
-        if source is not None and addr != source:
-            self._latch.dropped += 1  # strict RTP: not even parsed
-            return
+        if source is not None:
+            if addr != source:
+                self._latch.dropped += 1  # strict RTP: not even parsed
+                return
+            # The fast path, nearly every packet: the latched caller's next audio packet in sequence, with a
+            # plain header. No RtpPacket, no list from the jitter buffer.
+            if len(data) > HEADER_SIZE:
+                b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+                if (
+                    b0 == PLAIN
+                    and b1 & 0x7F == self.payload_type
+                    and ssrc == self._stream_ssrc
+                    and self._jitter.next_in_order(seq)
+                ):
+                    now = self._loop.time()  # type: ignore[union-attr]  # set by start(), before any packet
+                    self._last_rx = now
+                    self.stats.record(ssrc, seq, ts, now)
+                    self._audio(ts, data[HEADER_SIZE:], now)
+                    return
         try:
             packet = parse_rtp(data)
         except RtpError:
@@ -403,7 +512,7 @@ class RtpSession:
             self._unusable_remote = None  # the caller's own source address: the socket can always reach it
             self._timeline.start(now)
             if self._fill_timer is None:
-                self._arm_fill(loop)
+                self._arm_fill()
         self._last_rx = now
         self.stats.update(packet, now)
         if pt == self.payload_type:
@@ -425,10 +534,10 @@ class RtpSession:
         for ready in self._jitter.push(packet):
             self._deliver(ready, now)
 
-    def _arm_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm_fill(self) -> None:
         at = self._timeline.next_check()
-        if at is not None:
-            self._fill_timer = loop.call_at(at, self._fill_silence)
+        if at is not None and self._timers is not None:
+            self._fill_timer = self._timers.call_at(at, self._fill_silence)
 
     def _fill_silence(self) -> None:
         """The caller has been quiet for the timeline's hangover: release what the jitter buffer holds (no
@@ -440,28 +549,29 @@ class RtpSession:
         now = loop.time()
         at = self._timeline.next_check()
         if at is not None and now + _TIMER_SLACK < at:
-            self._fill_timer = loop.call_at(at, self._fill_silence)  # audio came since this was armed
+            self._arm_fill()  # audio came since this was armed
             return
         for held in self._jitter.flush():
             self._deliver(held, now)
         samples = self._timeline.silence_due(now)
         if samples:
-            self._on_audio(self._silence(samples))
-        self._arm_fill(loop)
-
-    def _silence(self, samples: int) -> bytes:
-        if self.passthrough:
-            return g711.silence(self.payload_type, samples)
-        return bytes(2 * samples)
+            frames = self._assembler.add_silence(samples)
+            if frames is not None:
+                self._on_audio(frames)
+        self._arm_fill()
 
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         if packet.payload_type != self.payload_type:
             return  # a DTMF or comfort-noise placeholder; the timeline covers the time it stood for
-        payload = packet.payload
-        fill = self._timeline.audio(packet.timestamp, len(payload), now)
+        self._audio(packet.timestamp, packet.payload, now)
+
+    def _audio(self, timestamp: int, payload: bytes, now: float) -> None:
+        assembler = self._assembler
+        fill = self._timeline.audio(timestamp, len(payload), now)
         if fill:
-            self._on_audio(self._silence(fill))
-        if self.passthrough:
-            self._on_audio(payload)  # the caller's G.711 as received: no decode at all
-        else:
-            self._on_audio(g711.decode(payload, self.payload_type))
+            frames = assembler.add_silence(fill)
+            if frames is not None:
+                self._on_audio(frames)
+        frames = assembler.add(payload)
+        if frames is not None:
+            self._on_audio(frames)

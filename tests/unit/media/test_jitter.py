@@ -101,3 +101,15 @@ def test_held_counts_waiting_packets() -> None:
     assert buffer.held == 2
     buffer.flush()
     assert buffer.held == 0
+
+
+def test_next_in_order_takes_only_the_expected_packet_with_nothing_held() -> None:
+    buffer = JitterBuffer()
+    assert not buffer.next_in_order(10)  # no stream yet: the first packet goes through push
+    assert run(buffer, [10]) == [[10]]
+    assert buffer.next_in_order(11) and buffer.next_in_order(12)
+    assert not buffer.next_in_order(14)  # a gap: push holds it
+    assert run(buffer, [14]) == [[]]
+    assert not buffer.next_in_order(13)  # expected, but 14 waits behind it: push releases both in order
+    assert run(buffer, [13]) == [[13, 14]]
+    assert buffer.next_in_order(15) and buffer.lost == 0

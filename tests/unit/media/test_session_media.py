@@ -233,3 +233,35 @@ async def test_set_codec_switches_both_directions_on_the_same_stream(caller: Pee
             session.set_codec(18, None)  # G.729: not ours to decode
     finally:
         await session.close()
+
+
+async def test_audio_reaches_the_recognizer_in_its_frame_size_in_order_across_loss_and_reordering(
+    caller: Peer,
+) -> None:
+    recorder = Recorder()
+    chunks: list[bytes] = []
+    session = make_session(recorder, caller.port)
+    session._on_audio = chunks.append  # type: ignore[assignment]
+    await session.start()
+    session.audio_frame_ms = 100  # the vendor's frame: five packets each
+    addr = (HOST, caller.port)
+    try:
+        # The handler itself, called as the loop would (no wall time passes, so no silence is due).
+        for seq in (1, 2, 4, 3, 5):  # one reordered pair: held, then released in sequence
+            session._on_datagram(rtp(seq, frame(seq)), addr)
+        assert [len(c) for c in chunks] == [1600]
+        assert spoken(chunks[0]) == [1, 2, 3, 4, 5]
+        for seq in (6, 7, 9, 10, 11, 12, 13):  # 8 lost: given up once the buffer's depth is past it
+            session._on_datagram(rtp(seq, frame(seq)), addr)
+        assert [len(c) for c in chunks] == [1600, 1600]
+        assert spoken(chunks[1]) == [6, 7, 9, 10, 11]
+        assert session.jitter_lost == 1
+        session.passthrough = True  # the format changes: what is held goes out first, in the old one
+        assert spoken(chunks[2]) == [12, 13]
+        for seq in range(14, 19):
+            session._on_datagram(rtp(seq, frame(seq)), addr)
+        assert chunks[3:] == [b"".join(frame(seq) for seq in range(14, 19))]  # G.711 as received
+        session.audio_frame_ms = 5  # never less than a packet
+        assert session.audio_frame_ms == 20
+    finally:
+        await session.close()
