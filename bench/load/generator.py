@@ -440,6 +440,7 @@ class Generator(asyncio.DatagramProtocol):
             "churn_setup_p99_ms": _ms(_percentile(self.churn_setups, 0.99)),
             "window": [t0, t1],
             "sent_in_window": sum(self.sent.get(s, 0) for s in range(t0, t1)),
+            "sent_total": sum(self.sent.values()),
             "send_errors": self.send_errors,
             "late_ticks": self.late_ticks,
             "bridge_byes": self.bridge_byes,

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import cast
 
-from bench.load.marker import MAGIC, MARKER_LEN, mark_at
+from bench.load.marker import MAGIC, PAYLOAD_LEN, decode_ulaw, mark_at
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEST_CALLS_FROM = 60000  # call indexes from here on are routing test and churn calls (see generator.py)
@@ -196,24 +196,27 @@ class SinkProtocol(asyncio.Protocol):
         if not count:
             tally.unmarked += 1
             return
-        first = mark_at(ulaw, ulaw.find(MAGIC))
-        last = mark_at(ulaw, ulaw.rfind(MAGIC))
-        if first is None or last is None:
-            return
+        first = last = None
+        if count == len(ulaw) // PAYLOAD_LEN:  # the usual case: one marker at the start of every 20 ms frame
+            first = mark_at(ulaw, ulaw.find(MAGIC))
+            last = mark_at(ulaw, ulaw.rfind(MAGIC))
+        marks = None
+        if first is None or last is None:  # filled-in silence, or a chance magic inside a marker's digits
+            marks = decode_ulaw(ulaw)
+            if not marks:
+                return
+            first, last, count = marks[0], marks[-1], len(marks)
         if first.call >= TEST_CALLS_FROM:
             self._maybe_answer(first.call, count)
             return  # routing test calls end early by design: only the load is counted and timed
         last_s = last.sent_us / 1e6
         tally.latency[int(last_s)].append(arrived - last_s)
-        if int(first.sent_us // 1_000_000) == int(last_s):
-            tally.marks[int(last_s)] += count
-        else:  # the message straddles a second of send time: count each marker in its own second
-            pos = ulaw.find(MAGIC)
-            while pos >= 0:
-                mark = mark_at(ulaw, pos)
-                if mark is not None:
-                    tally.marks[mark.sent_us // 1_000_000] += 1
-                pos = ulaw.find(MAGIC, pos + (MARKER_LEN if mark is not None else 1))
+        second = last.sent_us // 1_000_000
+        if first.sent_us // 1_000_000 == second:
+            tally.marks[second] += count
+        else:  # the message straddles a second of send time: each marker counts in its own
+            for mark in marks or decode_ulaw(ulaw):
+                tally.marks[mark.sent_us // 1_000_000] += 1
 
     def _maybe_answer(self, call: int, count: int) -> None:
         self.frames += count
