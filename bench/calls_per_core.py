@@ -1,10 +1,10 @@
-"""Calls per core (issue 10): real SIP calls streaming marked G.711 at real time through the bridge to a counting
-recognizer sink, side by side with the receive-only limit and a pyVoIP baseline, at N concurrent calls.
+"""Calls per core (issue 10): real SIP calls streaming marked G.711 at real time through the bridge to a
+counting recognizer sink, side by side with the receive-only limit and a pyVoIP baseline, at N calls.
 
-Every packet carries a marker (call, sequence, send time) that survives the bridge's G.711 decode, so the sink
-counts loss and times each WebSocket message (arrival minus the send time of the last packet in it) without the
-bridge's own numbers. Recognition is not measured: the sink recognizes nothing. CPU comes from /proc/<pid>/stat
-over the steady window; the system under test runs on CPU 1, the generator and the sink on CPU 0.
+Every packet carries a marker (call, sequence, send time) that survives the bridge's G.711 decode, so the
+sink counts loss and times each WebSocket message (arrival minus the send time of the last packet in it)
+without the bridge's own numbers. Recognition is not measured: the sink recognizes nothing. CPU comes from
+/proc/<pid>/stat over the steady window; the system under test runs on CPU 1, generator and sink on CPU 0.
 
 Run: python bench/calls_per_core.py                      (N = 500, 1000, 2000, 3000; about 9 minutes)
      python bench/calls_per_core.py --calls 500 --seconds 10   (a quick run)
@@ -223,7 +223,8 @@ def run_point(
             sink.stop()
             row["sink"] = json.loads((run_dir / "sink.json").read_text())
         row["gen"] = gen_results
-        sent = sum(g["sent_in_window"] for g in gen_results)
+        # The generators each chose a window; the common one is what every figure covers.
+        sent = sum(g["sent_by_second"].get(str(s), 0) for g in gen_results for s in range(t0, t1))
         cpu = {k: (after[k] - before[k]) / wall * 100 for k in watched}
         row.update(
             window_s=t1 - t0,
@@ -301,7 +302,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         name = r["system"] + ("+setup" if r.get("churn_rate") else "")
         lines.append(
             f"{name:<8} {r['calls']:>5} {_fmt(r['cpu_pct']):>6} {_fmt(r['us_per_packet']):>7} "
-            f"{_fmt(r.get('calls_per_core'), '.0f'):>10} {_fmt(ratio, '.2f'):>8} {_fmt(r.get('loss_pct'), '.3f'):>7} "
+            f"{_fmt(r.get('calls_per_core'), '.0f'):>10} {_fmt(ratio, '.2f'):>8} "
+            f"{_fmt(r.get('loss_pct'), '.3f'):>7} "
             f"{_fmt(r.get('latency_p50_ms')):>7} {_fmt(r.get('latency_p99_ms')):>7} {setup:>17} "
             f"{_fmt(r['rss_per_call_kib']):>9} {_fmt(r['gen_cpu_pct']):>8} {_fmt(r['sink_cpu_pct']):>6}"
         )
@@ -390,17 +392,17 @@ def main() -> int:
         rows.append(run_point("ivr-x2", args.two_bridges, args, args.out_dir))
     load = os.getloadavg()
     report = (
-        f"calls per core: {len(rows)} runs in {time.monotonic() - started:.0f} s, steady window {args.seconds} s, "
+        f"calls per core: {len(rows)} runs in {time.monotonic() - started:.0f} s, "
+        f"steady window {args.seconds} s, "
         f"load average before the last run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
-        "system on CPU 1 (ivr-x2: one bridge per core, CPU% per bridge; the generator and the sink share CPU 0"
-        " with one of them); generator and sink on CPU 0.\n"
+        "system on CPU 1 (ivr-x2: one bridge per core, CPU% per bridge; the generator and the sink"
+        " share CPU 0 with one of them); generator and sink on CPU 0.\n"
         "Recognition is not measured: the sink only counts, times and answers the speech test calls.\n"
         "limit: receive-only uvloop, one socket per call (loss over the whole run, no latency);"
-        " pyvoip: pyVoIP RTPClient + a forwarding thread per call, no SIP (see bench/load/pyvoip_baseline.py).\n"
-        "calls/core = N / CPU share; latency = sink arrival - send time of the last packet in a 100 ms message.\n\n"
-        + table(rows)
-        + "\n\n"
-        + notes(rows)
+        " pyvoip: pyVoIP RTPClient + a forwarding thread per call, no SIP"
+        " (see bench/load/pyvoip_baseline.py).\n"
+        "calls/core = N / CPU share; latency = sink arrival - send time of the last packet in a 100 ms"
+        " message.\n\n" + table(rows) + "\n\n" + notes(rows)
     )
     print(report)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

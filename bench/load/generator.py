@@ -1,9 +1,9 @@
 """The load generator: SIP calls (INVITE/200/ACK ... BYE) to the bridge, then marked G.711 at real time on one
 UDP socket for every call (the bridge latches any port of the SDP host, ivr/media/latch.py).
 
-Modes: `sip` places real calls; `direct` streams to a range of ports with no signalling (the receive-only limit
-and the pyVoIP baseline). Prints `WINDOW t0 t1` (whole seconds of CLOCK_MONOTONIC) when the steady window is
-known, `DONE` at the end, and writes its figures as JSON.
+Modes: `sip` places real calls; `direct` streams to a range of ports with no signalling (the receive-only
+limit and the pyVoIP baseline). Prints `WINDOW t0 t1` (whole seconds of CLOCK_MONOTONIC) when the steady
+window is known, `DONE` at the end, and writes its figures as JSON.
 
 Run: python -m bench.load.generator --mode sip --target 127.0.0.1:5080 --calls 500 --seconds 20 --out gen.json
 """
@@ -441,6 +441,7 @@ class Generator(asyncio.DatagramProtocol):
             "window": [t0, t1],
             "sent_in_window": sum(self.sent.get(s, 0) for s in range(t0, t1)),
             "sent_total": sum(self.sent.values()),
+            "sent_by_second": {str(k): v for k, v in sorted(self.sent.items())},
             "send_errors": self.send_errors,
             "late_ticks": self.late_ticks,
             "bridge_byes": self.bridge_byes,

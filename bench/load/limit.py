@@ -1,4 +1,4 @@
-"""The limit: a receive-only uvloop receiver, one UDP socket per call, that counts packets and does nothing else.
+"""The limit: a receive-only uvloop receiver, one UDP socket per call, that counts packets, nothing else.
 
 Run: python -m bench.load.limit --base 40000 --calls N --out limit.json (SIGTERM ends it)
 """

@@ -1,10 +1,11 @@
 """A marker in each G.711 µ-law payload that survives the bridge's decode to PCM16, so the sink can count and
 time every packet without trusting the bridge's own numbers.
 
-µ-law round-trips (ulaw -> lin16 -> ulaw) every byte except 0x7F (0x7F and 0xFF both decode to 0, which encodes
-back as 0xFF). The marker uses a base-254 code over the other bytes, 0xFF excluded too so that silence is never
-read as a digit: magic (2 bytes), call index (2 digits), sequence number (4 digits), send time in µs of
-CLOCK_MONOTONIC (6 digits). The rest of the 160-byte payload is a quiet, slightly varying signal.
+µ-law round-trips (ulaw -> lin16 -> ulaw) every byte except 0x7F (0x7F and 0xFF both decode to 0,
+which encodes back as 0xFF). The marker uses a base-254 code over the other bytes, 0xFF excluded too so
+that silence is never read as a digit: magic (2 bytes), call index (2 digits), sequence number
+(4 digits), send time in µs of CLOCK_MONOTONIC (6 digits). The rest of the 160-byte payload is a quiet,
+slightly varying signal.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PAYLOAD_LEN = 160  # 20 ms of 8 kHz G.711
 MAX_CALL = PAIR**CALL_PAIRS  # 64,516 calls
 MAX_SEQ = PAIR**SEQ_PAIRS
 MAX_TIME_US = PAIR**TIME_PAIRS  # ~8.6 years of µs: CLOCK_MONOTONIC (time since boot) never wraps it
-# Quiet µ-law values (small magnitudes around zero, no magic byte among them): a low hiss, not digital silence.
+# Quiet µ-law values (small magnitudes around zero, no magic byte among them): a hiss, not digital silence.
 _QUIET = bytes([0xFE, 0xFC, 0xFD, 0x7E, 0x7C, 0x7D, 0xFB, 0x7B] * 20)[: PAYLOAD_LEN - MARKER_LEN]
 
 

@@ -78,12 +78,13 @@ def sip_ready(host: str, port: int, timeout: float) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
         sock.settimeout(0.3)
-        local = "%s:%d" % sock.getsockname()
+        local = "{}:{}".format(*sock.getsockname()[:2])
         n = 0
         while time.monotonic() < deadline:
             n += 1
             request = (
-                f"OPTIONS sip:ping@{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKping{n}\r\n"
+                f"OPTIONS sip:ping@{host}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {local};branch=z9hG4bKping{n}\r\n"
                 f"Max-Forwards: 70\r\nFrom: <sip:ping@{local}>;tag=p{n}\r\nTo: <sip:ping@{host}:{port}>\r\n"
                 f"Call-ID: ping{n}-{os.getpid()}@bench\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
             )
