@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -378,6 +379,9 @@ def main() -> int:
         print("marker codec: ok")
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    # Thousands of sockets per child (the limit, the sink, the baseline): Debian's soft default is 1024.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     for calls in args.calls:
