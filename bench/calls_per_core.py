@@ -311,6 +311,32 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The issue's targets for the bridge (issue 10), checked on every ivr row.
+TARGET_LOSS_PCT, TARGET_P99_MS, TARGET_US_PER_PACKET, TARGET_RSS_KIB = 0.1, 20.0, 8.0, 64.0
+TARGET_SETUPS, TARGET_SETUP_P99_MS = 500.0, 50.0
+
+
+def verdicts(r: dict[str, Any]) -> str:
+    """Which of the issue's targets one ivr row meets."""
+    checks: list[tuple[str, bool]] = []
+    if r.get("churn_rate"):
+        achieved = r.get("churn_rate_achieved") or 0.0
+        checks.append((f">= {TARGET_SETUPS:.0f} setups/s", achieved >= 0.95 * TARGET_SETUPS))
+        p99 = r.get("churn_setup_p99_ms") or 1e9
+        checks.append((f"setup p99 <= {TARGET_SETUP_P99_MS:.0f} ms", p99 <= TARGET_SETUP_P99_MS))
+    else:
+        checks.append((f"loss < {TARGET_LOSS_PCT} %", (r.get("loss_pct") or 0.0) < TARGET_LOSS_PCT))
+        checks.append((f"p99 <= {TARGET_P99_MS:.0f} ms", (r.get("latency_p99_ms") or 1e9) <= TARGET_P99_MS))
+        us = r.get("us_per_packet") or 1e9
+        checks.append((f"<= {TARGET_US_PER_PACKET:.0f} µs/packet", us <= TARGET_US_PER_PACKET))
+        checks.append((f"<= {TARGET_RSS_KIB:.0f} KiB/call", r.get("rss_per_call_kib", 1e9) <= TARGET_RSS_KIB))
+    routing = r.get("routing") or {}
+    wrong = sum(v for outcome in routing.values() for k, v in outcome.items() if k != "right")
+    if routing:
+        checks.append(("DTMF and speech routed", wrong == 0))
+    return ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
+
+
 def notes(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
@@ -328,6 +354,7 @@ def notes(rows: list[dict[str, Any]]) -> str:
             )
             if r["routing"]:
                 bits.append("routing " + ", ".join(f"{k}: {v}" for k, v in sorted(r["routing"].items())))
+            bits.append("targets: " + verdicts(r))
             if r.get("churn_rate"):
                 bits.append(
                     f"setups/s achieved {_fmt(r.get('churn_rate_achieved'))} (asked {r['churn_rate']:.0f})"
@@ -372,11 +399,16 @@ def main() -> int:
         "--two-bridges", type=int, default=2000, help="N for two bridges, one per core (0: skip)"
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument("--report", type=Path, help="print the table of a JSON written before, and exit")
     parser.add_argument("--self-test", action="store_true", help="check the marker codec and exit")
     args = parser.parse_args()
     marker.self_test()
     if args.self_test:
         print("marker codec: ok")
+        return 0
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        print(table(saved["rows"]) + "\n\n" + notes(saved["rows"]))
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
     # Thousands of sockets per child (the limit, the sink, the baseline): Debian's soft default is 1024.
