@@ -31,7 +31,8 @@ from bench.load.procs import Child, cpu_seconds, free_port, rss_kib, sip_ready  
 
 DIALPLAN = ROOT / "bench" / "calls_dialplan.yaml"
 SYSTEMS = ("limit", "pyvoip", "ivr")
-DIRECT_BASE = 41000  # the limit's and the baseline's per-call ports: DIRECT_BASE + call index
+# Media ports stay below Linux's ephemeral range (32768+), where WebSocket clients and the load take theirs.
+DIRECT_BASE = 12000  # the limit's and the baseline's per-call ports: DIRECT_BASE + call index
 BRIDGE_CPU, LOAD_CPU = 1, 0
 
 
@@ -153,7 +154,7 @@ def run_point(
             for b in range(bridges):
                 port = free_port()
                 cpu = BRIDGE_CPU if bridges == 1 else b
-                config = bridge_config(run_dir / f"bridge{b}.json", port, 30000 + 10000 * b, sink_port, calls)
+                config = bridge_config(run_dir / f"bridge{b}.json", port, 10000 + 10000 * b, sink_port, calls)
                 targets.append(
                     Child(f"bridge{b}", ["-m", "ivr", "serve", "--config", str(config)], cpu, run_dir, env)
                 )
