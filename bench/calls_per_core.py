@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import marker  # noqa: E402
-from bench.load.procs import Child, cpu_seconds, free_port, rss_kib, sip_ready  # noqa: E402
+from bench.load.procs import Child, core_busy, cpu_seconds, free_port, rss_kib, sip_ready  # noqa: E402
 
 DIALPLAN = ROOT / "bench" / "calls_dialplan.yaml"
 SYSTEMS = ("limit", "pyvoip", "ivr")
@@ -209,10 +210,18 @@ def run_point(
         }
         _sleep_until(t0)
         before = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}
+        cores0 = core_busy()
+        row["loadavg"] = os.getloadavg()[0]
         wall0 = time.monotonic()
         _sleep_until(t1)
         after = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}
         wall = time.monotonic() - wall0
+        cores1 = core_busy()
+        # How busy each core was, whoever used it: on a shared machine, the rest is other people's work.
+        row["core_busy_pct"] = {
+            core: (cores1[core][0] - cores0[core][0]) / max(1, cores1[core][1] - cores0[core][1]) * 100
+            for core in cores1
+        }
         rss_load = sum(rss_kib(t.pid) for t in targets)
         for gen in gens:
             if gen.wait_line("DONE", 60) is None:
@@ -348,7 +357,8 @@ def notes(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if "error" in r:
             continue
-        bits = []
+        busy = ", ".join(f"CPU {c} {v:.0f} %" for c, v in sorted(r.get("core_busy_pct", {}).items()))
+        bits = [f"load average {r.get('loadavg', 0):.1f}, cores busy (all processes) {busy}"]
         if r["system"].startswith("ivr"):
             refused = {k: v for s in r["statuses"] for k, v in s.items() if k != "200"}
             bits.append(f"answered {r['answered']}/{r['calls']}, live at the end {r['live_at_end']}")
@@ -408,6 +418,7 @@ def main() -> int:
     parser.add_argument("--report", type=Path, help="print the table of a JSON written before, and exit")
     parser.add_argument("--self-test", action="store_true", help="check the marker codec and exit")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # through the finally clauses: children stopped
     marker.self_test()
     if args.self_test:
         print("marker codec: ok")

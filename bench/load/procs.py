@@ -65,6 +65,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def core_busy() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies so far, from /proc/stat: what every process on it used, ours or not."""
+    cores: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            jiffies = [int(v) for v in values]
+            idle = jiffies[3] + jiffies[4]  # idle + iowait
+            cores[int(name[3:])] = (sum(jiffies[:8]) - idle, sum(jiffies[:8]))
+    return cores
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -78,6 +78,8 @@ def main() -> None:
     threads = []
     started = time.monotonic()
     for i in range(args.calls):
+        if stop.is_set():
+            break
         rtp = Pcm16RtpClient(
             {0: PayloadType.PCMU, 101: PayloadType.EVENT},
             args.host,
