@@ -107,7 +107,15 @@ def run_point(
                 raise RuntimeError("the sink did not start")
         targets: list[Child] = []
         gen_args: list[list[str]] = []
-        common = ["--calls", str(calls), "--seconds", str(args.seconds), "--ramp", str(args.ramp)]
+        # No call setup to pace in direct mode (the limit, pyVoIP): its streams start fast.
+        common = [
+            "--calls",
+            str(calls),
+            "--seconds",
+            str(args.seconds),
+            "--ramp",
+            str(max(args.ramp, 1000.0)),
+        ]
         if system == "limit":
             targets.append(
                 Child(
@@ -399,7 +407,7 @@ def main() -> int:
         help="comma-separated N (default 500,1000,2000,3000)",
     )
     parser.add_argument("--seconds", type=int, default=20, help="steady window per N (default 20)")
-    parser.add_argument("--ramp", type=float, default=250.0, help="calls set up per second while ramping")
+    parser.add_argument("--ramp", type=float, default=150.0, help="calls set up per second while ramping")
     parser.add_argument(
         "--systems",
         type=lambda s: s.split(","),
