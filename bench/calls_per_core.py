@@ -244,13 +244,13 @@ def run_point(
         row["gen"] = gen_results
         # The generators each chose a window; the common one is what every figure covers.
         sent = sum(g["sent_by_second"].get(str(s), 0) for g in gen_results for s in range(t0, t1))
-        cpu = {k: (after[k] - before[k]) / wall * 100 for k in watched}
+        share = {k: (after[k] - before[k]) / wall * 100 for k in watched}
         row.update(
             window_s=t1 - t0,
-            cpu_pct=cpu["target"] / len(targets),
+            cpu_pct=share["target"] / len(targets),
             cores=len(targets),
-            gen_cpu_pct=cpu["gen"],
-            sink_cpu_pct=cpu["sink"],
+            gen_cpu_pct=share["gen"],
+            sink_cpu_pct=share["sink"],
             packets_in_window=sent,
             us_per_packet=(after["target"] - before["target"]) / sent * 1e6 if sent else None,
             gen_us_per_packet=(after["gen"] - before["gen"]) / sent * 1e6 if sent else None,
@@ -406,7 +406,7 @@ def main() -> int:
         default=[500, 1000, 2000, 3000],
         help="comma-separated N (default 500,1000,2000,3000)",
     )
-    parser.add_argument("--seconds", type=int, default=20, help="steady window per N (default 20)")
+    parser.add_argument("--seconds", type=int, default=15, help="steady window per N (default 15)")
     parser.add_argument("--ramp", type=float, default=150.0, help="calls set up per second while ramping")
     parser.add_argument(
         "--systems",

@@ -421,7 +421,7 @@ class Generator(asyncio.DatagramProtocol):
                     if call.outcome.startswith(expected)
                     else ("none" if not call.outcome else "wrong")
                 )
-                outcomes.setdefault(call.kind.value, Counter())[verdict] += 1  # type: ignore[index]
+                outcomes.setdefault(call.kind.value, Counter())[verdict] += 1
         load = [c for c in self.calls.values() if c.kind is Kind.LOAD]
         churn_window = max(1e-9, args.seconds - 1.0)
         return {

@@ -34,7 +34,7 @@ FRAME = 320  # 20 ms of 16-bit 8 kHz PCM
 CHUNK = 1600  # 100 ms per WebSocket message, as the bridge sends to Mediazen
 
 
-class Pcm16RtpClient(RTPClient):  # type: ignore[misc]
+class Pcm16RtpClient(RTPClient):
     """pyVoIP's RTPClient, decoding PCMU to 16-bit PCM instead of 8-bit."""
 
     def parse_pcmu(self, packet: Any) -> None:

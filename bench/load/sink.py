@@ -43,6 +43,7 @@ class Tally:
         self.messages = 0
         self.unmarked = 0  # audio messages without any marker (silence the bridge filled in)
         self.joins = 0
+        self.handshakes = 0
         self.quits = 0
         self.results_sent = 0
         self.connections = 0
@@ -65,6 +66,7 @@ class Tally:
             "latency_max_ms": latencies[-1] * 1000 if latencies else None,
             "messages": self.messages,
             "unmarked_messages": self.unmarked,
+            "handshakes": self.handshakes,
             "joins": self.joins,
             "quits": self.quits,
             "speech_results_sent": self.results_sent,
@@ -118,6 +120,7 @@ class SinkProtocol(asyncio.Protocol):
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
         self.upgraded = True
+        self.tally.handshakes += 1
 
     def _frames(self) -> None:
         buf = self.buffer
