@@ -211,6 +211,8 @@ def run_point(
             raise RuntimeError("the generator never reached its steady window (see gen*.log)")
         t0 = max(int(w.split()[1]) for w in windows if w)
         t1 = min(int(w.split()[2]) for w in windows if w)
+        if t1 - t0 < min(5, args.seconds):  # one bridge took far longer to ramp up than the other
+            raise RuntimeError(f"the generators' steady windows overlap for {t1 - t0} s only")
         watched = {
             "target": [t.pid for t in targets],
             "gen": [g.pid for g in gens],
