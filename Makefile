@@ -49,3 +49,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Calls per core (issue 10): SIP load with marked RTP through `ivr serve` to a counting recognizer sink, beside the
+# receive-only limit and a pyVoIP baseline; table on stdout, JSON in var/bench/. Quick: make bench-calls ARGS="--calls 500 --seconds 10"
+bench-calls: $(STAMP)
+	$(BIN)/python bench/calls_per_core.py $(ARGS)
