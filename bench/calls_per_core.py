@@ -70,6 +70,27 @@ def _sleep_until(at: float) -> None:
     time.sleep(max(0.0, at - time.monotonic()))
 
 
+def _runnable() -> int:
+    """Threads runnable right now (/proc/stat procs_running, this process included): the load average lags
+    a minute behind, which after the pyVoIP baseline's thousands of threads says nothing of the next run."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("procs_running "):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_quiet(most: float = 30.0) -> int:
+    """Wait (at most `most` s) until the machine is idle but for this process, so one run cannot load the
+    next; the runnable count seen last, for the notes."""
+    quiet, deadline = 0, time.monotonic() + most
+    seen = _runnable()
+    while time.monotonic() < deadline and quiet < 3:
+        time.sleep(0.5)
+        seen = _runnable()
+        quiet = quiet + 1 if seen <= 2 else 0
+    return seen
+
+
 def run_point(
     system: str, calls: int, args: argparse.Namespace, out_dir: Path, churn: float = 0.0
 ) -> dict[str, Any]:
@@ -369,6 +390,8 @@ def notes(rows: list[dict[str, Any]]) -> str:
             continue
         busy = ", ".join(f"CPU {c} {v:.0f} %" for c, v in sorted(r.get("core_busy_pct", {}).items()))
         bits = [f"load average {r.get('loadavg', 0):.1f}, cores busy (all processes) {busy}"]
+        if "runnable_before" in r:
+            bits.append(f"runnable threads before the run {r['runnable_before']}")
         if r["system"].startswith("ivr"):
             refused = {k: v for s in r["statuses"] for k, v in s.items() if k != "200"}
             bits.append(f"answered {r['answered']}/{r['calls']}, live at the end {r['live_at_end']}")
@@ -456,15 +479,19 @@ def main() -> int:
                 )
                 continue
             print(f"... {system} N={calls}", flush=True)
+            runnable = _wait_quiet()
             row = run_point(system, calls, args, args.out_dir)
+            row["runnable_before"] = runnable
             rows.append(row)
             if system == "pyvoip" and _collapsed(row):
                 collapsed[system] = calls  # more calls only take longer to fail, and load the shared machine
     if args.setup_rate > 0 and "ivr" in args.systems:
         print(f"... ivr N={args.setup_calls} + {args.setup_rate:.0f} setups/s", flush=True)
+        _wait_quiet()
         rows.append(run_point("ivr", args.setup_calls, args, args.out_dir, churn=args.setup_rate))
     if args.two_bridges > 0 and "ivr" in args.systems:
         print(f"... two bridges, N={args.two_bridges}", flush=True)
+        _wait_quiet()
         rows.append(run_point("ivr-x2", args.two_bridges, args, args.out_dir))
     load = os.getloadavg()
     report = (
