@@ -469,12 +469,16 @@ class Call:
             return self._events.get_nowait()
         getter = asyncio.ensure_future(self._events.get())
         ended = asyncio.ensure_future(self._ended.wait())
-        done, _ = await asyncio.wait({getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        ended.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        return None
+        try:
+            done, _ = await asyncio.wait(
+                {getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            # Also when the call's task is cancelled (shutdown): no waiter left pending on a closed loop.
+            ended.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter in done else None
 
     async def _perform(self, action: Action) -> None:
         if isinstance(action, Answer | Play | Say | Listen | Transfer) and not self._answered:
@@ -814,9 +818,11 @@ class Call:
 
     async def _wait_either(self, event: asyncio.Event, timeout: float) -> None:
         waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._ended.wait())}
-        _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for w in pending:
-            w.cancel()
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()  # a done one ignores it; pending ones must not outlive a cancelled call
 
     async def _cleanup(self) -> None:
         # Each part on its own: one that fails must not keep the call in the registry or lose its CDR.
