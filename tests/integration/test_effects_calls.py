@@ -85,7 +85,7 @@ steps:
   lookup:
     webhook:
       url: {url}
-      body: {{agent: "{agent.removeprefix('sip:')}"}}
+      body: {{agent: "{agent.removeprefix("sip:")}"}}
       routes:
         - when: {{key: ok, equals: "true"}}
           goto: agent
@@ -98,7 +98,9 @@ steps:
 """
 
 
-async def test_the_webhook_reply_picks_where_the_caller_is_redirected(rigs: StartRig, server: HttpServer) -> None:
+async def test_the_webhook_reply_picks_where_the_caller_is_redirected(
+    rigs: StartRig, server: HttpServer
+) -> None:
     agent, account = "sip:agent7@192.0.2.7:5062", "A-123"
     rig = await rigs(lookup_flow(server.url("/ok"), agent, account))
     messages = await rig.sipp("redirect.xml", TARGET=re.escape(agent), ACCOUNT=account)
@@ -113,7 +115,9 @@ async def test_the_webhook_reply_picks_where_the_caller_is_redirected(rigs: Star
     assert [str(r).partition("<")[0] for r in record["route"]] == ["lookup", "agent"]  # type: ignore[attr-defined]
 
 
-async def test_a_flow_that_hangs_up_before_answering_refuses_with_480(rigs: StartRig, server: HttpServer) -> None:
+async def test_a_flow_that_hangs_up_before_answering_refuses_with_480(
+    rigs: StartRig, server: HttpServer
+) -> None:
     # the service is down (500): on_failure leads to a hangup, reached before anything answered the call
     rig = await rigs(lookup_flow(server.url("/error"), "sip:agent7@192.0.2.7", "A-1"))
     messages = await rig.sipp("refused.xml")
