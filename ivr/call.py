@@ -117,6 +117,13 @@ def _address_of(header: str | None) -> str:
         return header or ""
 
 
+def _number_of(address: str) -> str:
+    """The user part of a From/To URI (the caller's or dialled number, as `{{ caller }}` is documented),
+    or the whole address when it has none."""
+    user, at, _ = address.partition(":")[2].partition("@")
+    return user.partition(";")[0] if at and user else address
+
+
 _TOKEN = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")  # a header name (RFC 3261 section 25.1 token)
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -350,7 +357,11 @@ class Call:
         self._media = media
         # The engine starts before the answer: a flow may redirect or refuse the call, or ask a webhook,
         # before anyone hears anything. It answers with `Answer`, or the call does at its first prompt/listen.
-        variables = {"caller": self.record.caller, "callee": self.record.callee, "call_id": self.call_id}
+        variables = {
+            "caller": _number_of(self.record.caller),
+            "callee": _number_of(self.record.callee),
+            "call_id": self.call_id,
+        }
         await self._drive(self._engine(self._dialplan, self.channel_id, self._g711, variables))
         if not self._answered and not self._ended.is_set():
             # The flow ended without answering, redirecting or refusing: do not leave the caller ringing.

@@ -220,7 +220,9 @@ def _did_you_mean(name: str, known: Sequence[str]) -> str:
 def _names_checked(cases: CaseFile, dialplan: Dialplan) -> list[tuple[tuple[Any, ...], str]]:
     """Step and prompt names the dialplan does not have, with where they are in the case file."""
     steps = list(dialplan.steps)
-    prompts = sorted({s.play for s in dialplan.steps.values() if s.play} | set(dialplan.prompts))
+    # every prompt file a call may play: reprompts, confirmations and sub-flows' prompts too
+    played = {name for flow in dialplan.flows() for step in flow.steps.values() for _, name in step.prompts()}
+    prompts = sorted(played | set(dialplan.prompts))
     wrong: list[tuple[tuple[Any, ...], str]] = []
     for name, case in cases.cases.items():
         at = ("cases", name, "expect")

@@ -1,78 +1,34 @@
-"""The call's effects end to end: a real caller (sipp) against the real `Bridge` (SIP over UDP on loopback,
-admission, the shared TTS cache and webhook client, the CDR store), real espeak-ng and a real HTTP server.
-
-The dialplan language that emits Answer, Say, Redirect and Webhook is being built in parallel, so the bridge
-runs `FlowEngine` here through its `engine` hook: a small engine that reacts to real outcomes (the webhook's
-reply picks the redirect target). Once the language lands these flows can be written as YAML instead.
-"""
+"""The call's effects end to end, through YAML dialplans run by the real engine: a real caller (sipp) against
+the real `Bridge` (SIP over UDP on loopback, admission, the shared TTS cache and webhook client, the CDR
+store), real espeak-ng and a real HTTP server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from ivr.asr.base import AudioFormat
 from ivr.config import Settings
 from ivr.dialplan import load_dialplan
-from ivr.dialplan.engine import (
-    Action,
-    Answer,
-    Event,
-    Hangup,
-    PromptFinished,
-    Redirect,
-    Routed,
-    Say,
-    Webhook,
-    WebhookReplied,
-)
-from ivr.dialplan.schema import Dialplan
 from ivr.server import Bridge
 from tests.integration.harness import free_port, run_sipp, scenario_with
 from tests.tools import require_tool
-from tests.unit.test_call import FLOW, tone_wav
 from tests.unit.test_webhook import HttpServer, server
 
-__all__ = ["server"]  # fixture
-
-Step = Callable[[Event | None], list[Action]]
-
-
-class FlowEngine:
-    """Runs `step(None)` at start and `step(event)` on each event until `step` returns a Hangup/Redirect."""
-
-    def __init__(self, step: Step) -> None:
-        self.step = step
-        self.events: list[Event] = []
-        self.finished = False
-        self.next_deadline: float | None = None
-        self.recognition: int | None = None
-
-    def _after(self, actions: list[Action]) -> list[Action]:
-        self.finished = any(isinstance(a, Hangup | Redirect) for a in actions)
-        return actions
-
-    def start(self, now: float) -> list[Action]:
-        return self._after(self.step(None))
-
-    def handle(self, event: Event, now: float) -> list[Action]:
-        self.events.append(event)
-        return self._after(self.step(event))
-
-    def tick(self, now: float) -> list[Action]:
-        return []
+__all__ = ["Rig", "rigs", "server"]  # fixtures, and the rig test_language_calls.py shares
 
 
 class Rig:
-    def __init__(self, tmp: Path, dialplan: Dialplan, path: Path) -> None:
+    """A bridge running one dialplan (written by the test), with a JSON-lines CDR and a TTS cache in `tmp`."""
+
+    def __init__(self, tmp: Path, text: str) -> None:
         self.tmp = tmp
-        self.engines: list[FlowEngine] = []
-        self.step: Step = lambda event: [Hangup(0, "no-flow")]
+        path = tmp / "flow.yaml"
+        path.write_text(text, encoding="utf-8")
         port = free_port()
         low = 40000 + (port % 200) * 50
         self.settings = Settings(
@@ -86,14 +42,7 @@ class Rig:
             dialplan=path,
             dialplan_watch_interval=0,
         )
-        self.bridge = Bridge(self.settings, dialplan, path, engine=self.engine)
-
-    def engine(
-        self, dialplan: Dialplan, channel_id: str, g711: AudioFormat, variables: Mapping[str, str]
-    ) -> FlowEngine:
-        engine = FlowEngine(self.step)
-        self.engines.append(engine)
-        return engine
+        self.bridge = Bridge(self.settings, load_dialplan(path), path)
 
     async def sipp(self, name: str, **replacements: str) -> str:
         scenario = scenario_with(name, self.tmp, **replacements)
@@ -107,63 +56,85 @@ class Rig:
         return [json.loads(line) for line in text.splitlines()]
 
 
+StartRig = Callable[[str], Awaitable[Rig]]
+
+
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rigs(tmp_path: Path) -> AsyncIterator[StartRig]:
+    """Starts a bridge on the dialplan text it is given; closes it after the test."""
     require_tool("sipp")
-    tone_wav(tmp_path / "menu.wav", 0.2)
-    tone_wav(tmp_path / "bye.wav", 0.1)
-    path = tmp_path / "call.yaml"
-    path.write_text(FLOW, encoding="utf-8")
-    running = Rig(tmp_path, load_dialplan(path), path)
-    await running.bridge.start()
-    yield running
-    await running.bridge.close()
+    started: list[Rig] = []
+
+    async def start(text: str) -> Rig:
+        rig = Rig(tmp_path, text)
+        await rig.bridge.start()
+        started.append(rig)
+        return rig
+
+    yield start
+    for rig in started:
+        await rig.bridge.close()
 
 
-async def test_the_webhook_reply_picks_where_the_caller_is_redirected(rig: Rig, server: HttpServer) -> None:
+def lookup_flow(url: str, agent: str, account: str) -> str:
+    return f"""\
+name: lookup before answer
+asr: {{vendor: mediazen, language: ko}}
+start: lookup
+steps:
+  lookup:
+    webhook:
+      url: {url}
+      body: {{agent: "{agent.removeprefix("sip:")}"}}
+      routes:
+        - when: {{key: ok, equals: "true"}}
+          goto: agent
+      goto: refuse
+      on_failure: refuse
+  agent:
+    transfer: {{to: "sip:{{{{ webhook.got.agent }}}}", headers: {{X-Account: {account}}}}}
+  refuse:
+    hangup: true
+"""
+
+
+async def test_the_webhook_reply_picks_where_the_caller_is_redirected(
+    rigs: StartRig, server: HttpServer
+) -> None:
     agent, account = "sip:agent7@192.0.2.7:5062", "A-123"
-
-    def step(event: Event | None) -> list[Action]:
-        if event is None:
-            return [Routed(1, "lookup", "start"), Webhook(2, server.url("/ok"), {"agent": agent}, 5)]
-        if isinstance(event, WebhookReplied) and event.reply is not None:
-            got = event.reply["got"]
-            assert isinstance(got, dict)
-            return [Redirect(3, str(got["agent"]), (("X-Account", account),))]
-        return [Hangup(4, "webhook-failed")]
-
-    rig.step = step
+    rig = await rigs(lookup_flow(server.url("/ok"), agent, account))
     messages = await rig.sipp("redirect.xml", TARGET=re.escape(agent), ACCOUNT=account)
     # One 302 reached the caller: its ACK stopped the retransmissions (RFC 3261 §17.2.1).
     assert len(re.findall(r"^SIP/2.0 302 Moved Temporarily", messages, re.M)) == 1, messages
     assert not re.search(r"^SIP/2.0 200", messages, re.M)
-    assert [json.loads(s.body) for s in server.seen] == [{"agent": agent}]
+    assert [json.loads(s.body) for s in server.seen] == [{"agent": agent.removeprefix("sip:")}]
     assert server.seen[0].headers["user-agent"] == "ivr"
     [record] = await rig.cdrs()
     assert record["hangup_cause"] == "redirected" and record["transfer_target"] == agent
-    assert record["answer"] is None and record["route"] == ["lookup<start"]
+    assert record["answer"] is None
+    assert [str(r).partition("<")[0] for r in record["route"]] == ["lookup", "agent"]  # type: ignore[attr-defined]
 
 
-async def test_a_flow_that_hangs_up_before_answering_refuses_with_480(rig: Rig) -> None:
-    rig.step = lambda event: [Routed(1, "closed", "start"), Hangup(2, "closed-hours")]
+async def test_a_flow_that_hangs_up_before_answering_refuses_with_480(
+    rigs: StartRig, server: HttpServer
+) -> None:
+    # the service is down (500): on_failure leads to a hangup, reached before anything answered the call
+    rig = await rigs(lookup_flow(server.url("/error"), "sip:agent7@192.0.2.7", "A-1"))
     messages = await rig.sipp("refused.xml")
+    assert re.search(r"^SIP/2.0 480", messages, re.M), messages
     assert not re.search(r"^SIP/2.0 200", messages, re.M)
+    assert [s.path for s in server.seen] == ["/error"]
     [record] = await rig.cdrs()
-    assert record["hangup_cause"] == "closed-hours" and record["answer"] is None
+    assert record["answer"] is None and record["transfer_target"] in (None, "")
+    assert [str(r).partition("<")[0] for r in record["route"]] == ["lookup", "refuse"]  # type: ignore[attr-defined]
 
 
-async def test_said_text_is_synthesized_once_for_two_calls(rig: Rig) -> None:
+async def test_said_text_is_synthesized_once_for_two_calls(rigs: StartRig) -> None:
     require_tool("espeak-ng")
-    text = "상담원을 연결합니다"
-
-    def step(event: Event | None) -> list[Action]:
-        if event is None:
-            return [Answer(1), Say(2, text, "ko-KR", barge_in=False)]
-        if isinstance(event, PromptFinished):
-            return [Hangup(3, "normal")]
-        return []
-
-    rig.step = step
+    rig = await rigs(
+        "name: say\nasr: {vendor: mediazen, language: ko}\nstart: hello\n"
+        "steps:\n  hello:\n    say: 상담원을 연결합니다\n    hangup: true\n"
+    )
     mtimes = []
     for _ in range(2):
         await rig.sipp("wait_for_bye.xml", WAIT_BYE="15000")
@@ -171,7 +142,7 @@ async def test_said_text_is_synthesized_once_for_two_calls(rig: Rig) -> None:
         assert len(files) == 1
         mtimes.append(files[0].stat().st_mtime_ns)
     assert mtimes[0] == mtimes[1]  # the second call's speech came from the cache, not espeak-ng
-    assert [e.events for e in rig.engines] == [[PromptFinished(2, True)]] * 2
     records = await rig.cdrs()
     assert [r["hangup_cause"] for r in records] == ["normal", "normal"]
     assert all(r["answer"] is not None for r in records)
+    assert [r["route"] for r in records] == [["hello<start"]] * 2

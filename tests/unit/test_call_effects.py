@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -227,6 +227,25 @@ async def test_a_hangup_before_answer_is_a_480_with_the_flows_cause(rig: Rig) ->
     assert not responses(rig, 200) and rig.ports.in_use == 0
     [record] = rig.records()
     assert record["hangup_cause"] == "closed-hours" and record["answer"] is None
+
+
+async def test_the_flow_gets_the_caller_and_callee_as_numbers_not_uris(rig: Rig) -> None:
+    """Defect: `{{ caller }}` was the whole From URI, so `when: {var: caller, matches: '^010'}` never held."""
+    seen: list[Mapping[str, str]] = []
+    engine = ScriptedEngine([[Hangup(1, "closed")]])
+
+    def factory(dialplan: object, channel_id: str, g711: object, variables: Mapping[str, str]) -> object:
+        seen.append(variables)
+        return engine
+
+    invite = request("INVITE", call_id=rig.call_id, body=rig.offer())
+    rig.start_call(invite.replace(b"sip:alice@", b"sip:01012345678@"), engine=factory)
+    await rig.sip.wait_for(is_status(480))
+    await ended(rig)
+    [variables] = seen
+    [record] = rig.records()
+    assert variables["caller"] == "01012345678" and str(record["caller"]).startswith("sip:01012345678@")
+    assert variables["callee"] == "ivr"
 
 
 async def test_todays_engine_without_answer_is_answered_at_its_first_prompt(rig: Rig) -> None:

@@ -114,6 +114,27 @@ def test_unknown_step_route_and_prompt_names_are_errors_with_a_did_you_mean(tmp_
     ]
 
 
+def test_prompts_of_sub_flows_and_reprompts_are_known_names(tmp_path: Path) -> None:
+    for name in ("menu", "again", "birth"):
+        (tmp_path / f"{name}.wav").write_bytes((REPO / "dialplans" / "prompts" / "agent.wav").read_bytes())
+    (tmp_path / "sub.yaml").write_text(
+        "name: sub\nstart: birth\nsteps:\n  birth:\n    play: birth.wav\n    return: true\n", encoding="utf-8"
+    )
+    main = tmp_path / "main.yaml"
+    main.write_text(
+        "name: main\nstart: menu\nsteps:\n  menu:\n    play: menu.wav\n    routes:\n"
+        "      - {dtmf: '1', goto: sub}\n    no_input: {reprompts: [again.wav], goto: bye}\n"
+        "    no_match: {goto: bye}\n  sub:\n    call: sub.yaml\n    goto: bye\n  bye:\n    hangup: true\n",
+        encoding="utf-8",
+    )
+    cases = tmp_path / "main.test.yaml"
+    cases.write_text(
+        "cases:\n  a:\n    expect: {prompts: [menu.wav, again.wav, birth.wav]}\n", encoding="utf-8"
+    )
+    loaded = load_cases(cases, load_dialplan(main), main)
+    assert loaded is not None  # no "unknown prompt" for the reprompt's nor the sub-flow's file
+
+
 def test_a_case_file_pairs_with_the_dialplan_beside_it(tmp_path: Path) -> None:
     assert dialplan_of(Path("d/banco.test.yaml")) == Path("d/banco.yaml")
     assert cases_of(Path("d/banco.yaml")) == Path("d/banco.test.yaml")
