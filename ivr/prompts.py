@@ -65,21 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DialplanError as exc:
         print(exc, file=sys.stderr)
         return 2
-    voice = dialplan.asr.language.lower().replace("_", "-")
     status = 0
-    for name in referenced_prompts(dialplan):
-        out = dialplan.prompt_path(name)
-        if out.exists() and not args.force:
-            continue
-        text = dialplan.prompts.get(name)
-        if text is None:
-            print(
-                f"{args.dialplan}: no text for '{name}' under prompts:, cannot generate it", file=sys.stderr
-            )
-            status = 1
-            continue
-        seconds = synthesize(text, out, voice=voice, speed=args.speed)
-        print(f"wrote {out} ({seconds:.1f} s)")
+    # Each flow (the dialplan, then every sub-flow it calls) speaks its own prompts: texts from its own
+    # `prompts:`, files beside it, in its language.
+    for flow in dialplan.flows():
+        voice = flow.asr.language.lower().replace("_", "-")
+        steps = flow.steps.values()
+        for name in dict.fromkeys(p for step in steps for _, p in step.prompts()):
+            out = flow.prompt_path(name)
+            if out.exists() and not args.force:
+                continue
+            text = flow.prompts.get(name)
+            if text is None:
+                where = str(args.dialplan) + ("" if flow is dialplan else f" (sub-flow '{flow.name}')")
+                print(f"{where}: no text for '{name}' under prompts:, cannot generate it", file=sys.stderr)
+                status = 1
+                continue
+            seconds = synthesize(text, out, voice=voice, speed=args.speed)
+            print(f"wrote {out} ({seconds:.1f} s)")
     return status
 
 

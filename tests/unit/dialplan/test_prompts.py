@@ -63,3 +63,24 @@ def test_prompt_without_text_fails(tmp_path: Path, capsys: pytest.CaptureFixture
     path.write_text(FLOW, encoding="utf-8")
     assert main([str(path)]) == 1
     assert "no text for 'bye.wav'" in capsys.readouterr().err
+
+
+def test_a_sub_flow_speaks_its_own_prompts_from_its_own_texts(tmp_path: Path) -> None:
+    caller = FLOW.replace('    routes: [{dtmf: "1", goto: bye}]', '    routes: [{dtmf: "1", goto: sub}]')
+    caller = caller.replace("  bye:\n", "  sub:\n    call: sub.yaml\n    goto: bye\n  bye:\n")
+    caller += "  bye.wav: 안녕히 가세요\n"
+    (tmp_path / "p.yaml").write_text(caller, encoding="utf-8")
+    sub = (
+        "name: s\nstart: ask\nsteps:\n  ask:\n    play: ask.wav\n    goto: done\n  done:\n    return: true\n"
+    )
+    (tmp_path / "sub.yaml").write_text(
+        sub + "prompts:\n  ask.wav: 생년월일을 눌러 주세요\n", encoding="utf-8"
+    )
+    assert main([str(tmp_path / "p.yaml")]) == 0
+    assert {p.name for p in (tmp_path / "prompts").iterdir()} == {
+        "menu.wav",
+        "again.wav",
+        "bye.wav",
+        "ask.wav",
+    }
+    load_dialplan(tmp_path / "p.yaml")  # the sub-flow's prompt is found where its loader looks
