@@ -285,10 +285,16 @@ class DialplanEngine:
             return self._hold(event, now)
         if isinstance(event, WebhookReplied):
             return self._webhook_replied(step, event, now)
+        if isinstance(event, Digit) and self._phase is _Phase.PLAYING and self._keys_cut(step):
+            # `barge_in: dtmf`: the key stops the prompt, the step listens from now, and the key counts.
+            stop = Cancel(self._prompt) if self._prompt is not None else None
+            self._prompt = None
+            listening = self._after_prompt(step, now)
+            return [*([stop] if stop else []), *listening, *self._digit(step, event.digit.upper(), now)]
         if self._phase is not _Phase.LISTENING:
             return []
         if isinstance(event, Digit):
-            if self._prompt is not None and not step.settings.barge_in:
+            if self._prompt is not None and not step.settings.dtmf_barge_in:
                 return []
             return self._digit(step, event.digit.upper(), now)
         if event.id != self._listen:
@@ -460,6 +466,15 @@ class DialplanEngine:
     def _arm(self, timer: _Timer | None, deadline: float | None) -> None:
         self._timer, self._deadline = (timer, deadline) if deadline is not None else (None, None)
 
+    def _keys_cut(self, step: Step) -> bool:
+        """A key during this step's prompt stops it although speech does not (the step listens after)."""
+        return (
+            step.listens
+            and self._prompt is not None
+            and step.settings.dtmf_barge_in
+            and not step.settings.speech_barge_in
+        )
+
     def _stop_all(self) -> list[Action]:
         """Cancel whatever still runs of the step being left."""
         stops: list[Action] = [Cancel(i) for i in (self._prompt, self._listen) if i is not None]
@@ -494,7 +509,7 @@ class DialplanEngine:
         if prompt is None:
             return self._after_prompt(step, now)
         answer = self._answer()
-        barge_in = step.listens and step.settings.barge_in
+        barge_in = step.listens and step.settings.speech_barge_in
         action: Play | Say
         if isinstance(prompt, SayPrompt):
             language = step.settings.language or self._flow.asr.language
@@ -606,7 +621,7 @@ class DialplanEngine:
             recognition,
             step.settings.vendor or self._flow.asr.vendor,
             request,
-            step.settings.barge_in,
+            step.settings.speech_barge_in,
             secondaries,
         )
         self._listen = listen.id
@@ -659,7 +674,7 @@ class DialplanEngine:
     def _speech_started(self, step: Step, now: float) -> list[Action]:
         self._speaking = True
         self._arm(_Timer.MAX_SPEECH, now + (step.settings.max_speech or SPEECH_GUARD))
-        if step.settings.barge_in and self._prompt is not None:
+        if step.settings.speech_barge_in and self._prompt is not None:
             stop = Cancel(self._prompt)
             self._prompt = None  # cut: its PromptFinished is stale, and the no-input timer is not started
             return [stop]

@@ -121,7 +121,7 @@ def _check_step(name: str, step: Step) -> Iterator[Issue]:
         )
     seen_dtmf: dict[str, int] = {}
     for i, route in enumerate(step.routes):
-        for key in ("say", "phrases"):
+        for key in ("say", "say_all", "phrases"):
             for j, word in enumerate(getattr(route, key)):
                 if not word.strip():
                     yield Issue(

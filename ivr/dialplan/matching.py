@@ -56,7 +56,9 @@ def keyword(word: str) -> str:
 
 
 def has_speech(route: Route) -> bool:
-    return bool(route.say or route.phrases or route.speaker or route.regex or route.confidence)
+    return bool(
+        route.say or route.say_all or route.phrases or route.speaker or route.regex or route.confidence
+    )
 
 
 def has_keys(route: Route) -> bool:
@@ -75,9 +77,11 @@ def takes_keys(route: Route) -> bool:
 def words_match(route: Route, said: str) -> str | None:
     """`say:<word>` for the first word found in normalized `said`, "" for a route without words, None when
     none is said."""
+    if route.say_all and not all(keyword(word) in said for word in route.say_all):
+        return None
     words = (*route.say, *route.phrases)
     if not words:
-        return ""
+        return f"say:{'+'.join(route.say_all)}" if route.say_all else ""
     for word in words:
         found = keyword(word)
         if found and found in said:

@@ -170,7 +170,11 @@ class ListenSettings(_Model):
     incomplete_timeout: float | None = Field(
         default=None, gt=0, le=10, description="silence (s) that ends an utterance not (yet) matching it"
     )
-    barge_in: bool = Field(default=True, description="caller speech or DTMF stops the prompt")
+    barge_in: bool | Literal["speech", "dtmf"] = Field(
+        default=True,
+        description="what stops the prompt: true (speech or keys), speech (keys pressed during the prompt are"
+        " ignored), dtmf (a key stops it; speech is listened to once it ends), false (nothing)",
+    )
     min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="results below this confidence do not match"
     )
@@ -224,6 +228,16 @@ class ListenSettings(_Model):
         " so the caller need not repeat; it takes the step's audio setting and does not run classifiers;"
         " with none, or when it fails too, the step's no_input fallback",
     )
+
+    @property
+    def speech_barge_in(self) -> bool:
+        """The caller's speech stops the prompt (and is recognized while it plays)."""
+        return self.barge_in is True or self.barge_in == "speech"
+
+    @property
+    def dtmf_barge_in(self) -> bool:
+        """A key pressed during the prompt stops it and counts."""
+        return self.barge_in is True or self.barge_in == "dtmf"
 
     @model_validator(mode="after")
     def _early_needs_partials(self) -> ListenSettings:
@@ -314,7 +328,12 @@ class Route(Conditions):
 
     say: list[str] = Field(
         default_factory=list,
-        description="keywords found anywhere in the recognized text",
+        description="keywords found anywhere in the recognized text: any one of them matches",
+        json_schema_extra=_word_or_words,
+    )
+    say_all: list[str] = Field(
+        default_factory=list,
+        description="keywords that must all be found (in any order), e.g. [카드, 분실]; with say: both hold",
         json_schema_extra=_word_or_words,
     )
     phrases: list[str] = Field(
@@ -349,7 +368,7 @@ class Route(Conditions):
     )
     goto: str = Field(description="the step to go to")
 
-    @field_validator("say", "phrases", mode="before")
+    @field_validator("say", "say_all", "phrases", mode="before")
     @classmethod
     def _words(cls, value: Any) -> Any:
         return _as_list(value)
@@ -365,6 +384,7 @@ class Route(Conditions):
         """Whether the route asks anything of the caller's input (else it is a default route)."""
         return bool(
             self.say
+            or self.say_all
             or self.phrases
             or self.dtmf
             or self.speaker
@@ -710,7 +730,9 @@ class Dialplan(_Model):
 
 
 def step_vocabulary(step: Step) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p for route in step.routes for p in (*route.phrases, *route.say)))
+    return tuple(
+        dict.fromkeys(p for route in step.routes for p in (*route.phrases, *route.say, *route.say_all))
+    )
 
 
 # We own no domain, so an https:// $id would name an address nobody serves: a URN names the language without

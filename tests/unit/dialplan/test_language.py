@@ -762,3 +762,71 @@ def test_hold_during_digit_collection_pauses_it_and_resume_starts_the_step_again
     actions = caller.send(Resumed())
     assert routed(actions) == ("card", "resumed") and any(isinstance(a, Play) for a in actions)
     assert routed(caller.keys("1234#")) == ("test_card", "digits")  # the keys before the hold are gone
+
+
+# ---- all keywords, and barge-in by kind of input
+
+BARGE = """\
+name: barge
+start: menu
+steps:
+  menu:
+    play: menu.wav
+    listen: {barge_in: BARGE}
+    routes:
+      - say_all: [카드, 분실]
+        goto: lost
+      - say: [카드]
+        goto: card
+      - dtmf: "1"
+        goto: card
+    no_input: {goto: bye}
+    no_match: {retries: 0, goto: bye}
+  lost:
+    hangup: true
+  card:
+    hangup: true
+  bye:
+    hangup: true
+"""
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("카드를 분실했어요", ("lost", "say:카드+분실")),
+        ("분실한 카드요", ("lost", "say:카드+분실")),  # any order
+        ("카드 결제요", ("card", "say:카드")),  # one of the two: the next route
+        ("분실 신고", ("bye", "no_match")),
+    ],
+)
+def test_say_all_needs_every_keyword_in_any_order(
+    tmp_path: Path, said: str, expected: tuple[str, str]
+) -> None:
+    caller = Caller(load_dialplan(flow(tmp_path, BARGE.replace("BARGE", "true"))))
+    caller.start()
+    assert routed(caller.heard(said)) == expected
+
+
+def test_barge_in_on_speech_only_ignores_keys_during_the_prompt(tmp_path: Path) -> None:
+    caller = Caller(load_dialplan(flow(tmp_path, BARGE.replace("BARGE", "speech"))))
+    actions = caller.start()
+    listen = next(a for a in actions if isinstance(a, Listen))
+    assert listen.barge_in and kinds(actions)[-2:] == ["Play", "Listen"]  # recognized while it plays
+    assert caller.keys("1") == []  # a key during the prompt does not cut it or count
+    caller.prompt_done()
+    assert routed(caller.keys("1")) == ("card", "dtmf:1")
+
+
+def test_barge_in_on_keys_only_cuts_the_prompt_on_a_key_and_listens_after_it(tmp_path: Path) -> None:
+    caller = Caller(load_dialplan(flow(tmp_path, BARGE.replace("BARGE", "dtmf"))))
+    actions = caller.start()
+    play = next(a for a in actions if isinstance(a, Play))
+    assert not play.barge_in and "Listen" not in kinds(actions)  # speech does not cut it: no recognition yet
+    actions = caller.keys("1")
+    assert actions[0] == Cancel(play.id) and routed(actions) == ("card", "dtmf:1")
+    # Without a key, listening starts when the prompt ends.
+    caller = Caller(load_dialplan(flow(tmp_path, BARGE.replace("BARGE", "dtmf"))))
+    caller.start()
+    assert kinds(caller.prompt_done()) == ["Listen", "StartInputTimers"]
+    assert routed(caller.heard("카드")) == ("card", "say:카드")
