@@ -7,7 +7,7 @@ the key at fault; the JSON carries the same facts for machines.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ class CheckReport:
     checked: tuple[str, ...]
     problems: tuple[Problem, ...]
     skipped: tuple[Skipped, ...] = field(default=())
+    # checked file -> the sub-flow files it calls that have errors (reported under their own names)
+    broken_subflows: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -57,8 +59,11 @@ class CheckReport:
         called = [p.path for p in self.problems if p.path not in self.checked]
         for path in (*self.checked, *dict.fromkeys(called)):
             found = [p for p in self.problems if p.path == path]
+            broken = self.broken_subflows.get(path)
             if found:
                 out.extend(p.located() for p in found)
+            elif broken:
+                out.append(f"{path}: not ok: it calls {', '.join(broken)}, which has errors (below)")
             else:
                 out.append(f"{path}: ok")
         if len(self.checked) > 1 or self.problems:
@@ -138,6 +143,12 @@ def _not_a_dialplan(path: Path) -> str | None:
 def check_paths(paths: Iterable[Path], configured_vendors: Collection[str] | None = None) -> CheckReport:
     """Check every dialplan among `paths` (which must exist)."""
     files, skipped = find_dialplans(paths)
+    found = {str(file): check_file(file, configured_vendors) for file in files}
     # A sub-flow in the same folder is checked on its own and again through its caller: report it once.
-    problems = list(dict.fromkeys(p for file in files for p in check_file(file, configured_vendors)))
-    return CheckReport(tuple(str(f) for f in files), tuple(problems), tuple(skipped))
+    problems = list(dict.fromkeys(p for each in found.values() for p in each))
+    broken = {
+        path: called
+        for path, each in found.items()
+        if (called := tuple(dict.fromkeys(p.path for p in each if p.path != path and not p.warning)))
+    }
+    return CheckReport(tuple(found), tuple(problems), tuple(skipped), broken)

@@ -276,6 +276,9 @@ def test_a_sub_flows_problems_come_with_its_caller_once(tmp_path: Path) -> None:
         f"{tmp_path / 'verify.yaml'}:6:5: error: step 'ask' return: input should be a valid boolean, unable"
         " to interpret input (got 'ture')"
     )
-    assert check_paths([main]).lines()[:2] == [f"{main}: ok", expected]
+    assert check_paths([main]).lines()[:2] == [
+        f"{main}: not ok: it calls {tmp_path / 'verify.yaml'}, which has errors (below)",
+        expected,
+    ]
     both = check_paths([tmp_path])  # the sub-flow is checked on its own too: reported once
     assert [p.located() for p in both.problems] == [expected]
