@@ -15,8 +15,9 @@ that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
 calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
-Every session's deadlines (keepalive and prompt frames, silence checks, the inactivity timeout) share one
-`wheel.TimerWheel` per event loop, driven by a single loop timer: not a loop timer per frame per call.
+Every session's deadlines share one loop timer per event loop: a media tick per call every packet time (a
+`wheel.Cadence`: the keepalive frame, the caller's silence, the inactivity timeout), and prompt frames in a
+`wheel.TimerWheel`. Nothing is scheduled per packet, and no loop timer per call.
 
 A send that fails (an SDP address the socket cannot use, ICMP errors, a full buffer) is counted, never raised:
 the prompt still "plays" on schedule, so the dialplan moves on instead of stalling on a dead media path.
@@ -28,6 +29,7 @@ import asyncio
 import errno
 import functools
 import ipaddress
+import select
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +43,7 @@ from ivr.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from ivr.media.prompt import SAMPLE_RATE, frames
 from ivr.media.rtp import HEADER, HEADER_SIZE, PLAIN, RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
-from ivr.media.wheel import TimerWheel, WheelTimer
+from ivr.media.wheel import Cadence, TimerWheel, WheelTimer
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
@@ -49,14 +51,17 @@ _COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for 
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
 _WHEEL_TICK = 0.001  # the shared timers' slot: keepalive and prompt frames leave at most this late
+_MAX_FILL_DEFERRED = 3  # media ticks a silence fill waits for datagrams not read yet
 
 
 class _SharedTimers:
-    """The `TimerWheel` of every session on one event loop, driven by a single loop timer."""
+    """The deadlines of every session on one event loop, driven by a single loop timer: one-off ones in a
+    `TimerWheel`, each session's media tick in a `Cadence` per packet time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._wheel = TimerWheel(_WHEEL_TICK)
+        self._cadences: dict[float, Cadence] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._armed: float | None = None  # when the loop timer is set to fire
 
@@ -65,8 +70,26 @@ class _SharedTimers:
         self._arm()
         return timer
 
-    def _arm(self) -> None:
+    def every(self, period: float, when: float, callback: Callable[[], object]) -> WheelTimer:
+        """Run `callback` every `period` from about `when` (in its phase) until cancelled."""
+        cadence = self._cadences.get(period)
+        if cadence is None:
+            cadence = self._cadences[period] = Cadence(period, _WHEEL_TICK)
+        timer = cadence.add(when, callback)
+        self._arm()
+        return timer
+
+    def _next_deadline(self) -> float | None:
         deadline = self._wheel.next_deadline()
+        now = self._loop.time()
+        for cadence in self._cadences.values():
+            at = cadence.next_deadline(now)
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        return deadline
+
+    def _arm(self) -> None:
+        deadline = self._next_deadline()
         if deadline is None or (self._armed is not None and self._armed <= deadline):
             return
         if self._handle is not None:
@@ -76,7 +99,13 @@ class _SharedTimers:
 
     def _run(self) -> None:
         self._handle = self._armed = None
-        for timer in self._wheel.expire(self._loop.time() + _TIMER_SLACK):
+        now = self._loop.time() + _TIMER_SLACK
+        due = self._wheel.expire(now)
+        for cadence in self._cadences.values():
+            due += cadence.expire(now)
+        for timer in due:
+            if timer.cancelled:  # by an earlier callback of this run
+                continue
             try:
                 timer.callback()
             except Exception as exc:  # one session's bug must not stop every other session's timers
@@ -182,9 +211,9 @@ class RtpSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: _SharedTimers | None = None  # every session's deadlines on one loop timer
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: WheelTimer | None = None
-        self._fill_timer: WheelTimer | None = None  # receive side: silence while the caller is quiet
-        self._keepalive_timer: WheelTimer | None = None
+        self._ticker: WheelTimer | None = None  # the media tick, every packet time: see _tick
+        self._waiting: select.poll | None = None  # has the socket datagrams not read yet (see _fill_due)
+        self._fill_deferred = 0
         self._last_rx = 0.0
         self._timed_out = False
         self._closed = False
@@ -246,9 +275,6 @@ class RtpSession:
         self._keepalive = enabled
         if enabled:
             self._arm_keepalive()
-        elif self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
 
     async def start(self) -> None:
         """Bind the UDP socket; OSError if the port is busy."""
@@ -277,8 +303,10 @@ class RtpSession:
         self._unusable_remote = self._check_remote(self._send_to)
         if self._unusable_remote is not None:
             self._latch.reset("")  # no caller sends from an address we cannot send to: latch on probation
+        self._waiting = select.poll()
+        self._waiting.register(transport.get_extra_info("socket").fileno(), select.POLLIN)
         self._last_rx = loop.time()
-        self._timer = self._timers.call_at(self._last_rx + self._inactivity_timeout, self._check_inactivity)
+        self._ticker = self._timers.every(self._ptime, self._last_rx, self._tick)
         self._arm_keepalive()
 
     def update_remote(self, host: str, port: int) -> None:
@@ -315,10 +343,7 @@ class RtpSession:
             return False
         self.stop_playback()
         token = _Playback()
-        self._playback = token
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+        self._playback = token  # the media tick sends no keepalive while it is set
         loop = self._loop
         ptime = self._ptime
         spf = self._samples_per_frame
@@ -368,10 +393,9 @@ class RtpSession:
             return
         self._closed = True
         self.stop_playback()
-        for timer in (self._timer, self._fill_timer, self._keepalive_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._fill_timer = self._keepalive_timer = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self._transport is not None:
             self._transport.close()
             await asyncio.sleep(0)  # let the transport finish closing the socket
@@ -426,19 +450,27 @@ class RtpSession:
         self.send_errors += 1
         self.last_send_error = reason
 
-    def _check_inactivity(self) -> None:
-        assert self._loop is not None and self._timers is not None
-        deadline = self._last_rx + self._inactivity_timeout
-        if self._loop.time() + _TIMER_SLACK >= deadline:
-            self._timer = None
-            if not self._timed_out and not self._closed:
+    def _tick(self) -> None:
+        """The media tick, once per packet time in the phase of the keepalive clock: the silence due, the
+        caller's quiet filled in, the inactivity timeout. One callback per call, nothing scheduled."""
+        loop = self._loop
+        if self._closed or loop is None:
+            return
+        now = loop.time()
+        if self._keepalive and self._playback is None:
+            self._send_due(now)
+        if not self._timed_out:
+            at = self._timeline.next_check()
+            if at is not None and now + _TIMER_SLACK >= at:
+                self._fill_silence(now)
+            if now + _TIMER_SLACK >= self._last_rx + self._inactivity_timeout:
                 self._timed_out = True
                 self._on_timeout()
-        elif not self._closed:
-            self._timer = self._timers.call_at(deadline, self._check_inactivity)
 
     def _arm_keepalive(self) -> None:
-        loop, timers = self._loop, self._timers
+        """Silence from the stream's clock on (at start, after a prompt, off hold), with the media tick moved
+        to the clock's phase so that each frame leaves on time."""
+        loop, timers, ticker = self._loop, self._timers, self._ticker
         if (
             not self._keepalive
             or self._closed
@@ -447,30 +479,37 @@ class RtpSession:
             or self._playback is not None
         ):
             return
-        if self._keepalive_timer is not None:
-            return
         now = loop.time()
         clock = self._clock
         if clock is None or clock < now - _MAX_LATE_FRAMES * self._ptime:
             if clock is not None:
                 self._sender.skip(round((now - clock) * SAMPLE_RATE))  # time passed unsent (keepalive off)
             self._clock = clock = now
-        self._keepalive_timer = timers.call_at(clock, self._send_silence)
+        if ticker is not None and round((ticker.when - clock) / _WHEEL_TICK) % round(
+            self._ptime / _WHEEL_TICK
+        ):
+            ticker.cancel()
+            self._ticker = timers.every(self._ptime, clock, self._tick)
+        self._send_due(now)  # what the tick in its new phase would have sent already
 
-    def _send_silence(self) -> None:
-        self._keepalive_timer = None
-        loop = self._loop
+    def _send_due(self, now: float) -> None:
+        """The keepalive frames due by `now`: one per tick, a few after a late tick, re-based after a stall."""
         clock = self._clock
-        if self._closed or self._playback is not None or loop is None or clock is None:
+        if clock is None or clock > now + _TIMER_SLACK:
             return
-        lateness = loop.time() - clock
-        if lateness > _MAX_LATE_FRAMES * self._ptime:  # a stalled loop: re-base rather than burst
-            self._sender.skip(round(lateness * SAMPLE_RATE))
-            clock += lateness
-        self._send(self._sender.packet(self._silence_frame, self._samples_per_frame))
-        self._clock = clock = clock + self._ptime
-        assert self._timers is not None
-        self._keepalive_timer = self._timers.call_at(clock, self._send_silence)
+        if now - clock > _MAX_LATE_FRAMES * self._ptime:  # a stalled loop: re-base rather than burst
+            self._sender.skip(round((now - clock) * SAMPLE_RATE))
+            clock = now
+        packet, frame, spf, ptime = (
+            self._sender.packet,
+            self._silence_frame,
+            self._samples_per_frame,
+            self._ptime,
+        )
+        while clock <= now + _TIMER_SLACK:
+            self._send(packet(frame, spf))
+            clock += ptime
+        self._clock = clock
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         source = self._source
@@ -511,8 +550,6 @@ class RtpSession:
             self._source = self._send_to = addr
             self._unusable_remote = None  # the caller's own source address: the socket can always reach it
             self._timeline.start(now)
-            if self._fill_timer is None:
-                self._arm_fill()
         self._last_rx = now
         self.stats.update(packet, now)
         if pt == self.payload_type:
@@ -534,23 +571,18 @@ class RtpSession:
         for ready in self._jitter.push(packet):
             self._deliver(ready, now)
 
-    def _arm_fill(self) -> None:
-        at = self._timeline.next_check()
-        if at is not None and self._timers is not None:
-            self._fill_timer = self._timers.call_at(at, self._fill_silence)
-
-    def _fill_silence(self) -> None:
+    def _fill_silence(self, now: float) -> None:
         """The caller has been quiet for the timeline's hangover: release what the jitter buffer holds (no
-        later packet is coming to push it out), then hand over silence in real time."""
-        self._fill_timer = None
-        loop = self._loop
-        if self._closed or self._timed_out or loop is None:
+        later packet is coming to push it out), then hand over silence in real time.
+
+        Unless datagrams wait unread: a loop that ran late runs its timers before its sockets, and the caller
+        who seems quiet is only not read yet. Filling then would put silence in the middle of speech and push
+        the audio late, so it waits, for a few ticks at most (a flood on the port must not hold it off)."""
+        waiting = self._waiting
+        if waiting is not None and self._fill_deferred < _MAX_FILL_DEFERRED and waiting.poll(0):
+            self._fill_deferred += 1
             return
-        now = loop.time()
-        at = self._timeline.next_check()
-        if at is not None and now + _TIMER_SLACK < at:
-            self._arm_fill()  # audio came since this was armed
-            return
+        self._fill_deferred = 0
         for held in self._jitter.flush():
             self._deliver(held, now)
         samples = self._timeline.silence_due(now)
@@ -558,7 +590,6 @@ class RtpSession:
             frames = self._assembler.add_silence(samples)
             if frames is not None:
                 self._on_audio(frames)
-        self._arm_fill()
 
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         if packet.payload_type != self.payload_type:

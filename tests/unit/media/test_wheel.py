@@ -68,3 +68,44 @@ def test_every_timer_runs_once_never_early_at_most_a_tick_late(deadlines: list[f
             assert now <= timer.when + 0.01 + 1e-9
             seen.append(timer.callback())
     assert sorted(seen) == list(range(len(deadlines)))
+
+
+def test_a_cadence_runs_each_callback_once_per_period_in_its_phase() -> None:
+    from ivr.media.wheel import Cadence
+
+    ring = Cadence(period=0.02, tick=0.001)
+    ring.add(10.0032, lambda: "a")  # phase: the slot ending at 10.004
+    ring.add(10.0151, lambda: "b")  # the slot ending at 10.016
+    assert ring.next_deadline(10.0031) == pytest.approx(10.004)
+    seen: list[tuple[float, str]] = []
+    now = 10.004
+    while now < 10.1:
+        seen += [(round(now, 3), name) for name in names(ring.expire(now))]
+        now = round(now + 0.001, 3)
+    assert [t for t, name in seen if name == "a"] == [10.004, 10.024, 10.044, 10.064, 10.084]
+    assert [t for t, name in seen if name == "b"] == [10.016, 10.036, 10.056, 10.076, 10.096]
+
+
+def test_a_cadence_catches_up_once_after_a_stall_and_drops_cancelled_callbacks() -> None:
+    from ivr.media.wheel import Cadence
+
+    ring = Cadence(period=0.02, tick=0.001)
+    kept = ring.add(1.0005, lambda: "kept")
+    gone = ring.add(1.0105, lambda: "gone")
+    assert ring.expire(1.0) == []  # the first run: the current slot only
+    assert names(ring.expire(1.02)) == ["kept", "gone"]  # a late run catches up, in slot order
+    assert names(ring.expire(1.5)) in (["kept", "gone"], ["gone", "kept"])  # a 480 ms stall: once each
+    gone.cancel()
+    assert names(ring.expire(1.52)) == ["kept"]
+    assert len(ring) == 1 and not kept.cancelled
+    assert ring.expire(1.52) == []  # nothing runs twice for one slot
+    kept.cancel()
+    ring.expire(1.54)
+    assert len(ring) == 0 and ring.next_deadline(1.54) is None
+
+
+def test_a_cadence_period_must_hold_a_tick() -> None:
+    from ivr.media.wheel import Cadence
+
+    with pytest.raises(ValueError):
+        Cadence(period=0.0005, tick=0.001)
