@@ -493,7 +493,7 @@ class RtpSession:
         self._send_due(now)  # what the tick in its new phase would have sent already
 
     def _send_due(self, now: float) -> None:
-        """The keepalive frames due by `now`: one per tick, a few after a late tick, re-based after a stall."""
+        """The keepalive frames due by `now`: one a tick, a few after a late tick, re-based after a stall."""
         clock = self._clock
         if clock is None or clock > now + _TIMER_SLACK:
             return

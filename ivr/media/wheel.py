@@ -81,10 +81,10 @@ class TimerWheel:
 class Cadence:
     """Callbacks that recur every `period` seconds, in `period / tick` phase slots of `tick` seconds.
 
-    `add(when, callback)` places the callback in the slot `when` falls in; from then on it runs each time that
-    slot comes round, at most `tick` after its phase (the first time, possibly up to a period before `when`:
-    a callback checks its own deadlines). A cancelled callback leaves its slot when the slot next runs. After a
-    stall longer than a period, every callback runs once, not once per period missed.
+    `add(when, callback)` places the callback in the slot `when` falls in; from then on it runs each time
+    that slot comes round, at most `tick` after its phase (the first time, possibly up to a period before
+    `when`: a callback checks its own deadlines). A cancelled callback leaves its slot when the slot next
+    runs. After a stall longer than a period, every callback runs once, not once per period missed.
     """
 
     __slots__ = ("_count", "_done", "_slots", "tick")
