@@ -42,6 +42,7 @@ from ivr.asr.base import (
     VendorError,
 )
 from ivr.asr.breaker import CircuitBreaker
+from ivr.asr.wsframe import MaskPool, binary_frame
 
 __all__ = ["Connection", "ConnectionLost", "Connector", "RecognizerStream", "websocket_connector"]
 
@@ -85,7 +86,8 @@ class _WebSocket:
         # websockets version that lacks these internals every frame takes send().
         self._direct = all(
             hasattr(ws, name) for name in ("protocol", "send_data", "paused", "send_in_progress")
-        )
+        ) and all(hasattr(ws.protocol, name) for name in ("writes", "extensions"))
+        self._masks = MaskPool()
 
     def send_now(self, frame: Frame) -> bool:
         ws = self._ws
@@ -97,11 +99,16 @@ class _WebSocket:
             or ws.transport.is_closing()
         ):
             return False
-        if isinstance(frame, str):
-            ws.protocol.send_text(frame.encode())
-        else:
-            ws.protocol.send_binary(frame)
+        protocol = ws.protocol
         try:
+            if isinstance(frame, str):
+                protocol.send_text(frame.encode())
+            elif not protocol.writes and not protocol.extensions:
+                # Audio, nearly every frame: written whole, in order behind nothing (wsframe.py).
+                ws.transport.write(binary_frame(frame, self._masks.take()))
+                return True
+            else:
+                protocol.send_binary(frame)
             ws.send_data()
         except Exception as exc:  # what send() turns into ConnectionClosed: the socket failed under us
             ws.transport.abort()
@@ -304,12 +311,17 @@ class RecognizerStream:
         if self._request is None:
             return
         pending = self._pending
-        pending += chunk
         codec = self._codec
         if codec is not None and codec.state is SessionState.LISTENING:
+            if not pending and len(chunk) == self._chunk_bytes:
+                self._pump(codec, chunk)  # a whole frame with nothing held: straight on, no copy
+                return
+            pending += chunk
             if len(pending) >= self._chunk_bytes:
                 self._pump(codec)
-        elif len(pending) > self._max_backlog:
+            return
+        pending += chunk
+        if len(pending) > self._max_backlog:
             self._overflow(len(pending))
 
     def start_timers(self) -> None:
@@ -453,11 +465,16 @@ class RecognizerStream:
                 self._pump(codec)
         self._changed.set()
 
-    def _pump(self, codec: RecognizerCodec, *, everything: bool = False) -> None:
+    def _pump(self, codec: RecognizerCodec, whole: bytes | None = None, *, everything: bool = False) -> None:
+        """Held audio to the codec in its chunks (`everything`: the short rest too), or one `whole` chunk."""
         pending, size = self._pending, self._chunk_bytes
         now = self._loop.time()
         replay = self._replay
         try:
+            if whole is not None:
+                codec.audio(whole, now)
+                if replay is not None:
+                    replay += whole
             while len(pending) >= size or (everything and pending):
                 chunk = bytes(pending[:size])
                 codec.audio(chunk, now)

@@ -159,7 +159,13 @@ class RtpStats:
     def record(self, ssrc: int, seq: int, timestamp: int, arrival: float) -> None:
         """`update` from the header fields, for a receive path that builds no RtpPacket."""
         self.received += 1
-        if ssrc != self.ssrc:
+        if seq == (self._max_seq + 1) & 0xFFFF and ssrc == self.ssrc:  # the next in order: nearly every one
+            if not seq:
+                self._cycles += _SEQ_MOD
+            self._max_seq = seq
+            self._recent = ((self._recent << 1) | 1) & _DUP_MASK
+            self._bad_seq = -1
+        elif ssrc != self.ssrc:
             self._start_source(ssrc, seq)
         else:
             delta = (seq - self._max_seq) % _SEQ_MOD

@@ -51,8 +51,12 @@ class Timeline:
         until = self.until
         if until is None:
             until = now
-        fill = 0
         expected = self._next_ts
+        if timestamp == expected:  # the next audio in order: no gap to measure
+            self._next_ts = (timestamp + samples) & _TS_MASK
+            self.until = until + samples / self._rate
+            return 0
+        fill = 0
         if expected is not None:
             gap = (timestamp - expected) & _TS_MASK
             if 0 < gap < _TS_HALF:  # a packet from the past (overlap, reordering) gets no fill
