@@ -456,13 +456,15 @@ class RtpSession:
         if self._closed or loop is None:
             return
         now = loop.time()
-        if self._keepalive and self._playback is None:
+        soon = now + _TIMER_SLACK
+        clock = self._clock
+        if clock is not None and clock <= soon and self._keepalive and self._playback is None:
             self._send_due(now)
         if not self._timed_out:
             at = self._timeline.next_check()
-            if at is not None and now + _TIMER_SLACK >= at:
+            if at is not None and soon >= at:
                 self._fill_silence(now)
-            if now + _TIMER_SLACK >= self._last_rx + self._inactivity_timeout:
+            if soon >= self._last_rx + self._inactivity_timeout:
                 self._timed_out = True
                 self._on_timeout()
 
