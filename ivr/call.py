@@ -199,6 +199,7 @@ class CallSettings:
     ack_timeout: float = 32.0
     bye_timeout: float = 5.0
     rtp_nat: bool = False  # accept media from a non-SDP address after a probation (NAT'd callers)
+    rtp_comfort_noise: bool = True  # RFC 3389 CN for silence when the offer has it
 
 
 class PromptCache:
@@ -342,6 +343,8 @@ class Call:
         else:
             try:
                 media = negotiate(parse_sdp(self.invite.body))
+                if not self._settings.rtp_comfort_noise:
+                    media = dataclasses.replace(media, comfort_noise_payload_type=None)
             except SdpNotAcceptable as e:
                 self.log.info("offer not acceptable", reason=str(e))
                 self._reject(488, "rejected-488", warning=str(e), warn_code=e.warn_code)
@@ -412,6 +415,7 @@ class Call:
                 remote_port=media.remote_port,
                 payload_type=media.payload_type,
                 dtmf_payload_type=media.dtmf_payload_type,
+                comfort_noise_payload_type=media.comfort_noise_payload_type,
                 on_audio=self._on_audio,
                 on_dtmf=self._on_dtmf,
                 on_timeout=self._on_rtp_timeout,
@@ -748,8 +752,9 @@ class Call:
         if (
             media.payload_type != self._rtp.payload_type
             or media.dtmf_payload_type != self._rtp.dtmf_payload_type
+            or media.comfort_noise_payload_type != self._rtp.comfort_noise_payload_type
         ):
-            self._rtp.set_codec(media.payload_type, media.dtmf_payload_type)
+            self._rtp.set_codec(media.payload_type, media.dtmf_payload_type, media.comfort_noise_payload_type)
 
     def end(self, cause: str) -> None:
         """End the call from outside (drain deadline, a failed handler): BYE or reject, then cleanup."""

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     # Accept media from an address other than the SDP's (a caller behind NAT) after 5 consecutive packets,
     # before any latch; off: only the SDP address (any port of it) is ever accepted.
     rtp_nat: bool = False
+    # RFC 3389 comfort noise when the caller's offer has CN: silence between prompts goes as one CN packet a
+    # second instead of a G.711 frame every 20 ms. Off: continuous G.711 silence for every caller.
+    rtp_comfort_noise: bool = True
     dialplan: Path = BUNDLED_DIALPLAN
     # vendor name -> WebSocket URL; "embedded" starts the local emulator as a child process when the
     # dialplan uses that vendor.

@@ -137,6 +137,7 @@ class Bridge:
             refer_timeout=settings.refer_timeout,
             ring_time=settings.ring_time,
             rtp_nat=settings.rtp_nat,
+            rtp_comfort_noise=settings.rtp_comfort_noise,
         )
         limits = Limits(
             max_calls=settings.max_calls,

@@ -14,7 +14,9 @@ gap to wait for. The latched caller's next audio packet in sequence, nearly ever
 that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
-calls that send nothing. Prompts and silence share one timestamp clock, so the stream is continuous.
+calls that send nothing. When the offer negotiated RFC 3389 comfort noise, silence goes as one CN packet at
+its start and one a second after (`_CN_REFRESH`), which keeps those timers and NAT bindings alive with a
+fiftieth of the packets. Prompts and silence share one timestamp clock, so the stream is continuous.
 Every session's deadlines share one loop timer per event loop: a media tick per call every packet time (a
 `wheel.Cadence`: the keepalive frame, the caller's silence, the inactivity timeout), and prompt frames in a
 `wheel.TimerWheel`. Nothing is scheduled per packet, and no loop timer per call.
@@ -48,6 +50,8 @@ from ivr.media.wheel import Cadence, TimerWheel, WheelTimer
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
 _COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for is filled by time
+_CN_REFRESH = 1.0  # seconds between our CN packets during a silence (RFC 3389 leaves the rate to us)
+_CN_SILENCE = bytes((127,))  # RFC 3389 §3: noise level -127 dBov, no spectral information: digital silence
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
 _WHEEL_TICK = 0.001  # the shared timers' slot: keepalive and prompt frames leave at most this late
@@ -170,15 +174,19 @@ class RtpSession:
         probation: int = 5,
         keepalive: bool = True,
         max_fill: float = 0.24,
+        comfort_noise_payload_type: int | None = None,
     ) -> None:
         """`nat`: also latch to a host other than the SDP's, after `probation` packets in sequence (before
-        any latch only). `keepalive`: send G.711 silence whenever no prompt plays. `max_fill`: the most
-        silence (seconds) put in for one gap in the caller's stream."""
+        any latch only). `keepalive`: send silence whenever no prompt plays: G.711 frames, or RFC 3389 CN
+        packets with `comfort_noise_payload_type`. `max_fill`: the most silence (seconds) put in for one gap
+        in the caller's stream."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
         self.local_host = local_host
         self.local_port = port
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        self.comfort_noise_payload_type = comfort_noise_payload_type
+        self._cn_due: float | None = None  # clock time of the next CN packet; None: at once
         self.stats = RtpStats(SAMPLE_RATE)
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
@@ -273,6 +281,7 @@ class RtpSession:
     def keepalive(self, enabled: bool) -> None:
         self._keepalive = enabled
         if enabled:
+            self._cn_due = None  # a silence starts: its CN goes out at once
             self._arm_keepalive()
 
     async def start(self) -> None:
@@ -319,7 +328,12 @@ class RtpSession:
             if self._unusable_remote is not None:
                 self._latch.reset("")
 
-    def set_codec(self, payload_type: int, dtmf_payload_type: int | None) -> None:
+    def set_codec(
+        self,
+        payload_type: int,
+        dtmf_payload_type: int | None,
+        comfort_noise_payload_type: int | None = None,
+    ) -> None:
         """A re-INVITE changed the codec (e.g. PCMU to PCMA): send and accept the new payload types from now
         on. The stream (SSRC, sequence numbers, timestamps) runs on, as RFC 3550 §5.1 allows; a prompt that
         is playing keeps its frames (already encoded), and the next one is in the new codec."""
@@ -328,6 +342,9 @@ class RtpSession:
             self._reframe(payload_type, self._assembler.frame, passthrough=self._assembler.passthrough)
         self.payload_type = self._sender.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        if comfort_noise_payload_type != self.comfort_noise_payload_type:
+            self.comfort_noise_payload_type = comfort_noise_payload_type
+            self._cn_due = None
         self._accepted = {payload_type, _COMFORT_NOISE}
         if dtmf_payload_type is not None:
             self._accepted.add(dtmf_payload_type)
@@ -343,6 +360,7 @@ class RtpSession:
         self.stop_playback()
         token = _Playback()
         self._playback = token  # the media tick sends no keepalive while it is set
+        self._cn_due = None  # the silence after this prompt starts with a CN packet
         loop = self._loop
         ptime = self._ptime
         spf = self._samples_per_frame
@@ -501,14 +519,17 @@ class RtpSession:
         if now - clock > _MAX_LATE_FRAMES * self._ptime:  # a stalled loop: re-base rather than burst
             self._sender.skip(round((now - clock) * SAMPLE_RATE))
             clock = now
-        packet, frame, spf, ptime = (
-            self._sender.packet,
-            self._silence_frame,
-            self._samples_per_frame,
-            self._ptime,
-        )
+        sender, spf, ptime = self._sender, self._samples_per_frame, self._ptime
+        cn = self.comfort_noise_payload_type
         while clock <= now + _TIMER_SLACK:
-            self._send(packet(frame, spf))
+            if cn is None:
+                self._send(sender.packet(self._silence_frame, spf))
+            else:
+                due = self._cn_due
+                if due is None or clock + _TIMER_SLACK >= due:
+                    self._send(sender.packet(_CN_SILENCE, 0, payload_type=cn))
+                    self._cn_due = clock + _CN_REFRESH
+                sender.skip(spf)  # the frame's time passes, sent or not (RFC 3550 §5.1)
             clock += ptime
         self._clock = clock
 

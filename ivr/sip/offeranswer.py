@@ -7,7 +7,7 @@ re-INVITEs by itself, so it keeps what it needs from that SDP here: origin, RTP 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ivr.sip.sdp import (
     Negotiated,
@@ -38,6 +38,7 @@ class LocalSession:
     media_lines: tuple[str, ...]
     audio_index: int
     offered: tuple[str, ...] = ()  # codecs of our outstanding offer
+    comfort_noise: bool = False  # our first SDP took RFC 3389 CN: later answers may (the setting allowed it)
 
     @classmethod
     def from_local_sdp(cls, sdp: bytes, *, offer: bool) -> LocalSession:
@@ -58,6 +59,7 @@ class LocalSession:
             media_lines=tuple(sd.media_lines),
             audio_index=sd.audio_index,
             offered=codecs if offer else (),
+            comfort_noise=any(f.encoding.upper() == "CN" for f in sd.formats),
         )
 
     @property
@@ -73,6 +75,8 @@ class LocalSession:
         if not offer_body:
             raise SdpError("no SDP offer")
         media = negotiate(parse_sdp(offer_body), SUPPORTED_CODECS, prefer=self.codec)
+        if not self.comfort_noise:
+            media = replace(media, comfort_noise_payload_type=None)
         body = self._next(
             lambda version: build_answer(
                 media,

@@ -50,6 +50,7 @@ _STATIC = {
     4: ("G723", 8000),
     8: ("PCMA", 8000),
     9: ("G722", 8000),
+    13: ("CN", 8000),
     18: ("G729", 8000),
 }
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -235,6 +236,9 @@ class Negotiated:
     direction: str = "sendrecv"  # our direction in the answer (RFC 3264 §6.1)
     offer_media: tuple[str, ...] = ()  # offer m= lines, echoed with port 0 except the audio stream
     audio_index: int = 0
+    # RFC 3389 comfort noise, when the offer has it: silence then goes as a CN packet now and then, not as
+    # a G.711 frame every packet time.
+    comfort_noise_payload_type: int | None = None
 
     @property
     def held(self) -> bool:
@@ -274,6 +278,7 @@ def negotiate(
     dtmf = next(
         (f for f in offer.formats if f.encoding.lower() == "telephone-event" and f.clock_rate == 8000), None
     )
+    cn = next((f for f in offer.formats if f.encoding.upper() == "CN" and f.clock_rate == 8000), None)
     return Negotiated(
         payload_type=codec.payload_type,
         encoding=codec.encoding.upper(),
@@ -284,6 +289,7 @@ def negotiate(
         direction=direction,
         offer_media=tuple(offer.media_lines),
         audio_index=offer.audio_index,
+        comfort_noise_payload_type=cn.payload_type if cn else None,
     )
 
 
@@ -306,11 +312,11 @@ def build_answer(
     version: int | None = None,
     username: str = "ivr",
 ) -> bytes:
-    """Our answer: the chosen codec (+ telephone-event), our direction, every offered m= line in order."""
+    """Our answer: the chosen codec (+ telephone-event, CN), our direction, each offered m= line in order."""
     n = negotiated
     codecs = [(n.payload_type, n.encoding)]
     return _session(
-        _audio(local_port, codecs, n.dtmf_payload_type, n.direction),
+        _audio(local_port, codecs, n.dtmf_payload_type, n.direction, n.comfort_noise_payload_type),
         n.offer_media,
         n.audio_index,
         local_host=local_host,
@@ -350,12 +356,16 @@ def build_offer(
     )
 
 
-def _audio(port: int, codecs: list[tuple[int, str]], dtmf: int | None, direction: str) -> list[str]:
-    pts = [str(pt) for pt, _ in codecs] + ([str(dtmf)] if dtmf is not None else [])
+def _audio(
+    port: int, codecs: list[tuple[int, str]], dtmf: int | None, direction: str, cn: int | None = None
+) -> list[str]:
+    pts = [str(pt) for pt, _ in codecs] + [str(pt) for pt in (dtmf, cn) if pt is not None]
     lines = [f"m=audio {port} RTP/AVP {' '.join(pts)}"]
     lines += [f"a=rtpmap:{pt} {encoding}/8000" for pt, encoding in codecs]
     if dtmf is not None:
         lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-16"]
+    if cn is not None:
+        lines.append(f"a=rtpmap:{cn} CN/8000")
     return [*lines, "a=ptime:20", f"a={direction}"]  # we always send 20 ms frames
 
 

@@ -168,6 +168,35 @@ async def test_keepalive_sends_g711_silence_between_prompts_on_one_continuous_cl
         await session.close()
 
 
+async def test_with_comfort_noise_silence_is_a_cn_packet_a_second_on_the_same_clock(caller: Peer) -> None:
+    """RFC 3389: a CN packet (level -127 dBov) when silence starts and one a second after, nothing else; the
+    timestamp counts the silent time, so a prompt after it carries on the clock (RFC 3550 §5.1)."""
+    recorder = Recorder()
+    session = make_session(recorder, caller.port, keepalive=True, comfort_noise_payload_type=13)
+    await session.start()
+    try:
+        first = await caller.next_packet()
+        assert (first.payload_type, first.payload) == (13, bytes((127,)))
+        second = await caller.next_packet()  # about a second later: nothing in between
+        assert (second.payload_type, second.payload) == (13, bytes((127,)))
+        assert second.sequence == (first.sequence + 1) & 0xFFFF
+        assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 8000
+        assert caller.received.empty()
+        prompt = np.round(8000 * np.sin(np.arange(320) / 5)).astype("<i2").tobytes()  # 2 frames
+        assert await session.play(prompt) is True
+        spoken = [await caller.next_packet() for _ in range(2)]
+        assert [p.payload_type for p in spoken] == [g711.PCMU, g711.PCMU] and spoken[0].marker
+        assert spoken[0].sequence == (second.sequence + 1) & 0xFFFF
+        gap = (spoken[0].timestamp - second.timestamp) & 0xFFFFFFFF
+        assert gap >= 160 and gap % 160 == 0  # the clock ran on through the silence, frame by frame
+        after = await caller.next_packet()  # the silence after the prompt starts with a CN at once
+        assert after.payload_type == 13
+        assert after.timestamp == (spoken[1].timestamp + 160) & 0xFFFFFFFF
+    finally:
+        await session.close()
+    assert recorder.timeouts == 0
+
+
 async def test_keepalive_can_be_paused_for_hold_and_off_sends_nothing_idle(caller: Peer) -> None:
     recorder = Recorder()
     session = make_session(recorder, caller.port, keepalive=True)

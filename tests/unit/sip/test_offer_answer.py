@@ -226,3 +226,21 @@ def test_late_offer_without_a_usable_answer_in_the_ack_is_ended_with_bye(ack_bod
     assert events == [CallEnded("call-1", cause)]
     (bye,) = requests(ua.take_outgoing())
     assert bye.method == "BYE" and bye.from_tag == tag
+
+
+def test_a_reoffer_gets_comfort_noise_only_if_the_first_answer_took_it() -> None:
+    from ivr.sip.offeranswer import LocalSession
+    from ivr.sip.sdp import build_answer, negotiate
+
+    reoffer = sdp("0 13", version=3)
+    with_cn = build_answer(
+        negotiate(parse_sdp(sdp("0 13"))), local_host="192.0.2.1", local_port=30000, session_id=1
+    )
+    media, body = LocalSession.from_local_sdp(with_cn, offer=False).answer(reoffer)
+    assert media.comfort_noise_payload_type == 13 and b"a=rtpmap:13 CN/8000" in body
+    # The setting turned CN off, or the call began without it: a re-INVITE does not bring it in.
+    without = build_answer(
+        negotiate(parse_sdp(sdp("0"))), local_host="192.0.2.1", local_port=30000, session_id=1
+    )
+    media, body = LocalSession.from_local_sdp(without, offer=False).answer(reoffer)
+    assert media.comfort_noise_payload_type is None and b"CN/" not in body

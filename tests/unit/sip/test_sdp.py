@@ -121,3 +121,18 @@ def test_non_ascii_digits_are_an_sdp_error_or_ignored_never_a_crash() -> None:
     assert parse_sdp(_with("a=ptime:20", "a=ptime:2²")).ptime is None
     assert [f.payload_type for f in parse_sdp(_with("pcmu/8000", "pcmu/8²")).formats] == [0]
     assert [f.payload_type for f in parse_sdp(_with("RTP/AVP 0 96", "RTP/AVP ١ 96")).formats] == [96]
+
+
+def test_comfort_noise_is_taken_when_offered_static_or_mapped_and_named_in_the_answer() -> None:
+    for body in (offer("0 101 13"), offer("0 13", "a=rtpmap:13 CN/8000\r\n")):
+        n = negotiate(parse_sdp(body))
+        assert n.comfort_noise_payload_type == 13
+        lines = build_answer(n, local_host="192.0.2.1", local_port=30000, session_id=1).decode().split("\r\n")
+        assert any(line.startswith("m=audio 30000 RTP/AVP 0") and line.endswith(" 13") for line in lines)
+        assert "a=rtpmap:13 CN/8000" in lines
+    plain = negotiate(parse_sdp(offer("0 101")))
+    assert plain.comfort_noise_payload_type is None
+    answer = build_answer(plain, local_host="192.0.2.1", local_port=30000, session_id=1).decode()
+    assert "CN/" not in answer and "m=audio 30000 RTP/AVP 0\r\n" in answer
+    wideband = negotiate(parse_sdp(offer("0 105", "a=rtpmap:105 CN/16000\r\n")))
+    assert wideband.comfort_noise_payload_type is None  # CN of another clock rate is not our stream's
