@@ -24,8 +24,10 @@ from enum import Enum
 from pathlib import Path
 from typing import cast
 
-from bench.load import sipmsg
-from bench.load.marker import call_prefix, payload
+import numpy as np
+
+from bench.load import mmsg, sipmsg
+from bench.load.marker import PAYLOAD_LEN, call_prefix, fill_payloads, payload, static_payloads
 
 TICK = 0.002  # the 20 ms packet period is cut into 10 groups of calls, so packets leave evenly
 GROUPS = 10
@@ -34,6 +36,16 @@ CHURN_INDEXES = 2000
 DTMF_DIGIT = 5  # RFC 4733 event 5: the bench dialplan routes it to a transfer to sip:dtmf@...
 DTMF_PT = 101
 _HEADER = struct.Struct("!BBHII")
+PACKET_LEN = _HEADER.size + PAYLOAD_LEN  # 172 bytes of marked audio
+# The parts of the RTP header that change, in a row of PACKET_LEN bytes.
+_HEADER_FIELDS = np.dtype(
+    {
+        "names": ["seq", "ts", "ssrc"],
+        "formats": [">u2", ">u4", ">u4"],
+        "offsets": [2, 4, 8],
+        "itemsize": PACKET_LEN,
+    }
+)
 
 
 class Kind(Enum):
@@ -80,6 +92,42 @@ class LoadCall:
     bye: bytes = b""
 
 
+class AudioBatch:
+    """One group's audio packets, built in place with numpy and sent with one sendmmsg(2): the same bytes the
+    per-packet loop sends (header from each call's seq, timestamp and ssrc, then `marker.payload`), with one
+    send time for the batch, taken just before it is built. While a call is in a batch, the batch holds its
+    seq and timestamp; `sync` writes them back to the calls before the batch is rebuilt."""
+
+    def __init__(self, calls: list[LoadCall], addresses: list[bytes]) -> None:
+        self.calls = calls
+        self.rows = np.zeros((len(calls), PACKET_LEN), np.uint8)
+        self.rows[:, 0] = 0x80  # version 2, payload type 0 (PCMU), no marker bit
+        self.header = self.rows.reshape(-1).view(_HEADER_FIELDS)
+        self.header["ssrc"] = [call.ssrc for call in calls]
+        static_payloads(self.rows, _HEADER.size, [call.prefix for call in calls])
+        self.seq = np.array([call.seq for call in calls], np.int64)
+        self.timestamp = np.array([call.timestamp for call in calls], np.int64)
+        self.counted = np.array(
+            [call.index < SPEECH_BASE for call in calls], bool
+        )  # the load: what the sink counts
+        self.load = int(self.counted.sum())
+        self.datagrams = mmsg.Datagrams(self.rows, addresses)
+
+    def build(self, sent_us: int) -> None:
+        self.header["seq"] = self.seq & 0xFFFF
+        self.header["ts"] = self.timestamp & 0xFFFFFFFF
+        fill_payloads(self.rows, _HEADER.size, self.seq, sent_us)
+
+    def advance(self) -> None:
+        self.seq += 1
+        self.timestamp += 160
+
+    def sync(self) -> None:
+        for call, seq, timestamp in zip(self.calls, self.seq.tolist(), self.timestamp.tolist(), strict=True):
+            call.seq = seq
+            call.timestamp = timestamp
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -119,6 +167,11 @@ class Generator(asyncio.DatagramProtocol):
         self.tick_index = 0
         self.tick_start = 0.0
         self.late_ticks = 0
+        # sendmmsg: one batch per group, rebuilt (None) when the group changes or a call starts a digit.
+        self.bulk = mmsg.available()
+        self.batches: list[AudioBatch | None] = [None] * GROUPS
+        self.unbatched: list[list[LoadCall]] = [[] for _ in range(GROUPS)]
+        self.keying: list[list[LoadCall]] = [[] for _ in range(GROUPS)]  # unbatched for a digit's time
 
     # --- SIP -----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -289,11 +342,43 @@ class Generator(asyncio.DatagramProtocol):
     def start_media(self, call: LoadCall) -> None:
         if call.rtp is not None:
             self.groups[call.index % GROUPS].append(call)
+            self._unbatch(call.index % GROUPS)
 
     def stop_media(self, call: LoadCall) -> None:
         group = self.groups[call.index % GROUPS]
         if call in group:
             group.remove(call)
+            self._unbatch(call.index % GROUPS)
+
+    def _unbatch(self, g: int) -> None:
+        """Drop group g's batch (its calls' seq and timestamp written back): the next tick rebuilds it."""
+        batch = self.batches[g]
+        if batch is not None:
+            batch.sync()
+            self.batches[g] = None
+
+    def _batch(self, g: int) -> AudioBatch:
+        """Group g's batch: every call of it that plays audio to an IPv4 address; the rest (a digit being
+        keyed, a host name) go to self.unbatched[g] and the per-packet loop."""
+        calls, addresses, rest, keying = [], [], [], []
+        for call in self.groups[g]:
+            assert call.rtp is not None
+            if call.dtmf:
+                rest.append(call)
+                keying.append(call)
+                continue
+            try:
+                address = mmsg.sockaddr(*call.rtp)
+            except (OSError, OverflowError):
+                rest.append(call)
+                continue
+            calls.append(call)
+            addresses.append(address)
+        batch = AudioBatch(calls, addresses)
+        self.batches[g] = batch
+        self.unbatched[g] = rest
+        self.keying[g] = keying
+        return batch
 
     def queue_dtmf(self, call: LoadCall, digit: int) -> None:
         """RFC 4733 §2.5: three updates of one event, then three copies of its end, in place of audio."""
@@ -303,6 +388,8 @@ class Generator(asyncio.DatagramProtocol):
             duration = 160 * min(i, 4)
             packets.append(struct.pack("!BBH", digit, (0x80 if end else 0) | 10, duration))
         call.dtmf = packets
+        if call in self.groups[call.index % GROUPS]:
+            self._unbatch(call.index % GROUPS)
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -310,45 +397,80 @@ class Generator(asyncio.DatagramProtocol):
         if due - self.tick_index > 5:
             self.late_ticks += due - self.tick_index - 5
             self.tick_index = due - 5  # a stall: catch up at most 5 ticks, then drop the rest
+        while self.tick_index <= due:
+            g = self.tick_index % GROUPS
+            self.tick_index += 1
+            if not self.bulk:
+                self.send_each(self.groups[g])
+                continue
+            batch = self.batches[g] or self._batch(g)
+            if batch.calls:
+                self.send_batch(batch)
+            if not self.bulk:  # the kernel refused sendmmsg: that batch goes out packet by packet
+                self._unbatch(g)
+                self.send_each(self.groups[g])
+            elif self.unbatched[g]:
+                self.send_each(self.unbatched[g])
+                if any(not call.dtmf for call in self.keying[g]):
+                    self._unbatch(g)  # a digit ended: back into the batch from the next tick on
+        next_at = self.tick_start + self.tick_index * TICK
+        self.loop.call_later(max(0.0, next_at - time.monotonic()), self.tick)
+
+    def send_batch(self, batch: AudioBatch) -> None:
+        """One group's audio in one sendmmsg(2) (or a few): accounting as in `send_each`."""
+        sent_us = time.monotonic_ns() // 1000
+        batch.build(sent_us)
+        try:
+            failed = batch.datagrams.send(self.rtp.fileno())
+        except OSError:
+            self.bulk = False  # ENOSYS: nothing was sent, seq and timestamp not advanced
+            for g in range(GROUPS):
+                self._unbatch(g)
+            return
+        batch.advance()
+        counted = batch.load
+        if failed:
+            self.send_errors += len(failed)
+            counted -= int(batch.counted[failed].sum())
+        if counted:
+            self.sent[sent_us // 1_000_000] += counted
+
+    def send_each(self, calls: list[LoadCall]) -> None:
+        """The per-packet loop: one sendto a packet (DTMF events, and where sendmmsg is not available)."""
         sendto = self.rtp.sendto
         sent = self.sent
         pack = _HEADER.pack
         monotonic_ns = time.monotonic_ns
-        while self.tick_index <= due:
-            group = self.groups[self.tick_index % GROUPS]
-            self.tick_index += 1
-            for call in group:
-                assert call.rtp is not None
-                sent_us = monotonic_ns() // 1000
-                if call.dtmf:
-                    body = call.dtmf.pop(0)
-                    data = (
-                        pack(
-                            0x80,
-                            DTMF_PT | (0x80 if len(call.dtmf) == 5 else 0),
-                            call.seq & 0xFFFF,
-                            call.timestamp & 0xFFFFFFFF,
-                            call.ssrc,
-                        )
-                        + body
+        for call in calls:
+            assert call.rtp is not None
+            sent_us = monotonic_ns() // 1000
+            if call.dtmf:
+                body = call.dtmf.pop(0)
+                data = (
+                    pack(
+                        0x80,
+                        DTMF_PT | (0x80 if len(call.dtmf) == 5 else 0),
+                        call.seq & 0xFFFF,
+                        call.timestamp & 0xFFFFFFFF,
+                        call.ssrc,
                     )
-                    if not call.dtmf:
-                        call.timestamp += 160 * 4
-                else:
-                    data = pack(0x80, 0, call.seq & 0xFFFF, call.timestamp & 0xFFFFFFFF, call.ssrc) + payload(
-                        call.prefix, call.seq, sent_us
-                    )
-                    call.timestamp += 160
-                call.seq += 1
-                try:
-                    sendto(data, call.rtp)
-                except (BlockingIOError, OSError):
-                    self.send_errors += 1
-                    continue
-                if call.index < SPEECH_BASE and data[1] == 0:  # the load's audio: what the sink counts
-                    sent[sent_us // 1_000_000] += 1
-        next_at = self.tick_start + self.tick_index * TICK
-        self.loop.call_later(max(0.0, next_at - time.monotonic()), self.tick)
+                    + body
+                )
+                if not call.dtmf:
+                    call.timestamp += 160 * 4
+            else:
+                data = pack(0x80, 0, call.seq & 0xFFFF, call.timestamp & 0xFFFFFFFF, call.ssrc) + payload(
+                    call.prefix, call.seq, sent_us
+                )
+                call.timestamp += 160
+            call.seq += 1
+            try:
+                sendto(data, call.rtp)
+            except (BlockingIOError, OSError):
+                self.send_errors += 1
+                continue
+            if call.index < SPEECH_BASE and data[1] == 0:  # the load's audio: what the sink counts
+                sent[sent_us // 1_000_000] += 1
 
     # --- the run -------------------------------------------------------------------------------------
     async def ramp(self, indexes: list[tuple[int, Kind]], rate: float) -> None:

@@ -11,7 +11,11 @@ slightly varying signal.
 from __future__ import annotations
 
 import audioop
+from functools import lru_cache
 from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 SYMBOLS = bytes(b for b in range(256) if b not in (0x7F, 0xFF))
 BASE = len(SYMBOLS)  # 254
@@ -26,7 +30,7 @@ MAX_CALL = PAIR**CALL_PAIRS  # 64,516 calls
 MAX_SEQ = PAIR**SEQ_PAIRS
 MAX_TIME_US = PAIR**TIME_PAIRS  # ~8.6 years of µs: CLOCK_MONOTONIC (time since boot) never wraps it
 # Quiet µ-law values (small magnitudes around zero, no magic byte among them): a hiss, not digital silence.
-_QUIET = bytes([0xFE, 0xFC, 0xFD, 0x7E, 0x7C, 0x7D, 0xFB, 0x7B] * 20)[: PAYLOAD_LEN - MARKER_LEN]
+QUIET = bytes([0xFE, 0xFC, 0xFD, 0x7E, 0x7C, 0x7D, 0xFB, 0x7B] * 20)[: PAYLOAD_LEN - MARKER_LEN]
 
 
 class Mark(NamedTuple):
@@ -52,8 +56,50 @@ def payload(prefix: bytes, seq: int, sent_us: int) -> bytes:
     high, low = divmod(sent_us, PAIR)
     top, mid = divmod(high, PAIR)
     return b"".join(
-        (prefix, pairs[seq // PAIR], pairs[seq % PAIR], pairs[top], pairs[mid], pairs[low], _QUIET)
+        (prefix, pairs[seq // PAIR], pairs[seq % PAIR], pairs[top], pairs[mid], pairs[low], QUIET)
     )
+
+
+_SYMBOL_ARRAY = np.frombuffer(SYMBOLS, np.uint8)
+_PAIR_CODES = (_SYMBOL_ARRAY[np.arange(PAIR) // BASE].astype(np.uint16) << 8) | _SYMBOL_ARRAY[
+    np.arange(PAIR) % BASE
+]
+_QUIET_ARRAY = np.frombuffer(QUIET, np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _seq_fields(at: int, width: int) -> np.dtype[np.void]:
+    """The sequence number's two big-endian pairs, in rows of `width` bytes, the payload at column `at`."""
+    offset = at + len(MAGIC) + 2 * CALL_PAIRS
+    return np.dtype(
+        {"names": ["s1", "s0"], "formats": [">u2", ">u2"], "offsets": [offset, offset + 2], "itemsize": width}
+    )
+
+
+def static_payloads(rows: npt.NDArray[np.uint8], at: int, prefixes: list[bytes]) -> None:
+    """Write the parts of a payload that never change (prefix and quiet signal) into every row of `rows`
+    (a C-contiguous (K, width) uint8 array, one packet a row, the payload at column `at`)."""
+    count = rows.shape[0]
+    if count:
+        rows[:, at : at + len(MAGIC) + 2 * CALL_PAIRS] = np.frombuffer(b"".join(prefixes), np.uint8).reshape(
+            count, -1
+        )
+    rows[:, at + MARKER_LEN : at + PAYLOAD_LEN] = _QUIET_ARRAY
+
+
+def fill_payloads(rows: npt.NDArray[np.uint8], at: int, seq: npt.NDArray[np.int64], sent_us: int) -> None:
+    """The bulk `payload`: after `static_payloads`, make row i's payload byte for byte
+    `payload(prefix_i, seq[i], sent_us)` (one send time for the whole batch)."""
+    seqs = seq % MAX_SEQ
+    fields = rows.reshape(-1).view(_seq_fields(at, rows.shape[1]))
+    fields["s1"] = _PAIR_CODES[seqs // PAIR]
+    fields["s0"] = _PAIR_CODES[seqs % PAIR]
+    pairs = _PAIRS
+    sent_us %= MAX_TIME_US
+    high, low = divmod(sent_us, PAIR)
+    top, mid = divmod(high, PAIR)
+    start = at + len(MAGIC) + 2 * (CALL_PAIRS + SEQ_PAIRS)
+    rows[:, start : start + 2 * TIME_PAIRS] = np.frombuffer(pairs[top] + pairs[mid] + pairs[low], np.uint8)
 
 
 def mark_at(data: bytes, pos: int) -> Mark | None:

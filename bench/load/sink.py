@@ -22,16 +22,105 @@ import struct
 import time
 from array import array
 from collections import defaultdict
+from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from bench.load.marker import MAGIC, PAYLOAD_LEN, decode_ulaw, mark_at
+from bench.load.marker import BASE, MAGIC, MARKER_LEN, PAYLOAD_LEN, QUIET, SYMBOLS, decode_ulaw, mark_at
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_U16, _U64 = struct.Struct("!H"), struct.Struct("!Q")
 TEST_CALLS_FROM = 60000  # call indexes from here on are routing test and churn calls (see generator.py)
 SPEECH_CALLS = range(60000, 61000)  # the speech test calls
 SPEECH_AFTER_FRAMES = 50  # a second of audio before the test result
 SPEECH_TEXT = "bench"
+FRAME_PCM = 2 * PAYLOAD_LEN  # one 20 ms packet decoded to PCM16: 320 bytes
+MARKER_PCM = 2 * MARKER_LEN  # its marker: the first 28 of them
+QUIET_PCM = audioop.ulaw2lin(QUIET, 2)  # the rest: the generator's quiet signal, decoded
+
+
+_QUIET_INT = int.from_bytes(QUIET_PCM, "little")
+_QUIET_REPEAT = sum(1 << (32 * i) for i in range(len(QUIET_PCM) // 4))
+_DIGIT = bytes(SYMBOLS.find(b) % BASE for b in range(256))  # µ-law byte -> its digit (0x7F, 0xFF: 0)
+_MAGIC0, _MAGIC1 = MAGIC[:1], MAGIC[1:]
+
+
+def unmask(body: bytes, key: bytes) -> bytes:
+    """RFC 6455 §5.3: XOR with the 4-byte key, repeated from the body's first byte."""
+    length = len(body)
+    if not key or not length:
+        return body
+    tiled = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(body, "little") ^ int.from_bytes(tiled, "little")).to_bytes(length, "little")
+
+
+def _time_at(d: bytes, i: int) -> int:
+    """The send time of the marker at `i` of `d` (its µ-law bytes translated to digits)."""
+    return (
+        (((d[i + 8] * BASE + d[i + 9]) * BASE + d[i + 10]) * BASE + d[i + 11]) * BASE + d[i + 12]
+    ) * BASE + d[i + 13]
+
+
+class _Slices(
+    dict[int, tuple[Callable[[bytes], tuple[bytes, ...]], Callable[[bytes], tuple[bytes, ...]], int]]
+):
+    """frames -> (the marker parts of a message, its quiet parts, the key repeated over its markers)."""
+
+    def __missing__(self, frames: int) -> tuple[Any, Any, int]:
+        ends = range(0, frames * FRAME_PCM, FRAME_PCM)
+        heads = itemgetter(*[slice(o, o + MARKER_PCM) for o in ends], slice(0, 0))  # always a tuple
+        quiets = itemgetter(*[slice(o + MARKER_PCM, o + FRAME_PCM) for o in ends], slice(0, 0))
+        repeat = sum(1 << (32 * i) for i in range(frames * MARKER_PCM // 4))
+        value = self[frames] = (heads, quiets, repeat)
+        return value
+
+
+_SLICES = _Slices()
+
+
+def quick_marks(masked: bytes, key: bytes) -> tuple[int, int, list[int]] | None:
+    """What a still-masked audio message's markers say, read from the marker bytes alone, when the message is
+    the usual one: whole 20 ms frames, each the generator's marker then its quiet signal unchanged. Returns
+    (frames, call index of the first marker, send times in µs: of every frame when they fall in more than
+    one second, else of the first and the last only); (0, -1, []) when the message is all digital silence.
+    None for anything else, which the caller decodes in full: only then could the full decode
+    (`SinkProtocol._audio`) find something else (a chance magic among the samples, silence filled in,
+    other frame sizes, a marker that does not decode).
+
+    Every frame starts at a multiple of 320 bytes, so of 4, and the key's phase there is 0: the markers of
+    all frames join into one string unmasked with one key, and every quiet part (28 bytes on, phase 0 too)
+    is compared with one masked copy of the expected signal."""
+    length = len(masked)
+    if len(key) != 4 or not length or length % FRAME_PCM:
+        return None
+    frames = length // FRAME_PCM
+    heads, quiets, repeat = _SLICES[frames]
+    key_int = int.from_bytes(key, "little")
+    joined = b"".join(heads(masked))
+    ulaw = audioop.lin2ulaw(
+        (int.from_bytes(joined, "little") ^ key_int * repeat).to_bytes(len(joined), "little"), 2
+    )
+    if (
+        ulaw[0::MARKER_LEN] != _MAGIC0 * frames
+        or ulaw[1::MARKER_LEN] != _MAGIC1 * frames
+        or b"\x7f" in ulaw
+        or b"\xff" in ulaw
+    ):  # not every frame starts with a marker that decodes
+        if masked == key * (length // 4):
+            return 0, -1, []  # all zeros: what the full decode calls an unmarked message
+        return None
+    quiet = (_QUIET_INT ^ key_int * _QUIET_REPEAT).to_bytes(len(QUIET_PCM), "little")
+    if quiets(masked) != (quiet,) * frames + (b"",):
+        return None
+    d = ulaw.translate(_DIGIT)
+    last = MARKER_LEN * (frames - 1)
+    first_us, last_us = _time_at(d, 0), _time_at(d, last)
+    if first_us // 1_000_000 == last_us // 1_000_000:
+        times = [first_us, last_us]
+    else:
+        times = [_time_at(d, i) for i in range(0, last + 1, MARKER_LEN)]
+    return frames, d[2] * BASE + d[3], times
 
 
 class Tally:
@@ -80,7 +169,8 @@ class SinkProtocol(asyncio.Protocol):
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
-        self.buffer = bytearray()
+        self.pending = b""  # the start of a frame still to come
+        self.quick = True  # read the usual messages' markers alone (quick_marks); False: decode all
         self.upgraded = False
         self.transport: asyncio.Transport | None = None
         self.language = "ko"
@@ -98,14 +188,19 @@ class SinkProtocol(asyncio.Protocol):
         self.tally.open -= 1
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
         if not self.upgraded:
-            end = self.buffer.find(b"\r\n\r\n")
+            end = data.find(b"\r\n\r\n")
             if end < 0:
+                self.pending = data
                 return
-            self._handshake(bytes(self.buffer[:end]))
-            del self.buffer[: end + 4]
-        self._frames()
+            self._handshake(data[:end])
+            data = data[end + 4 :]
+        used = self._frames(data)
+        if used < len(data):
+            self.pending = data[used:]
 
     def _handshake(self, head: bytes) -> None:
         key = b""
@@ -122,37 +217,39 @@ class SinkProtocol(asyncio.Protocol):
         self.upgraded = True
         self.tally.handshakes += 1
 
-    def _frames(self) -> None:
-        buf = self.buffer
-        while len(buf) >= 2:
-            opcode = buf[0] & 0x0F
-            length = buf[1] & 0x7F
-            masked = buf[1] & 0x80
-            pos = 2
+    def _frames(self, data: bytes) -> int:
+        """Handle every whole frame in `data`; how many bytes they took."""
+        pos, size = 0, len(data)
+        while size - pos >= 2:
+            opcode = data[pos] & 0x0F
+            length = data[pos + 1] & 0x7F
+            masked = data[pos + 1] & 0x80
+            head = pos + 2
             if length == 126:
-                if len(buf) < 4:
-                    return
-                length = struct.unpack_from("!H", buf, 2)[0]
-                pos = 4
+                if size - pos < 4:
+                    break
+                length = _U16.unpack_from(data, pos + 2)[0]
+                head = pos + 4
             elif length == 127:
-                if len(buf) < 10:
-                    return
-                length = struct.unpack_from("!Q", buf, 2)[0]
-                pos = 10
-            mask = b""
+                if size - pos < 10:
+                    break
+                length = _U64.unpack_from(data, pos + 2)[0]
+                head = pos + 10
+            key = b""
             if masked:
-                mask = bytes(buf[pos : pos + 4])
-                pos += 4
-            if len(buf) < pos + length:
-                return
-            body = bytes(buf[pos : pos + length])
-            del buf[: pos + length]
-            if masked and length:
-                key = (mask * (length // 4 + 1))[:length]
-                body = (int.from_bytes(body, "little") ^ int.from_bytes(key, "little")).to_bytes(
-                    length, "little"
-                )
-            self._message(opcode, body)
+                key = data[head : head + 4]
+                head += 4
+            if size < head + length:
+                break
+            body = data[head : head + length]
+            pos = head + length
+            if opcode == 2 and self.quick:
+                quick = quick_marks(body, key)
+                if quick is not None:
+                    self._count(*quick, time.monotonic())
+                    continue
+            self._message(opcode, unmask(body, key))
+        return pos
 
     def _send(self, opcode: int, body: bytes) -> None:
         n = len(body)
@@ -220,6 +317,26 @@ class SinkProtocol(asyncio.Protocol):
         else:  # the message straddles a second of send time: each marker counts in its own
             for mark in marks or decode_ulaw(ulaw):
                 tally.marks[mark.sent_us // 1_000_000] += 1
+
+    def _count(self, frames: int, call: int, times: list[int], arrived: float) -> None:
+        """`_audio`'s accounting, for a message `quick_marks` read."""
+        tally = self.tally
+        tally.messages += 1
+        if not frames:
+            tally.unmarked += 1
+            return
+        if call >= TEST_CALLS_FROM:
+            self._maybe_answer(call, frames)
+            return
+        last_us = times[-1]
+        last_s = last_us / 1e6
+        tally.latency[int(last_s)].append(arrived - last_s)
+        second = last_us // 1_000_000
+        if times[0] // 1_000_000 == second:
+            tally.marks[second] += frames
+        else:  # then `times` has every frame's
+            for sent_us in times:
+                tally.marks[sent_us // 1_000_000] += 1
 
     def _maybe_answer(self, call: int, count: int) -> None:
         self.frames += count
