@@ -26,6 +26,7 @@ from ivr.config import Settings, VendorEndpoint, stream_limits, tls_listener, ve
 from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.dialplan.schema import Dialplan
 from ivr.media.session import PortAllocator
+from ivr.overload import LoopLag
 from ivr.sip.admission import Admission, Limits, Refusal, Trunk
 from ivr.sip.digest import Credentials, DigestAuthenticator
 from ivr.sip.events import IncomingCall, Registered, SipEvent
@@ -39,6 +40,7 @@ from ivr.webhook import WebhookClient
 log = structlog.get_logger()
 
 DEFAULT_TRUNK = "default"
+LAG_PROBE_INTERVAL = 0.05  # seconds between the overload probe's timers (ivr.overload)
 BYE_WAIT = 10.0  # after the drain deadline, how long the BYEs (retransmitted per §17.1.2) may take
 
 
@@ -109,6 +111,8 @@ class Bridge:
         self._engine = engine
         self._reloading: asyncio.Task[bool] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._lag = LoopLag(settings.overload_lag) if settings.overload_lag > 0 else None
+        self._probe_handle: asyncio.TimerHandle | None = None
         self.calls: dict[str, Call] = {}
         self._listening = False  # the SIP socket is bound
         metrics.track_active_calls(lambda: len(self.calls))
@@ -182,6 +186,9 @@ class Bridge:
             log.error("prompt unreadable", error=error)
         await self.sip.start(self.settings.sip_host, self.settings.sip_port)
         self._listening = True
+        if self._lag is not None:
+            due = asyncio.get_running_loop().time() + LAG_PROBE_INTERVAL
+            self._probe_handle = asyncio.get_running_loop().call_at(due, self._probe_lag, due)
         if self.settings.dialplan_watch_interval > 0:
             self._watcher = asyncio.create_task(self._watch(self.settings.dialplan_watch_interval))
         log.info(
@@ -197,8 +204,8 @@ class Bridge:
 
     @property
     def ready(self) -> bool:
-        """Takes new calls: the SIP socket is bound and the bridge is not draining (GET /readyz)."""
-        return self._listening and not self.draining
+        """Takes new calls: SIP is bound, the bridge neither drains nor is overloaded (GET /readyz)."""
+        return self._listening and not self.draining and not self.sip.ua.overloaded
 
     @property
     def draining(self) -> bool:
@@ -311,7 +318,26 @@ class Bridge:
                 last = now
                 self.request_reload()
 
+    def _probe_lag(self, due: float) -> None:
+        """How late this timer runs is how long the loop's turns take: past the threshold, refuse calls."""
+        assert self._lag is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._lag.sample(now - due):
+            self.sip.ua.overloaded = self._lag.overloaded
+            report = log.warning if self._lag.overloaded else log.info
+            report(
+                "overloaded: new calls get 503" if self._lag.overloaded else "no longer overloaded",
+                loop_lag_ms=round(self._lag.lag * 1000, 1),
+                threshold_ms=round(self._lag.threshold * 1000, 1),
+                live_calls=len(self.calls),
+            )
+        due = now + LAG_PROBE_INTERVAL
+        self._probe_handle = loop.call_at(due, self._probe_lag, due)
+
     async def close(self) -> None:
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
         for task in (self._watcher, self._reloading):
             if task is not None:
                 task.cancel()

@@ -6,7 +6,8 @@ Decisions:
 - Refusals are stateless (RFC 3261 §8.2.7): one response per request, no transaction, no Timer G
   retransmissions, no dialog, no 100 Trying, no event for the application (so no CDR). A spoofed source
   therefore gets exactly one response per request we receive: no amplification.
-- Load refusals are 503 with Retry-After (§21.5.4): the global cap (`max_calls` live dialogs), the number of
+- Load refusals are 503 with Retry-After (§21.5.4): an overloaded event loop (`ivr.overload`), the global cap
+  (`max_calls` live dialogs), the number of
   INVITEs from one source that have not completed with an ACK yet (pending or answered, not confirmed; a
   flood that never ACKs holds at most this many), and a token bucket of INVITEs per second per source.
 - Token buckets are kept only for sources that passed the allow-list, at most `max_sources` of them (least
@@ -109,15 +110,17 @@ class Admission:
         *,
         draining: bool = False,
         drain_retry_after: int = 30,
+        overloaded: bool = False,
     ) -> Refusal | None:
         """The refusal for a new out-of-dialog request from `host`, or None to go on and create state.
 
-        Order: trunk allow-list (403), drain (503), digest (401, never for OPTIONS), then capacity and call
-        rate (503). Rate after authentication: a token is a call, so the 401 round trip of each authenticated
-        call does not halve a trunk's rate, and an unauthenticated flood cannot spend a trunk's tokens (each
-        of its requests still gets one stateless 401 and creates nothing). OPTIONS answers only the allowed
-        sources, without a challenge (a dispatcher's keepalive probe carries no credentials), so a scanner
-        outside the allow-list learns nothing it would not from any 403; other methods are the UA's business.
+        Order: trunk allow-list (403), drain (503), digest (401, never for OPTIONS), then overload, capacity
+        and call rate (503). Rate after authentication: a token is a call, so the 401 round trip of each
+        authenticated call does not halve a trunk's rate, and an unauthenticated flood cannot spend a trunk's
+        tokens (each of its requests still gets one stateless 401 and creates nothing). OPTIONS answers only
+        the allowed sources, without a challenge (a dispatcher's keepalive probe carries no credentials), so
+        a scanner outside the allow-list learns nothing it would not from any 403; other methods are the
+        UA's business.
         """
         if method not in ("INVITE", "REGISTER", "OPTIONS"):
             return None
@@ -134,6 +137,8 @@ class Admission:
             if outcome is not DigestOutcome.ACCEPTED:
                 challenges = authenticator.challenges(host, now, stale=outcome is DigestOutcome.STALE)
                 return Refusal(401, cause=f"digest-{outcome.value}", headers=tuple(challenges))
+        if method == "INVITE" and overloaded:
+            return Refusal(503, "Overloaded", self.limits.retry_after, "overload")
         return self.check_invite(host, now) if method == "INVITE" else None
 
     def check_invite(self, host: str, now: float) -> Refusal | None:

@@ -139,6 +139,7 @@ class UserAgent:
         self.authenticator = authenticator or DigestAuthenticator(host)
         self.registrar = registrar or Registrar()
         self.draining = False
+        self.overloaded = False  # the event loop lags (ivr.overload): new INVITEs get 503
         self.drain_retry_after = drain_retry_after
         self.on_refusal = on_refusal
         self._ids = itertools.count(1)
@@ -360,6 +361,7 @@ class UserAgent:
             self.authenticator,
             draining=self.draining,
             drain_retry_after=self.drain_retry_after,
+            overloaded=self.overloaded,
         )
         if refusal is None:
             return False

@@ -156,6 +156,24 @@ def test_draining_options_and_invite_503_calls_in_progress_go_on() -> None:
     assert statuses(ua.take_outgoing()) == [200]
 
 
+def test_overloaded_invites_503_with_retry_after_options_and_calls_in_progress_go_on() -> None:
+    ua = _ua(Limits(retry_after=9))
+    assert len(ua.receive(_invite(1), CALLER, 0.0)) == 1
+    ua.answer("c1", ANSWER, 0.0)
+    ua.take_outgoing()
+    ua.overloaded = True
+    assert ua.receive(_invite(2), CALLER, 1.0) == []  # no IncomingCall: no state, no CDR
+    ua.receive(request("OPTIONS", call_id="o1", branch="z9hG4bK-o1"), CALLER, 1.0)
+    out = responses(ua.take_outgoing())
+    assert [(r.status, r.reason, r.headers.get("Retry-After")) for r in out] == [
+        (503, "Overloaded", "9"),
+        (200, "OK", None),
+    ]
+    assert ua.admission.live_calls == 1
+    ua.overloaded = False
+    assert len(ua.receive(_invite(3), CALLER, 2.0)) == 1
+
+
 # ---- digest on a trunk with credentials ------------------------------------------------------------------
 
 
