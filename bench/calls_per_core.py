@@ -205,6 +205,7 @@ def run_point(
                         str(args.test_calls),
                         "--churn-rate",
                         str(churn),
+                        *(["--comfort-noise"] if args.comfort_noise else []),
                     ]
                 )
             for target, g in zip(targets, gen_args, strict=True):
@@ -447,6 +448,11 @@ def main() -> int:
     parser.add_argument(
         "--two-bridges", type=int, default=2000, help="N for two bridges, one per core (0: skip)"
     )
+    parser.add_argument(
+        "--comfort-noise",
+        action="store_true",
+        help="the load offers RFC 3389 CN, so the bridge sends CN between prompts, not G.711 silence",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--report", type=Path, help="print the table of a JSON written before, and exit")
     parser.add_argument("--self-test", action="store_true", help="check the marker codec and exit")
@@ -501,6 +507,12 @@ def main() -> int:
         "system on CPU 1 (ivr-x2: one bridge per core, CPU% per bridge; the generator and the sink"
         " share CPU 0 with one of them); generator and sink on CPU 0.\n"
         "Recognition is not measured: the sink only counts, times and answers the speech test calls.\n"
+        + (
+            "The load offers RFC 3389 CN: the bridge sends a CN packet a second between prompts.\n"
+            if args.comfort_noise
+            else "The load offers no CN: the bridge sends a G.711 silence frame every 20 ms between prompts.\n"
+        )
+        + "ivr refuses new calls with 503 while its event loop lags over 100 ms (overload_lag).\n"
         "limit: receive-only uvloop, one socket per call (loss over the whole run, no latency);"
         " pyvoip: pyVoIP RTPClient + a forwarding thread per call, no SIP"
         " (see bench/load/pyvoip_baseline.py).\n"

@@ -196,7 +196,14 @@ class Generator(asyncio.DatagramProtocol):
             self.start_media(call)
             return
         call.invite = sipmsg.invite(
-            self.target, self.local, call.call_id, call.branch, call.from_tag, self.rtp_addr, call.index
+            self.target,
+            self.local,
+            call.call_id,
+            call.branch,
+            call.from_tag,
+            self.rtp_addr,
+            call.index,
+            comfort_noise=self.args.comfort_noise,
         )
         call.invite_at = call.last_sent = time.monotonic()
         self.send_sip(call.invite)
@@ -604,6 +611,7 @@ def main() -> None:
     parser.add_argument("--test-calls", type=int, default=0, help="speech and DTMF routing test calls, each")
     parser.add_argument("--churn-rate", type=float, default=0.0, help="extra short calls per second")
     parser.add_argument("--churn-hold", type=float, default=1.0)
+    parser.add_argument("--comfort-noise", action="store_true", help="offer RFC 3389 CN in the SDP")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import uvloop

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 SDP = (
     "v=0\r\no=load {session} 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-    "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-    "a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    "m=audio {port} RTP/AVP 0 101{cn_pt}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-15\r\n{cn_map}a=ptime:20\r\na=sendrecv\r\n"
 )
 
 
@@ -77,9 +77,19 @@ def uri_of(header: str) -> str:
 
 
 def invite(
-    target: str, local: str, call_id: str, branch: str, from_tag: str, rtp: tuple[str, int], session: int
+    target: str,
+    local: str,
+    call_id: str,
+    branch: str,
+    from_tag: str,
+    rtp: tuple[str, int],
+    session: int,
+    *,
+    comfort_noise: bool = False,
 ) -> bytes:
-    body = SDP.format(session=session, host=rtp[0], port=rtp[1])
+    """`comfort_noise`: offer RFC 3389 CN too, as trunks on FreeSWITCH and many SBCs do."""
+    cn_pt, cn_map = (" 13", "a=rtpmap:13 CN/8000\r\n") if comfort_noise else ("", "")
+    body = SDP.format(session=session, host=rtp[0], port=rtp[1], cn_pt=cn_pt, cn_map=cn_map)
     return (
         f"INVITE sip:bench@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n"
         f"Max-Forwards: 70\r\nFrom: <sip:load@{local}>;tag={from_tag}\r\nTo: <sip:bench@{target}>\r\n"
