@@ -510,7 +510,7 @@ def main() -> int:
         + (
             "The load offers RFC 3389 CN: the bridge sends a CN packet a second between prompts.\n"
             if args.comfort_noise
-            else "The load offers no CN: the bridge sends a G.711 silence frame every 20 ms between prompts.\n"
+            else "No CN offered: the bridge sends a G.711 silence frame every 20 ms, between prompts.\n"
         )
         + "ivr refuses new calls with 503 while its event loop lags over 100 ms (overload_lag).\n"
         "limit: receive-only uvloop, one socket per call (loss over the whole run, no latency);"
