@@ -97,17 +97,21 @@ def main() -> None:
             break
         clients.append(rtp)
         threads.append(thread)
-    print("ready", flush=True)
-    stop.wait()
-    running.clear()
-    for rtp in clients:
-        rtp.NSD = False
     result = {
         "streams": len(clients),
         "errors": errors[0],
         "start_seconds": time.monotonic() - started,
         "threads": threading.active_count(),
     }
+    # Written now as well: a baseline that collapsed under its threads may not get the GIL back in time to
+    # write it after SIGTERM, and is killed.
+    args.out.write_text(json.dumps(result))
+    print("ready", flush=True)
+    stop.wait()
+    running.clear()
+    for rtp in clients:
+        rtp.NSD = False
+    result["errors"] = errors[0]
     args.out.write_text(json.dumps(result))
 
 
