@@ -279,7 +279,9 @@ def run_point(
             us_per_packet=(after["target"] - before["target"]) / sent * 1e6 if sent else None,
             gen_us_per_packet=(after["gen"] - before["gen"]) / sent * 1e6 if sent else None,
             rss_idle_kib=rss_idle,
-            rss_per_call_kib=(rss_load - rss_idle) / calls,
+            # Per call the system holds: the bridge's refused calls (503 under overload) hold nothing.
+            rss_per_call_kib=(rss_load - rss_idle)
+            / max(1, sum(g["answered"] for g in gen_results) if system.startswith("ivr") else calls),
             answered=sum(g["answered"] for g in gen_results),
             live_at_end=sum(g["live_at_end"] for g in gen_results),
             statuses=[g["statuses"] for g in gen_results],
