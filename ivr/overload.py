@@ -4,9 +4,10 @@ A bridge past its capacity does not fail loudly: every datagram waits a little l
 falls seconds behind, and the calls it took last break the ones it took first (their audio backs up past the
 stream's allowance and the vendor's circuit breaker opens for everyone). The symptom that comes first is the
 event loop's lag: a timer due now runs late by as long as one turn of the loop takes. `LoopLag` is fed that
-lateness by a probe timer; while its smoothed value is above `threshold`, new INVITEs get 503 with
-Retry-After (`ivr.sip.admission`), so a dispatcher sends them to another bridge and the calls in progress
-keep their real time. Hysteresis (back under half the threshold) keeps it from flapping call by call.
+lateness by a probe timer; while its smoothed value is above `threshold`, new INVITEs and OPTIONS probes
+get 503 with Retry-After (`ivr.sip.admission`), so a dispatcher sends calls to another bridge and the calls
+in progress keep their real time. Hysteresis (back under half the threshold) keeps it from flapping call by
+call.
 """
 
 from __future__ import annotations

@@ -128,8 +128,11 @@ class Admission:
         if trunk is None:
             return Refusal(403, cause="not-in-trunk")
         if method == "OPTIONS":
-            # While draining the probe says "unavailable", so a dispatcher stops sending calls (RFC 3261 §11).
-            return Refusal(503, "Draining", drain_retry_after, "draining") if draining else None
+            # While draining or overloaded the probe says "unavailable", so a dispatcher stops sending calls
+            # (RFC 3261 §11) until it answers 200 again.
+            if draining:
+                return Refusal(503, "Draining", drain_retry_after, "draining")
+            return Refusal(503, "Overloaded", self.limits.retry_after, "overload") if overloaded else None
         if method == "INVITE" and draining:
             return Refusal(503, "Draining", drain_retry_after, "draining")
         if trunk.credentials is not None:

@@ -46,6 +46,8 @@ def test_a_lagging_loop_refuses_new_calls_keeps_its_call_and_recovers(tmp_path: 
             _wait_for_log(b, "overloaded: new calls get 503")
             replies = udp_exchange(b.port, invite("while-lagging"), source="127.0.0.1", listen=1.5)
             assert [_first_line_and_retry_after(r) for r in replies] == [("SIP/2.0 503 Overloaded", "7")]
+            (probe,) = udp_exchange(b.port, options(), source="127.0.0.1", listen=1.0)
+            assert _first_line_and_retry_after(probe) == ("SIP/2.0 503 Overloaded", "7")
         finally:
             stop.set()
             staller.join()

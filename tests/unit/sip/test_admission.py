@@ -156,7 +156,7 @@ def test_draining_options_and_invite_503_calls_in_progress_go_on() -> None:
     assert statuses(ua.take_outgoing()) == [200]
 
 
-def test_overloaded_invites_503_with_retry_after_options_and_calls_in_progress_go_on() -> None:
+def test_overloaded_invites_and_options_503_with_retry_after_calls_in_progress_go_on() -> None:
     ua = _ua(Limits(retry_after=9))
     assert len(ua.receive(_invite(1), CALLER, 0.0)) == 1
     ua.answer("c1", ANSWER, 0.0)
@@ -167,11 +167,13 @@ def test_overloaded_invites_503_with_retry_after_options_and_calls_in_progress_g
     out = responses(ua.take_outgoing())
     assert [(r.status, r.reason, r.headers.get("Retry-After")) for r in out] == [
         (503, "Overloaded", "9"),
-        (200, "OK", None),
+        (503, "Overloaded", "9"),  # a dispatcher's probe: stop sending calls here for now
     ]
     assert ua.admission.live_calls == 1
     ua.overloaded = False
     assert len(ua.receive(_invite(3), CALLER, 2.0)) == 1
+    ua.receive(request("OPTIONS", call_id="o2", branch="z9hG4bK-o2"), CALLER, 2.0)
+    assert 200 in statuses(ua.take_outgoing())
 
 
 # ---- digest on a trunk with credentials ------------------------------------------------------------------
