@@ -100,8 +100,8 @@ class Settings(BaseModel):
     call_rate_per_source: float = 20.0
     call_burst_per_source: int = 40
     busy_retry_after: int = 5
-    # New INVITEs get 503 (busy_retry_after) while the event loop runs this late on average (seconds): the
-    # bridge is past what it can carry in real time. 0 turns the guard off.
+    # New INVITEs and OPTIONS get 503 (busy_retry_after) while the event loop runs this late on average
+    # (seconds): the bridge is past what it can carry in real time. 0 turns the guard off.
     overload_lag: float = Field(default=0.1, ge=0)
     # Registrar bounds (RFC 3261 §10.3): Expires clamped to max, 423 below min.
     max_aors: int = 10000

@@ -329,6 +329,7 @@ class Bridge:
             report(
                 "overloaded: new calls get 503" if self._lag.overloaded else "no longer overloaded",
                 loop_lag_ms=round(self._lag.lag * 1000, 1),
+                loop_lag_peak_ms=round(self._lag.peak * 1000, 1),
                 threshold_ms=round(self._lag.threshold * 1000, 1),
                 live_calls=len(self.calls),
             )

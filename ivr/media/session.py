@@ -219,7 +219,7 @@ class RtpSession:
         self._timers: _SharedTimers | None = None  # every session's deadlines on one loop timer
         self._transport: asyncio.DatagramTransport | None = None
         self._ticker: WheelTimer | None = None  # the media tick, every packet time: see _tick
-        self._waiting: select.poll | None = None  # has the socket datagrams not read yet (see _fill_due)
+        self._waiting: select.poll | None = None  # has the socket datagrams not read yet (see _fill_silence)
         self._fill_deferred = 0
         self._last_rx = 0.0
         self._timed_out = False

@@ -139,7 +139,7 @@ class UserAgent:
         self.authenticator = authenticator or DigestAuthenticator(host)
         self.registrar = registrar or Registrar()
         self.draining = False
-        self.overloaded = False  # the event loop lags (ivr.overload): new INVITEs get 503
+        self.overloaded = False  # the event loop lags (ivr.overload): new INVITEs and OPTIONS get 503
         self.drain_retry_after = drain_retry_after
         self.on_refusal = on_refusal
         self._ids = itertools.count(1)
