@@ -482,6 +482,8 @@ class RtpSession:
             at = self._timeline.next_check()
             if at is not None and soon >= at:
                 self._fill_silence(now)
+            elif self._fill_deferred:
+                self._fill_deferred = 0  # the caller was only unread: the next quiet spell waits as long
             if soon >= self._last_rx + self._inactivity_timeout:
                 self._timed_out = True
                 self._on_timeout()
