@@ -6,7 +6,7 @@ sink counts loss and times each WebSocket message (arrival minus the send time o
 without the bridge's own numbers. Recognition is not measured: the sink recognizes nothing. CPU comes from
 /proc/<pid>/stat over the steady window; the system under test runs on CPU 1, generator and sink on CPU 0.
 
-Run: python bench/calls_per_core.py                      (N = 500, 1000, 2000, 3000; about 9 minutes)
+Run: python bench/calls_per_core.py                      (N = 500, 1000, 2000, 3000; about 8 minutes)
      python bench/calls_per_core.py --calls 500 --seconds 10   (a quick run)
      python bench/calls_per_core.py --self-test           (the marker codec's round trip only)
 Writes var/bench/calls_per_core-<time>.json and var/bench/calls_per_core.json (the latest).
