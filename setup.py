@@ -1,4 +1,5 @@
-"""Build hook: the wheel carries the top-level `dialplans/` (YAML, prompts, grammars) as ivr/bundled/dialplans
+"""Build hooks: the wheel carries the top-level `dialplans/` (YAML, prompts, grammars) as ivr/bundled/dialplans,
+and the optional C half of the batched RTP receiver (ivr/media/_batchrx.c).
 
 The bundled dialplans stay at the top of the repository, where `make run` and the docs point; they live
 outside the `ivr` package, which package-data cannot reach, so build_py copies them into the build tree.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 DIALPLANS = Path(__file__).resolve().parent / "dialplans"
@@ -32,4 +33,8 @@ class BuildWithDialplans(build_py):
                 shutil.copyfile(source, target)
 
 
-setup(cmdclass={"build_py": BuildWithDialplans})
+# The batched RTP receiver (ivr/media/batchrx.py). Optional: without a C compiler the build still succeeds, and
+# every call reads its RTP through the event loop's own datagram transport instead.
+BATCHRX = Extension("ivr.media._batchrx", ["ivr/media/_batchrx.c"], optional=True, extra_compile_args=["-O2"])
+
+setup(cmdclass={"build_py": BuildWithDialplans}, ext_modules=[BATCHRX])

@@ -47,6 +47,16 @@ class FrameAssembler:
         del buffer[:whole]
         return self._out(out)
 
+    def take(self) -> bytes:
+        """What is held, as G.711, to be assembled elsewhere (`batchrx`); held no more here."""
+        out = bytes(self._buffer)
+        self._buffer.clear()
+        return out
+
+    def release(self, g711_bytes: bytes) -> bytes:
+        """Whole frames assembled elsewhere, in the form `add` hands them over."""
+        return self._out(g711_bytes)
+
     def add_silence(self, samples: int) -> bytes | None:
         """Like `add`, for `samples` of silence in place of audio that never came."""
         return self.add(bytes((self._silence,)) * samples)

@@ -36,6 +36,16 @@ class JitterBuffer:
         """Packets waiting for a gap before them to fill."""
         return len(self._pending)
 
+    @property
+    def expected(self) -> int | None:
+        """The next sequence number in order while nothing waits, else None: where an in-order path kept
+        elsewhere (`batchrx`) may take over."""
+        return None if self._pending else self._next
+
+    def advance(self, next_seq: int) -> None:
+        """Packets up to `next_seq` went by in order, taken elsewhere (only while `expected` is not None)."""
+        self._next = next_seq & _SEQ_MASK
+
     def next_in_order(self, seq: int) -> bool:
         """True, having taken it, when `seq` is the very next packet and nothing waits: the in-order fast path
         that needs no packet object (False: `push` it)."""

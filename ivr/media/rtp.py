@@ -152,6 +152,29 @@ class RtpStats:
         self._recent = 1
         self._transit = None
 
+    @property
+    def next_sequence(self) -> int | None:
+        """The sequence number that would be the next in order, or None before any packet."""
+        return None if self.ssrc is None else (self._max_seq + 1) & 0xFFFF
+
+    @property
+    def transit(self) -> float | None:
+        """The last packet's relative transit time (RFC 3550 A.8), timestamp units."""
+        return self._transit
+
+    def advance(self, packets: int, wraps: int, next_sequence: int, jitter: float, transit: float) -> None:
+        """Account for `packets` that came in order after the last one, counted elsewhere (the batch
+        receiver, `batchrx`): what `record` would have made of them, with the jitter it computed."""
+        if not packets:
+            return
+        self.received += packets
+        self._cycles += wraps * _SEQ_MOD
+        self._max_seq = (next_sequence - 1) & 0xFFFF
+        self._recent = ((self._recent << packets) | ((1 << packets) - 1)) & _DUP_MASK
+        self._bad_seq = -1
+        self.jitter = jitter
+        self._transit = transit
+
     def update(self, packet: RtpPacket, arrival: float) -> None:
         """Account for one packet; `arrival` is the receive time in seconds (any fixed origin)."""
         self.record(packet.ssrc, packet.sequence, packet.timestamp, arrival)

@@ -32,11 +32,12 @@ import errno
 import functools
 import ipaddress
 import select
+import socket
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ivr.media import g711
+from ivr.media import batchrx, g711
 from ivr.media.assembler import FrameAssembler
 from ivr.media.dtmf import DtmfReceiver
 from ivr.media.jitter import JitterBuffer
@@ -46,6 +47,9 @@ from ivr.media.prompt import SAMPLE_RATE, frames
 from ivr.media.rtp import HEADER, HEADER_SIZE, PLAIN, RtpError, RtpPacket, RtpSender, RtpStats, parse_rtp
 from ivr.media.timeline import Timeline
 from ivr.media.wheel import Cadence, TimerWheel, WheelTimer
+
+if TYPE_CHECKING:
+    from ivr.media._batchrx import Counters, Lane
 
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
@@ -175,11 +179,13 @@ class RtpSession:
         keepalive: bool = True,
         max_fill: float = 0.24,
         comfort_noise_payload_type: int | None = None,
+        batch_receive: bool = True,
     ) -> None:
         """`nat`: also latch to a host other than the SDP's, after `probation` packets in sequence (before
         any latch only). `keepalive`: send silence whenever no prompt plays: G.711 frames, or RFC 3389 CN
         packets with `comfort_noise_payload_type`. `max_fill`: the most silence (seconds) put in for one gap
-        in the caller's stream."""
+        in the caller's stream. `batch_receive`: read through the loop's `batchrx` receiver when it is
+        built (else, and for a host name, through the loop's datagram transport)."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
         self.local_host = local_host
         self.local_port = port
@@ -187,7 +193,7 @@ class RtpSession:
         self.dtmf_payload_type = dtmf_payload_type
         self.comfort_noise_payload_type = comfort_noise_payload_type
         self._cn_due: float | None = None  # clock time of the next CN packet; None: at once
-        self.stats = RtpStats(SAMPLE_RATE)
+        self._stats = RtpStats(SAMPLE_RATE)
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
         self.send_errors = 0
@@ -217,7 +223,14 @@ class RtpSession:
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: _SharedTimers | None = None  # every session's deadlines on one loop timer
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: asyncio.DatagramTransport | None = None  # the loop's, without batch receive
+        self._batch = batch_receive and batchrx.AVAILABLE
+        self._sock: socket.socket | None = None  # our own, with batch receive
+        self._lane: Lane | None = None
+        self._close_lane: Callable[[], None] | None = None
+        self._armed = False  # the lane takes the in-order path (see batchrx)
+        self._sendto: Callable[[bytes, tuple[Any, ...]], object] | None = None
+        self._sockname: tuple[Any, ...] = ()
         self._ticker: WheelTimer | None = None  # the media tick, every packet time: see _tick
         self._waiting: select.poll | None = None  # has the socket datagrams not read yet (see _fill_silence)
         self._fill_deferred = 0
@@ -237,8 +250,17 @@ class RtpSession:
         return self._playback is not None
 
     @property
+    def stats(self) -> RtpStats:
+        """The caller's stream statistics, up to the last packet received."""
+        if self._armed:
+            self._sync()
+        return self._stats
+
+    @property
     def foreign(self) -> int:
         """Packets dropped because they came from a source other than the caller's (strict RTP)."""
+        if self._armed:
+            self._sync()
         return self._latch.dropped
 
     @property
@@ -288,31 +310,35 @@ class RtpSession:
         """Bind the UDP socket; OSError if the port is busy."""
         loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(self.local_host, self.local_port)
-            )
+            sock = batchrx.bind(self.local_host, self.local_port) if self._batch else None
+            if sock is None:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=(self.local_host, self.local_port)
+                )
         except OSError as exc:
-            # uvloop wraps the EMFILE in "could not bind to local_addr": look down the cause chain.
-            cause: BaseException | None = exc
-            while cause is not None and getattr(cause, "errno", None) not in (errno.EMFILE, errno.ENFILE):
-                cause = cause.__cause__
-            if isinstance(cause, OSError) and cause.errno is not None:
-                scope = "process" if cause.errno == errno.EMFILE else "system"
-                name = errno.errorcode[cause.errno]
-                raise DescriptorsExhausted(
-                    f"no RTP socket: the {scope} is out of file descriptors ({name}); "
-                    "raise `ulimit -n` or lower sip_max_connections / max_calls"
-                ) from exc
+            _raise_if_out_of_descriptors(exc)
             raise
+        if sock is not None:
+            self._sock = sock
+            self._sendto = sock.sendto
+            self._sockname = sock.getsockname()
+            fileno = sock.fileno()
+            self._lane, self._close_lane = batchrx.open_lane(
+                loop, sock, self._on_lane_datagram, self._on_lane_frame
+            )
+        else:
+            self._transport = transport
+            self._sendto = transport.sendto
+            self._sockname = transport.get_extra_info("sockname")
+            fileno = transport.get_extra_info("socket").fileno()
         self._loop = loop
         self._timers = _shared_timers(loop)
-        self._transport = transport
-        self.local_port = transport.get_extra_info("sockname")[1]
+        self.local_port = self._sockname[1]
         self._unusable_remote = self._check_remote(self._send_to)
         if self._unusable_remote is not None:
             self._latch.reset("")  # no caller sends from an address we cannot send to: latch on probation
         self._waiting = select.poll()
-        self._waiting.register(transport.get_extra_info("socket").fileno(), select.POLLIN)
+        self._waiting.register(fileno, select.POLLIN)
         self._last_rx = loop.time()
         self._ticker = self._timers.every(self._ptime, self._last_rx, self._tick)
         self._arm_keepalive()
@@ -320,10 +346,12 @@ class RtpSession:
     def update_remote(self, host: str, port: int) -> None:
         """New SDP (re-INVITE): send to its address, and latch again by the strict policy (the source
         latched so far may latch again at once)."""
+        if self._armed:
+            self._disarm()
         self._sdp_remote = self._send_to = (host, port)
         self._source = None
         self._latch.reset(host)
-        if self._transport is not None:
+        if self._sendto is not None:
             self._unusable_remote = self._check_remote(self._send_to)
             if self._unusable_remote is not None:
                 self._latch.reset("")
@@ -338,6 +366,8 @@ class RtpSession:
         on. The stream (SSRC, sequence numbers, timestamps) runs on, as RFC 3550 §5.1 allows; a prompt that
         is playing keeps its frames (already encoded), and the next one is in the new codec."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
+        if self._armed:
+            self._disarm()
         if payload_type != self.payload_type:
             self._reframe(payload_type, self._assembler.frame, passthrough=self._assembler.passthrough)
         self.payload_type = self._sender.payload_type = payload_type
@@ -349,13 +379,14 @@ class RtpSession:
         if dtmf_payload_type is not None:
             self._accepted.add(dtmf_payload_type)
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
+        self._try_arm()
 
     async def play(self, pcm: bytes) -> bool:
         """Send PCM16 8 kHz mono as paced G.711 frames. True if it ran to the end, False if stopped.
 
         A play() while another is running replaces it (the earlier one returns False).
         """
-        if self._closed or self._loop is None or self._transport is None:
+        if self._closed or self._loop is None or self._sendto is None:
             return False
         self.stop_playback()
         token = _Playback()
@@ -413,6 +444,13 @@ class RtpSession:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        if self._armed:
+            self._disarm()  # the statistics up to the last packet, for the call's record
+        if self._close_lane is not None:
+            self._close_lane()  # before the socket: the receiver forgets the descriptor first
+            self._close_lane = self._lane = None
+        if self._sock is not None:
+            self._sock.close()
         if self._transport is not None:
             self._transport.close()
             await asyncio.sleep(0)  # let the transport finish closing the socket
@@ -430,10 +468,13 @@ class RtpSession:
 
     def _reframe(self, payload_type: int, frame: int, *, passthrough: bool) -> None:
         """Hand over what the assembler holds in the old form, then assemble anew."""
+        if self._armed:
+            self._disarm()
         held = self._assembler.flush()
         if held is not None:
             self._on_audio(held)
         self._assembler.reset(payload_type, frame, passthrough=passthrough)
+        self._try_arm()
 
     def _check_remote(self, addr: tuple[Any, ...]) -> str | None:
         """Why the socket cannot send to this SDP address, or None.
@@ -441,9 +482,7 @@ class RtpSession:
         Only an IP literal of the socket's own family is usable: uvloop raises ValueError for anything else,
         and the stock loop resolves a host name inside sendto, a blocking DNS lookup on the event loop.
         """
-        assert self._transport is not None
-        sockname = self._transport.get_extra_info("sockname")
-        family = 6 if len(sockname) == 4 else 4  # an IPv6 sockname is a 4-tuple
+        family = 6 if len(self._sockname) == 4 else 4  # an IPv6 sockname is a 4-tuple
         host = addr[0]
         try:
             version = ipaddress.ip_address(host).version
@@ -454,12 +493,12 @@ class RtpSession:
         return None
 
     def _send(self, data: bytes) -> None:
-        assert self._transport is not None
+        assert self._sendto is not None
         if self._unusable_remote is not None:
             self._send_failed(self._unusable_remote)
             return
         try:
-            self._transport.sendto(data, self._send_to)
+            self._sendto(data, self._send_to)
         except (OSError, ValueError, TypeError) as exc:  # ValueError/TypeError: uvloop, for a bad address
             self._send_failed(f"{type(exc).__name__}: {exc}")
 
@@ -480,10 +519,15 @@ class RtpSession:
             self._send_due(now)
         if not self._timed_out:
             at = self._timeline.next_check()
+            if at is not None and soon >= at and self._armed:
+                self._sync()  # the lane's packets since its last frame move the timeline on
+                at = self._timeline.next_check()
             if at is not None and soon >= at:
                 self._fill_silence(now)
             elif self._fill_deferred:
                 self._fill_deferred = 0  # the caller was only unread: the next quiet spell waits as long
+            if soon >= self._last_rx + self._inactivity_timeout and self._armed:
+                self._sync()
             if soon >= self._last_rx + self._inactivity_timeout:
                 self._timed_out = True
                 self._on_timeout()
@@ -553,7 +597,7 @@ class RtpSession:
                 ):
                     now = self._loop.time()  # type: ignore[union-attr]  # set by start(), before any packet
                     self._last_rx = now
-                    self.stats.record(ssrc, seq, ts, now)
+                    self._stats.record(ssrc, seq, ts, now)
                     self._audio(ts, data[HEADER_SIZE:], now)
                     return
         try:
@@ -575,7 +619,7 @@ class RtpSession:
             self._unusable_remote = None  # the caller's own source address: the socket can always reach it
             self._timeline.start(now)
         self._last_rx = now
-        self.stats.update(packet, now)
+        self._stats.update(packet, now)
         if pt == self.payload_type:
             if packet.ssrc != self._stream_ssrc:
                 for held in self._jitter.flush():
@@ -607,6 +651,8 @@ class RtpSession:
             self._fill_deferred += 1
             return
         self._fill_deferred = 0
+        if self._armed:
+            self._disarm()  # the silence goes after the lane's part of a frame
         for held in self._jitter.flush():
             self._deliver(held, now)
         samples = self._timeline.silence_due(now)
@@ -614,6 +660,7 @@ class RtpSession:
             frames = self._assembler.add_silence(samples)
             if frames is not None:
                 self._on_audio(frames)
+        self._try_arm()
 
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         if packet.payload_type != self.payload_type:
@@ -630,3 +677,84 @@ class RtpSession:
         frames = assembler.add(payload)
         if frames is not None:
             self._on_audio(frames)
+
+    # The batch receiver (batchrx): the lane takes the in-order path while armed, the session everything else.
+
+    def _on_lane_frame(self, frame: bytes, counters: Counters) -> None:
+        self._apply(counters)
+        self._on_audio(self._assembler.release(frame))
+
+    def _on_lane_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self._armed:
+            self._disarm()  # this one breaks the order: the session takes it, with its state up to date
+        self._on_datagram(data, addr)
+        self._try_arm()
+
+    def _try_arm(self) -> None:
+        """Hand the in-order path to the lane when the stream is in order and nothing waits."""
+        lane = self._lane
+        if lane is None or self._armed or self._closed:
+            return
+        source, ssrc = self._source, self._stream_ssrc
+        sequence, timestamp = self._jitter.expected, self._timeline.next_timestamp
+        stats = self._stats
+        if (
+            source is None
+            or ssrc is None
+            or sequence is None
+            or timestamp is None
+            or stats.ssrc != ssrc
+            or stats.next_sequence != sequence
+        ):
+            return
+        assembler = self._assembler
+        lane.arm(
+            source,
+            self.payload_type,
+            ssrc,
+            sequence,
+            timestamp,
+            assembler.frame,
+            assembler.take(),
+            stats.jitter,
+            stats.transit,
+        )
+        self._armed = True
+
+    def _disarm(self) -> None:
+        assert self._lane is not None
+        held, counters = self._lane.disarm()
+        self._armed = False
+        self._apply(counters)
+        if held:
+            self._assembler.add(held)  # less than a frame: nothing is released
+
+    def _sync(self) -> None:
+        assert self._lane is not None
+        self._apply(self._lane.sync())
+
+    def _apply(self, counters: Counters) -> None:
+        """Bring the statistics, jitter buffer and timeline up to what the lane took in order."""
+        packets, wraps, sequence, timestamp, samples, arrival, jitter, transit, foreign = counters
+        if foreign:
+            self._latch.dropped += foreign
+        if packets:
+            self._last_rx = arrival
+            self._stats.advance(packets, wraps, sequence, jitter, transit)
+            self._jitter.advance(sequence)
+            self._timeline.advance(timestamp, samples)
+
+
+def _raise_if_out_of_descriptors(exc: OSError) -> None:
+    """DescriptorsExhausted for an EMFILE or ENFILE (uvloop wraps it in "could not bind to local_addr": look
+    down the cause chain)."""
+    cause: BaseException | None = exc
+    while cause is not None and getattr(cause, "errno", None) not in (errno.EMFILE, errno.ENFILE):
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        scope = "process" if cause.errno == errno.EMFILE else "system"
+        name = errno.errorcode[cause.errno]
+        raise DescriptorsExhausted(
+            f"no RTP socket: the {scope} is out of file descriptors ({name}); "
+            "raise `ulimit -n` or lower sip_max_connections / max_calls"
+        ) from exc

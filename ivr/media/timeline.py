@@ -67,6 +67,18 @@ class Timeline:
         self.silence += fill
         return fill
 
+    @property
+    def next_timestamp(self) -> int | None:
+        """The RTP timestamp that continues the audio without a gap, once the stream has audio."""
+        return None if self.until is None else self._next_ts
+
+    def advance(self, next_timestamp: int, samples: int) -> None:
+        """`samples` of audio in order up to `next_timestamp`, taken elsewhere (`batchrx`): accounted as
+        `audio` would have, with no gap (only while `next_timestamp` is not None)."""
+        assert self.until is not None
+        self._next_ts = next_timestamp & _TS_MASK
+        self.until += samples / self._rate
+
     def silence_due(self, now: float) -> int:
         """Samples of silence owed now (whole frames) because no audio has come for `hangover`; accounted."""
         until = self.until

@@ -21,6 +21,7 @@ from tests.unit.media.test_session import (
     make_session,
     open_peer,
     pcm_of,
+    receive_path,  # noqa: F401  (autouse: both receive paths here too)
     rtp,
     spoken,
 )

@@ -1,0 +1,42 @@
+# The compiled half of ivr/media/batchrx.py (ivr/media/_batchrx.c).
+from collections.abc import Callable
+from typing import Any
+
+BATCH: int
+
+Counters = tuple[int, int, int, int, int, float, float, float, int]
+
+class Lane:
+    @property
+    def armed(self) -> bool: ...
+    @property
+    def arrival(self) -> float: ...
+    @property
+    def held(self) -> int: ...
+    def arm(
+        self,
+        source: tuple[Any, ...],
+        payload_type: int,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        frame: int,
+        held: bytes,
+        jitter: float,
+        transit: float | None,
+    ) -> None: ...
+    def sync(self) -> Counters: ...
+    def disarm(self) -> tuple[bytes, Counters]: ...
+    def close(self) -> None: ...
+
+class Receiver:
+    def __init__(self, on_error: Callable[[BaseException], object] | None = None) -> None: ...
+    def add(
+        self,
+        fd: int,
+        on_datagram: Callable[[bytes, tuple[Any, ...]], object],
+        on_frame: Callable[[bytes, Counters], object],
+        clock_rate: float = 8000.0,
+    ) -> Lane: ...
+    def receive(self, now: float) -> int: ...
+    def fileno(self) -> int: ...

@@ -1,0 +1,113 @@
+"""Batched receive of every call's RTP on one event loop: one callback per loop iteration, one Python call per
+audio frame instead of one per packet.
+
+The event loop's datagram transport costs one callback per packet: a system call, the source address turned
+into a string, a bytes object, and the session's Python. At 2,000 calls that is 100,000 packets a second,
+more than a core can carry in Python (the receive-only limit alone, in `bench/`, is about 5.5 µs a packet).
+So the compiled `_batchrx` keeps every call's RTP socket in one epoll set, which the loop watches as a single
+descriptor. When it is ready, `Receiver.receive` reads each ready socket with one `recvmmsg()`.
+
+Each socket is a `Lane`, and the session decides what the lane may do on its own:
+
+- While the session has *armed* it (the caller latched, nothing waiting in the jitter buffer, the stream's
+  next sequence number and timestamp known), the lane takes the in-order path. It accepts the latched
+  source's next audio packet (plain header, the audio payload type, the stream's SSRC, exactly the next
+  sequence number and timestamp), appends the payload to the frame being assembled and keeps the RFC 3550
+  A.8 jitter. Once per whole frame it calls the session with the frame and the counters since the last one,
+  and the session brings its statistics, jitter buffer and timeline up to date in one step.
+- It counts and drops packets from any other source (strict RTP), as the session would.
+- It hands every other datagram (DTMF, comfort noise, loss, reordering, a new SSRC, a timestamp jump) to
+  the session unchanged, and the session disarms the lane before it handles that datagram in Python. It
+  arms the lane again once the stream is back in order.
+
+The Python path stays the reference: `RtpSession` on the loop's own transport (no compiler, or
+`rtp_batch_receive: false`) behaves the same, and the tests compare the two on the same packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+try:
+    from ivr.media import _batchrx
+except ImportError:  # built without a C compiler: every session reads through the loop's transport
+    _batchrx = None  # type: ignore[assignment]
+
+__all__ = ["AVAILABLE", "bind", "open_lane"]
+
+AVAILABLE = _batchrx is not None
+
+if TYPE_CHECKING:
+    from ivr.media._batchrx import Counters, Lane
+
+
+class _LoopReceiver:
+    """One loop's receiver, watched by the loop while any lane is open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert _batchrx is not None
+        self._loop = loop
+        self.receiver = _batchrx.Receiver(on_error=self._failed)
+        self.lanes = 0
+        loop.add_reader(self.receiver.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        self.receiver.receive(self._loop.time())
+
+    def _failed(self, exc: BaseException) -> None:
+        # One session's bug must not stop every other call's audio (the receiver carries on after it).
+        self._loop.call_exception_handler({"message": "RTP receive failed", "exception": exc})
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.receiver.fileno())
+
+
+_RECEIVERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopReceiver] = weakref.WeakKeyDictionary()
+
+
+def open_lane(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    on_datagram: Callable[[bytes, tuple[Any, ...]], None],
+    on_frame: Callable[[bytes, Counters], None],
+) -> tuple[Lane, Callable[[], None]]:
+    """A lane for a bound socket in `loop`'s receiver, and the function that closes it (before the socket)."""
+    receiver = _RECEIVERS.get(loop)
+    if receiver is None:
+        receiver = _RECEIVERS[loop] = _LoopReceiver(loop)
+    lane = receiver.receiver.add(sock.fileno(), on_datagram, on_frame)
+    receiver.lanes += 1
+
+    def close() -> None:
+        lane.close()
+        receiver.lanes -= 1
+        if not receiver.lanes and _RECEIVERS.get(loop) is receiver:
+            # No lane left: the loop stops watching, and the epoll descriptor goes with the receiver.
+            receiver.close()
+            del _RECEIVERS[loop]
+
+    return lane, close
+
+
+def bind(host: str, port: int) -> socket.socket | None:
+    """A non-blocking UDP socket bound to an IP literal (OSError if the port is taken), or None for a host
+    name: that one is left to the loop's transport, which resolves it without blocking."""
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST | socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

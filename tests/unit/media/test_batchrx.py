@@ -1,0 +1,164 @@
+"""The compiled batch receiver on real UDP sockets, driven with explicit loop times: the lane's in-order path
+must count exactly what RtpStats, the jitter buffer and the timeline would have counted in Python."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ivr.media import _batchrx, batchrx  # `make test` builds it (setup.py): an ImportError here is a failure
+from ivr.media.rtp import RtpStats
+
+SSRC = 0x5EED
+
+
+def test_sessions_use_the_batch_receiver() -> None:
+    # Without it every session falls back to the loop's transport, which works, only slower: say so here.
+    assert batchrx.AVAILABLE
+
+
+def rtp(seq: int, ts: int, payload: bytes, *, pt: int = 0, ssrc: int = SSRC, first: int = 0x80) -> bytes:
+    return struct.pack("!BBHII", first, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+class Events:
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
+
+    def on_frame(self, frame: bytes, counters: tuple[Any, ...]) -> None:
+        self.frames.append((frame, counters))
+
+    def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.datagrams.append((data, addr))
+
+
+@pytest.fixture
+def sockets() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    caller.bind(("127.0.0.1", 0))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    yield receiving, caller, stranger
+    for s in (receiving, caller, stranger):
+        s.close()
+
+
+def receive_all(receiver: Any, now: float, expected: int) -> None:
+    got = 0
+    for _ in range(200):  # loopback delivery is immediate, but not inside sendto
+        got += receiver.receive(now)
+        if got >= expected:
+            return
+    raise AssertionError(f"{got} of {expected} datagrams arrived")
+
+
+def test_in_order_audio_becomes_frames_with_the_counters_rtpstats_would_keep(
+    sockets: tuple[socket.socket, socket.socket, socket.socket],
+) -> None:
+    receiving, caller, _ = sockets
+    events = Events()
+    receiver = _batchrx.Receiver()
+    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_frame)
+    try:
+        source = caller.getsockname()
+        stats = RtpStats(8000)
+        stats.record(SSRC, 65533, 1000, 10.0)  # what Python saw before arming: one packet
+        lane.arm(source, 0, SSRC, 65534, 1160, 800, b"\x01" * 160, stats.jitter, stats.transit)
+        assert lane.armed and lane.held == 160
+        reference = RtpStats(8000)
+        reference.record(SSRC, 65533, 1000, 10.0)
+        for i in range(9):  # 65534 .. 6: the sequence number wraps
+            seq, ts, now = (65534 + i) & 0xFFFF, 1160 + 160 * i, 10.02 + 0.02 * i + (0.003 if i % 2 else 0)
+            caller.sendto(rtp(seq, ts, bytes([i + 2]) * 160), receiving.getsockname())
+            receive_all(receiver, now, 1)
+            reference.record(SSRC, seq, ts, now)
+        # 160 held + 9 x 160 = 1,600 samples: two frames of 800, the second released by the ninth packet
+        assert [len(f) for f, _ in events.frames] == [800, 800]
+        assert events.frames[0][0] == b"\x01" * 160 + b"".join(bytes([i + 2]) * 160 for i in range(4))
+        assert events.datagrams == []
+        packets = sum(c[0] for _, c in events.frames)
+        assert packets == 9 and sum(c[1] for _, c in events.frames) == 1  # one wrap through 0
+        last = events.frames[-1][1]
+        assert last[2] == 7 and last[3] == 1160 + 160 * 9  # next sequence number, next timestamp
+        assert sum(c[4] for _, c in events.frames) == 9 * 160
+        for _, counters in events.frames:
+            stats.advance(counters[0], counters[1], counters[2], counters[6], counters[7])
+        assert (stats.received, stats.expected, stats.lost) == (reference.received, reference.expected, 0)
+        assert stats.jitter == reference.jitter and stats.transit == reference.transit
+        assert stats.next_sequence == reference.next_sequence == 7
+    finally:
+        lane.close()
+
+
+def test_anything_out_of_order_goes_to_python_and_strangers_are_counted(
+    sockets: tuple[socket.socket, socket.socket, socket.socket],
+) -> None:
+    receiving, caller, stranger = sockets
+    events = Events()
+    receiver = _batchrx.Receiver()
+    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_frame)
+    try:
+        lane.arm(caller.getsockname(), 0, SSRC, 100, 16000, 800, b"", 0.0, None)
+        to = receiving.getsockname()
+        odd = [
+            rtp(101, 16000, bytes(160)),  # a sequence number ahead: loss
+            rtp(100, 16160, bytes(160)),  # a timestamp jump
+            rtp(100, 16000, bytes(4), pt=101),  # RFC 4733
+            rtp(100, 16000, bytes(160), ssrc=7),  # another SSRC
+            rtp(100, 16000, bytes(160), first=0x90),  # a header extension bit
+            rtp(100, 16000, b""),  # a header and nothing else
+            b"\x00" * 3,  # not RTP
+        ]
+        for data in odd:
+            caller.sendto(data, to)
+        stranger.sendto(rtp(100, 16000, bytes(160)), to)
+        receive_all(receiver, 1.0, len(odd) + 1)
+        assert [d for d, _ in events.datagrams] == odd  # unchanged, in order
+        assert {a for _, a in events.datagrams} == {caller.getsockname()}
+        assert events.frames == []
+        held, counters = lane.disarm()
+        assert held == b"" and counters[0] == 0 and counters[8] == 1  # the stranger, counted and dropped
+        assert not lane.armed
+        caller.sendto(rtp(100, 16000, bytes(160)), to)  # disarmed: even the next in order goes to Python
+        receive_all(receiver, 1.1, 1)
+        assert len(events.datagrams) == len(odd) + 1
+    finally:
+        lane.close()
+
+
+def test_a_callback_that_closes_its_lane_or_raises_stops_nothing_else(
+    sockets: tuple[socket.socket, socket.socket, socket.socket],
+) -> None:
+    receiving, caller, stranger = sockets
+    failures: list[BaseException] = []
+    receiver = _batchrx.Receiver(on_error=failures.append)
+    seen: list[bytes] = []
+    lane: Any = None
+
+    def closing(data: bytes, addr: tuple[Any, ...]) -> None:
+        seen.append(data)
+        lane.close()
+
+    def failing(data: bytes, addr: tuple[Any, ...]) -> None:
+        seen.append(data)
+        raise RuntimeError("a session bug")
+
+    lane = receiver.add(receiving.fileno(), closing, failing)
+    other = receiver.add(stranger.fileno(), failing, failing)
+    try:
+        for n in range(3):
+            caller.sendto(bytes([n]) * 20, receiving.getsockname())
+            caller.sendto(bytes([9]) * 20, stranger.getsockname())
+        receive_all(receiver, 1.0, 4)  # the first lane stops at its first datagram; the other reads all 3
+        assert seen.count(bytes([9]) * 20) == 3 and seen.count(bytes(20)) == 1
+        assert len(failures) == 3 and all(isinstance(f, RuntimeError) for f in failures)
+        assert receiver.receive(1.1) == 0  # the closed lane is out of the epoll set
+    finally:
+        other.close()
