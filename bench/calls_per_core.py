@@ -37,9 +37,12 @@ DIRECT_BASE = 12000  # the limit's and the baseline's per-call ports: DIRECT_BAS
 BRIDGE_CPU, LOAD_CPU = 1, 0
 
 
-def bridge_config(path: Path, sip_port: int, rtp_low: int, sink_port: int, calls: int) -> Path:
+def bridge_config(
+    path: Path, sip_port: int, rtp_low: int, sink_port: int, calls: int, *, batch_receive: bool = True
+) -> Path:
     """Settings for one `ivr serve` under load: every admission limit opened up past the load's own rate."""
     config = {
+        "rtp_batch_receive": batch_receive,
         "sip_host": "127.0.0.1",
         "sip_port": sip_port,
         "rtp_port_low": rtp_low,
@@ -184,7 +187,14 @@ def run_point(
             for b in range(bridges):
                 port = free_port()
                 cpu = BRIDGE_CPU if bridges == 1 else b
-                config = bridge_config(run_dir / f"bridge{b}.json", port, 10000 + 10000 * b, sink_port, calls)
+                config = bridge_config(
+                    run_dir / f"bridge{b}.json",
+                    port,
+                    10000 + 10000 * b,
+                    sink_port,
+                    calls,
+                    batch_receive=not args.transport_receive,
+                )
                 targets.append(
                     Child(f"bridge{b}", ["-m", "ivr", "serve", "--config", str(config)], cpu, run_dir, env)
                 )
@@ -455,6 +465,11 @@ def main() -> int:
         action="store_true",
         help="the load offers RFC 3389 CN, so the bridge sends CN between prompts, not G.711 silence",
     )
+    parser.add_argument(
+        "--transport-receive",
+        action="store_true",
+        help="ivr reads RTP through the event loop's datagram transport, not its batch receiver",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--report", type=Path, help="print the table of a JSON written before, and exit")
     parser.add_argument("--self-test", action="store_true", help="check the marker codec and exit")
@@ -513,6 +528,11 @@ def main() -> int:
             "The load offers RFC 3389 CN: the bridge sends a CN packet a second between prompts.\n"
             if args.comfort_noise
             else "No CN offered: the bridge sends a G.711 silence frame every 20 ms, between prompts.\n"
+        )
+        + (
+            "ivr reads RTP through the event loop's datagram transport (--transport-receive).\n"
+            if args.transport_receive
+            else "ivr reads RTP with its batch receiver (rtp_batch_receive).\n"
         )
         + "ivr refuses new calls with 503 while its event loop lags over 100 ms (overload_lag).\n"
         "limit: receive-only uvloop, one socket per call (loss over the whole run, no latency);"

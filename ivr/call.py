@@ -200,6 +200,7 @@ class CallSettings:
     bye_timeout: float = 5.0
     rtp_nat: bool = False  # accept media from a non-SDP address after a probation (NAT'd callers)
     rtp_comfort_noise: bool = True  # RFC 3389 CN for silence when the offer has it
+    rtp_batch_receive: bool = True  # the compiled batch receiver, when built (ivr/media/batchrx.py)
 
 
 class PromptCache:
@@ -421,6 +422,7 @@ class Call:
                 on_timeout=self._on_rtp_timeout,
                 inactivity_timeout=self._settings.rtp_timeout,
                 nat=self._settings.rtp_nat,
+                batch_receive=self._settings.rtp_batch_receive,
             )
             try:
                 await rtp.start()

@@ -71,6 +71,10 @@ class Settings(BaseModel):
     # RFC 3389 comfort noise when the caller's offer has CN: silence between prompts goes as one CN packet a
     # second instead of a G.711 frame every 20 ms. Off: continuous G.711 silence for every caller.
     rtp_comfort_noise: bool = True
+    # Read every call's RTP through the compiled batch receiver (ivr/media/batchrx.py) when it is built: one
+    # system call per ready socket and one Python call per audio frame. Off: the event loop's own datagram
+    # transport, one callback per packet (the reference path, and the one without a C compiler).
+    rtp_batch_receive: bool = True
     dialplan: Path = BUNDLED_DIALPLAN
     # vendor name -> WebSocket URL; "embedded" starts the local emulator as a child process when the
     # dialplan uses that vendor.

@@ -6,10 +6,10 @@
  * socket is a Lane. While its session has armed it, the lane takes the in-order path itself: a datagram
  * from the latched source with a plain RTP header, the audio payload type, the stream's SSRC and exactly
  * the next sequence number and timestamp. It appends the payload to the frame being assembled, keeps the
- * RFC 3550 A.8 jitter, and calls on_frame once per whole frame (one Python call per frame, not per
- * packet) with the counters the session needs to bring its own state up to date. A datagram from any
- * other source is counted (strict RTP) and dropped. Every other datagram goes to on_datagram(data, addr)
- * unchanged, and the session disarms the lane before it handles it in Python.
+ * RFC 3550 A.8 jitter and the counters the session takes when it needs them (sync, disarm), and calls
+ * on_audio once per whole frame, decoded as audioop would (one Python call per frame, not per packet).
+ * A datagram from any other source is counted (strict RTP) and dropped. Every other datagram goes to
+ * on_datagram(data, addr) unchanged, and the session disarms the lane before it handles it in Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +30,30 @@
 #define MAX_ROUNDS 4     /* epoll_wait() rounds per receive() when every slot came back full */
 #define HEADER 12
 
+enum { PASSTHROUGH = 0, ULAW = 1, ALAW = 2 }; /* what on_audio gets: the G.711 as received, or PCM16 */
+
+static int16_t ulaw_pcm[256], alaw_pcm[256];
+
+/* ITU-T G.711 expansion, as the Sun reference code (and audioop's tables built from it) computes it. */
+static void
+build_tables(void)
+{
+    for (int i = 0; i < 256; i++) {
+        int u = ~i & 0xFF;
+        int t = ((u & 0x0F) << 3) + 0x84;
+        t <<= (u & 0x70) >> 4;
+        ulaw_pcm[i] = (int16_t)((u & 0x80) ? (0x84 - t) : (t - 0x84));
+        int a = i ^ 0x55;
+        int seg = (a & 0x70) >> 4;
+        int v = (a & 0x0F) << 4;
+        if (seg == 0)
+            v += 8;
+        else
+            v = (v + 0x108) << (seg - 1);
+        alaw_pcm[i] = (int16_t)((a & 0x80) ? v : -v);
+    }
+}
+
 typedef struct ReceiverObject ReceiverObject;
 
 typedef struct {
@@ -37,8 +61,9 @@ typedef struct {
     ReceiverObject *receiver; /* NULL once closed */
     int fd;
     PyObject *on_datagram;
-    PyObject *on_frame;
+    PyObject *on_audio;
     int armed;
+    int codec;
     /* the latched source, as a socket address */
     int family;
     struct sockaddr_in src4;
@@ -76,7 +101,7 @@ static int
 lane_traverse(LaneObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->on_datagram);
-    Py_VISIT(self->on_frame);
+    Py_VISIT(self->on_audio);
     Py_VISIT((PyObject *)self->receiver);
     return 0;
 }
@@ -85,7 +110,7 @@ static int
 lane_clear(LaneObject *self)
 {
     Py_CLEAR(self->on_datagram);
-    Py_CLEAR(self->on_frame);
+    Py_CLEAR(self->on_audio);
     Py_CLEAR(self->receiver);
     return 0;
 }
@@ -167,25 +192,26 @@ parse_source(LaneObject *self, PyObject *source)
 static PyObject *
 lane_arm(LaneObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"source", "payload_type", "ssrc",   "sequence", "timestamp",
-                             "frame",  "held",         "jitter", "transit",  NULL};
+    static char *kwlist[] = {"source", "payload_type", "ssrc",    "sequence", "timestamp", "frame",
+                             "held",   "jitter",       "transit", "codec",    NULL};
     PyObject *source, *transit;
-    int payload_type;
+    int payload_type, codec;
     unsigned long ssrc, timestamp;
     int sequence;
     Py_ssize_t frame;
     Py_buffer held;
     double jitter;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oikikny*dO", kwlist, &source, &payload_type, &ssrc,
-                                     &sequence, &timestamp, &frame, &held, &jitter, &transit))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oikikny*dOi", kwlist, &source, &payload_type, &ssrc,
+                                     &sequence, &timestamp, &frame, &held, &jitter, &transit, &codec))
         return NULL;
     PyObject *result = NULL;
     if (self->receiver == NULL) {
         PyErr_SetString(PyExc_ValueError, "the lane is closed");
         goto done;
     }
-    if (frame < 1 || held.len >= frame || payload_type < 0 || payload_type > 127) {
-        PyErr_SetString(PyExc_ValueError, "a frame of at least one sample, more than what is held");
+    if (frame < 1 || held.len >= frame || payload_type < 0 || payload_type > 127 || codec < PASSTHROUGH ||
+        codec > ALAW) {
+        PyErr_SetString(PyExc_ValueError, "a frame of at least one sample, more than what is held, a codec");
         goto done;
     }
     if (parse_source(self, source) < 0 || lane_reserve(self, frame + SLOT) < 0)
@@ -207,6 +233,7 @@ lane_arm(LaneObject *self, PyObject *args, PyObject *kwds)
     self->next_seq = (uint16_t)sequence;
     self->next_ts = (uint32_t)timestamp;
     self->jitter = jitter;
+    self->codec = codec;
     self->packets = self->wraps = self->samples = self->foreign = 0;
     self->armed = 1;
     result = Py_None;
@@ -274,6 +301,12 @@ lane_get_held(LaneObject *self, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(self->armed ? self->held : 0);
 }
 
+static PyObject *
+lane_get_pending(LaneObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->samples);
+}
+
 static PyMethodDef lane_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))lane_arm, METH_VARARGS | METH_KEYWORDS,
      "Take the in-order path from this state on."},
@@ -287,6 +320,7 @@ static PyGetSetDef lane_getset[] = {
     {"armed", (getter)lane_get_armed, NULL, "Whether the in-order path is taken here.", NULL},
     {"arrival", (getter)lane_get_arrival, NULL, "The loop time of the last in-order packet.", NULL},
     {"held", (getter)lane_get_held, NULL, "Samples of the frame being assembled here.", NULL},
+    {"pending", (getter)lane_get_pending, NULL, "Samples taken in order since the counters were taken.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -386,25 +420,29 @@ in_order(ReceiverObject *receiver, LaneObject *lane, const unsigned char *payloa
     if (lane->held < lane->frame)
         return;
     Py_ssize_t whole = lane->held - lane->held % lane->frame;
-    PyObject *frame = PyBytes_FromStringAndSize((const char *)lane->buf, whole);
+    PyObject *frame;
+    if (lane->codec == PASSTHROUGH) {
+        frame = PyBytes_FromStringAndSize((const char *)lane->buf, whole);
+    } else {
+        frame = PyBytes_FromStringAndSize(NULL, whole * 2);
+        if (frame != NULL) {
+            const int16_t *table = lane->codec == ULAW ? ulaw_pcm : alaw_pcm;
+            int16_t *pcm = (int16_t *)PyBytes_AS_STRING(frame); /* native order, as audioop writes it */
+            for (Py_ssize_t i = 0; i < whole; i++)
+                pcm[i] = table[lane->buf[i]];
+        }
+    }
     if (frame == NULL) {
         report(receiver);
         return;
     }
     memmove(lane->buf, lane->buf + whole, lane->held - whole);
     lane->held -= whole;
-    PyObject *counters = lane_take(lane);
-    if (counters == NULL) {
-        Py_DECREF(frame);
-        report(receiver);
-        return;
-    }
-    PyObject *callback = lane->on_frame;
+    PyObject *callback = lane->on_audio;
     Py_INCREF(callback);
-    PyObject *r = PyObject_CallFunctionObjArgs(callback, frame, counters, NULL);
+    PyObject *r = PyObject_CallOneArg(callback, frame);
     Py_DECREF(callback);
     Py_DECREF(frame);
-    Py_DECREF(counters);
     if (r == NULL)
         report(receiver);
     Py_XDECREF(r);
@@ -541,14 +579,14 @@ receiver_dealloc(ReceiverObject *self)
 static PyObject *
 receiver_add(ReceiverObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "on_datagram", "on_frame", "clock_rate", NULL};
+    static char *kwlist[] = {"fd", "on_datagram", "on_audio", "clock_rate", NULL};
     int fd;
-    PyObject *on_datagram, *on_frame;
+    PyObject *on_datagram, *on_audio;
     double rate = 8000.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|d", kwlist, &fd, &on_datagram, &on_frame, &rate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|d", kwlist, &fd, &on_datagram, &on_audio, &rate))
         return NULL;
-    if (!PyCallable_Check(on_datagram) || !PyCallable_Check(on_frame)) {
-        PyErr_SetString(PyExc_TypeError, "on_datagram and on_frame must be callable");
+    if (!PyCallable_Check(on_datagram) || !PyCallable_Check(on_audio)) {
+        PyErr_SetString(PyExc_TypeError, "on_datagram and on_audio must be callable");
         return NULL;
     }
     LaneObject *lane = PyObject_GC_New(LaneObject, &LaneType);
@@ -557,8 +595,9 @@ receiver_add(ReceiverObject *self, PyObject *args, PyObject *kwds)
     lane->receiver = NULL;
     lane->fd = fd;
     lane->on_datagram = Py_NewRef(on_datagram);
-    lane->on_frame = Py_NewRef(on_frame);
+    lane->on_audio = Py_NewRef(on_audio);
     lane->armed = 0;
+    lane->codec = PASSTHROUGH;
     lane->family = AF_INET;
     memset(&lane->src4, 0, sizeof(lane->src4));
     memset(&lane->src6, 0, sizeof(lane->src6));
@@ -653,6 +692,7 @@ PyInit__batchrx(void)
 {
     if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&ReceiverType) < 0)
         return NULL;
+    build_tables();
     PyObject *module = PyModule_Create(&batchrx_module);
     if (module == NULL)
         return NULL;
@@ -662,5 +702,8 @@ PyInit__batchrx(void)
         return NULL;
     }
     PyModule_AddIntConstant(module, "BATCH", BATCH);
+    PyModule_AddIntConstant(module, "PASSTHROUGH", PASSTHROUGH);
+    PyModule_AddIntConstant(module, "ULAW", ULAW);
+    PyModule_AddIntConstant(module, "ALAW", ALAW);
     return module;
 }

@@ -3,6 +3,9 @@ from collections.abc import Callable
 from typing import Any
 
 BATCH: int
+PASSTHROUGH: int
+ULAW: int
+ALAW: int
 
 Counters = tuple[int, int, int, int, int, float, float, float, int]
 
@@ -13,6 +16,8 @@ class Lane:
     def arrival(self) -> float: ...
     @property
     def held(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
     def arm(
         self,
         source: tuple[Any, ...],
@@ -24,6 +29,7 @@ class Lane:
         held: bytes,
         jitter: float,
         transit: float | None,
+        codec: int,
     ) -> None: ...
     def sync(self) -> Counters: ...
     def disarm(self) -> tuple[bytes, Counters]: ...
@@ -35,7 +41,7 @@ class Receiver:
         self,
         fd: int,
         on_datagram: Callable[[bytes, tuple[Any, ...]], object],
-        on_frame: Callable[[bytes, Counters], object],
+        on_audio: Callable[[bytes], object],
         clock_rate: float = 8000.0,
     ) -> Lane: ...
     def receive(self, now: float) -> int: ...

@@ -13,8 +13,10 @@ Each socket is a `Lane`, and the session decides what the lane may do on its own
   next sequence number and timestamp known), the lane takes the in-order path. It accepts the latched
   source's next audio packet (plain header, the audio payload type, the stream's SSRC, exactly the next
   sequence number and timestamp), appends the payload to the frame being assembled and keeps the RFC 3550
-  A.8 jitter. Once per whole frame it calls the session with the frame and the counters since the last one,
-  and the session brings its statistics, jitter buffer and timeline up to date in one step.
+  A.8 jitter. Once per whole frame it hands the frame, decoded as `g711.decode` would (or as received, for
+  pass-through), straight to the session's `on_audio`. It keeps counters (packets, the next sequence number
+  and timestamp, the jitter), and the session takes them when it needs its statistics, jitter buffer and
+  timeline up to date: before it handles a datagram itself, fills silence, reports statistics or closes.
 - It counts and drops packets from any other source (strict RTP), as the session would.
 - It hands every other datagram (DTMF, comfort noise, loss, reordering, a new SSRC, a timestamp jump) to
   the session unchanged, and the session disarms the lane before it handles that datagram in Python. It
@@ -32,17 +34,19 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ivr.media import g711
+
 try:
     from ivr.media import _batchrx
 except ImportError:  # built without a C compiler: every session reads through the loop's transport
     _batchrx = None  # type: ignore[assignment]
 
-__all__ = ["AVAILABLE", "bind", "open_lane"]
+__all__ = ["AVAILABLE", "bind", "codec", "open_lane"]
 
 AVAILABLE = _batchrx is not None
 
 if TYPE_CHECKING:
-    from ivr.media._batchrx import Counters, Lane
+    from ivr.media._batchrx import Lane
 
 
 class _LoopReceiver:
@@ -73,13 +77,13 @@ def open_lane(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket,
     on_datagram: Callable[[bytes, tuple[Any, ...]], None],
-    on_frame: Callable[[bytes, Counters], None],
+    on_audio: Callable[[bytes], None],
 ) -> tuple[Lane, Callable[[], None]]:
     """A lane for a bound socket in `loop`'s receiver, and the function that closes it (before the socket)."""
     receiver = _RECEIVERS.get(loop)
     if receiver is None:
         receiver = _RECEIVERS[loop] = _LoopReceiver(loop)
-    lane = receiver.receiver.add(sock.fileno(), on_datagram, on_frame)
+    lane = receiver.receiver.add(sock.fileno(), on_datagram, on_audio)
     receiver.lanes += 1
 
     def close() -> None:
@@ -91,6 +95,14 @@ def open_lane(
             del _RECEIVERS[loop]
 
     return lane, close
+
+
+def codec(payload_type: int, *, passthrough: bool) -> int:
+    """What a lane hands on_audio: the G.711 as received, or PCM16 decoded from PCMU or PCMA."""
+    assert _batchrx is not None
+    if passthrough:
+        return _batchrx.PASSTHROUGH
+    return _batchrx.ULAW if payload_type == g711.PCMU else _batchrx.ALAW
 
 
 def bind(host: str, port: int) -> socket.socket | None:

@@ -324,7 +324,7 @@ class RtpSession:
             self._sockname = sock.getsockname()
             fileno = sock.fileno()
             self._lane, self._close_lane = batchrx.open_lane(
-                loop, sock, self._on_lane_datagram, self._on_lane_frame
+                loop, sock, self._on_lane_datagram, self._on_audio
             )
         else:
             self._transport = transport
@@ -519,9 +519,9 @@ class RtpSession:
             self._send_due(now)
         if not self._timed_out:
             at = self._timeline.next_check()
-            if at is not None and soon >= at and self._armed:
-                self._sync()  # the lane's packets since its last frame move the timeline on
-                at = self._timeline.next_check()
+            lane = self._lane
+            if at is not None and lane is not None and self._armed:
+                at += lane.pending / SAMPLE_RATE  # the audio the lane took since the timeline last heard
             if at is not None and soon >= at:
                 self._fill_silence(now)
             elif self._fill_deferred:
@@ -567,6 +567,13 @@ class RtpSession:
             clock = now
         sender, spf, ptime = self._sender, self._samples_per_frame, self._ptime
         cn = self.comfort_noise_payload_type
+        if cn is not None and self._cn_due is not None:
+            # Between CN packets, nearly every tick: the frames' time passes unsent, in one step.
+            frames = int((now + _TIMER_SLACK - clock) // ptime) + 1
+            if clock + (frames - 1) * ptime + _TIMER_SLACK < self._cn_due:
+                sender.skip(frames * spf)
+                self._clock = clock + frames * ptime
+                return
         while clock <= now + _TIMER_SLACK:
             if cn is None:
                 self._send(sender.packet(self._silence_frame, spf))
@@ -680,10 +687,6 @@ class RtpSession:
 
     # The batch receiver (batchrx): the lane takes the in-order path while armed, the session everything else.
 
-    def _on_lane_frame(self, frame: bytes, counters: Counters) -> None:
-        self._apply(counters)
-        self._on_audio(self._assembler.release(frame))
-
     def _on_lane_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if self._armed:
             self._disarm()  # this one breaks the order: the session takes it, with its state up to date
@@ -718,6 +721,7 @@ class RtpSession:
             assembler.take(),
             stats.jitter,
             stats.transit,
+            batchrx.codec(self.payload_type, passthrough=assembler.passthrough),
         )
         self._armed = True
 

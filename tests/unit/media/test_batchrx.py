@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
-from ivr.media import _batchrx, batchrx  # `make test` builds it (setup.py): an ImportError here is a failure
+from ivr.media import (
+    _batchrx,
+    batchrx,
+    g711,
+)  # `make test` builds it (setup.py): an ImportError here is a failure
 from ivr.media.rtp import RtpStats
 
 SSRC = 0x5EED
@@ -27,11 +31,11 @@ def rtp(seq: int, ts: int, payload: bytes, *, pt: int = 0, ssrc: int = SSRC, fir
 
 class Events:
     def __init__(self) -> None:
-        self.frames: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.frames: list[bytes] = []
         self.datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
 
-    def on_frame(self, frame: bytes, counters: tuple[Any, ...]) -> None:
-        self.frames.append((frame, counters))
+    def on_audio(self, frame: bytes) -> None:
+        self.frames.append(frame)
 
     def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.datagrams.append((data, addr))
@@ -65,12 +69,23 @@ def test_in_order_audio_becomes_frames_with_the_counters_rtpstats_would_keep(
     receiving, caller, _ = sockets
     events = Events()
     receiver = _batchrx.Receiver()
-    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_frame)
+    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
     try:
         source = caller.getsockname()
         stats = RtpStats(8000)
         stats.record(SSRC, 65533, 1000, 10.0)  # what Python saw before arming: one packet
-        lane.arm(source, 0, SSRC, 65534, 1160, 800, b"\x01" * 160, stats.jitter, stats.transit)
+        lane.arm(
+            source,
+            0,
+            SSRC,
+            65534,
+            1160,
+            800,
+            b"\x01" * 160,
+            stats.jitter,
+            stats.transit,
+            _batchrx.PASSTHROUGH,
+        )
         assert lane.armed and lane.held == 160
         reference = RtpStats(8000)
         reference.record(SSRC, 65533, 1000, 10.0)
@@ -80,16 +95,15 @@ def test_in_order_audio_becomes_frames_with_the_counters_rtpstats_would_keep(
             receive_all(receiver, now, 1)
             reference.record(SSRC, seq, ts, now)
         # 160 held + 9 x 160 = 1,600 samples: two frames of 800, the second released by the ninth packet
-        assert [len(f) for f, _ in events.frames] == [800, 800]
-        assert events.frames[0][0] == b"\x01" * 160 + b"".join(bytes([i + 2]) * 160 for i in range(4))
+        assert [len(f) for f in events.frames] == [800, 800]
+        assert events.frames[0] == b"\x01" * 160 + b"".join(bytes([i + 2]) * 160 for i in range(4))
         assert events.datagrams == []
-        packets = sum(c[0] for _, c in events.frames)
-        assert packets == 9 and sum(c[1] for _, c in events.frames) == 1  # one wrap through 0
-        last = events.frames[-1][1]
-        assert last[2] == 7 and last[3] == 1160 + 160 * 9  # next sequence number, next timestamp
-        assert sum(c[4] for _, c in events.frames) == 9 * 160
-        for _, counters in events.frames:
-            stats.advance(counters[0], counters[1], counters[2], counters[6], counters[7])
+        assert lane.pending == 9 * 160
+        packets, wraps, sequence, timestamp, samples, arrival, jitter, transit, foreign = lane.sync()
+        assert (packets, wraps, foreign) == (9, 1, 0)  # one wrap through 0
+        assert sequence == 7 and timestamp == 1160 + 160 * 9 and samples == 9 * 160
+        assert arrival == 10.02 + 0.02 * 8 and lane.pending == 0 and lane.armed
+        stats.advance(packets, wraps, sequence, jitter, transit)
         assert (stats.received, stats.expected, stats.lost) == (reference.received, reference.expected, 0)
         assert stats.jitter == reference.jitter and stats.transit == reference.transit
         assert stats.next_sequence == reference.next_sequence == 7
@@ -103,9 +117,9 @@ def test_anything_out_of_order_goes_to_python_and_strangers_are_counted(
     receiving, caller, stranger = sockets
     events = Events()
     receiver = _batchrx.Receiver()
-    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_frame)
+    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
     try:
-        lane.arm(caller.getsockname(), 0, SSRC, 100, 16000, 800, b"", 0.0, None)
+        lane.arm(caller.getsockname(), 0, SSRC, 100, 16000, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
         to = receiving.getsockname()
         odd = [
             rtp(101, 16000, bytes(160)),  # a sequence number ahead: loss
@@ -162,3 +176,23 @@ def test_a_callback_that_closes_its_lane_or_raises_stops_nothing_else(
         assert receiver.receive(1.1) == 0  # the closed lane is out of the epoll set
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("payload_type", [g711.PCMU, g711.PCMA])
+def test_frames_are_decoded_exactly_as_g711_decode_does(
+    sockets: tuple[socket.socket, socket.socket, socket.socket], payload_type: int
+) -> None:
+    receiving, caller, _ = sockets
+    events = Events()
+    receiver = _batchrx.Receiver()
+    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
+    try:
+        codec = batchrx.codec(payload_type, passthrough=False)
+        lane.arm(caller.getsockname(), payload_type, SSRC, 1, 0, 256, b"", 0.0, None, codec)
+        every_code = bytes(range(256))
+        caller.sendto(rtp(1, 0, every_code[:128], pt=payload_type), receiving.getsockname())
+        caller.sendto(rtp(2, 128, every_code[128:], pt=payload_type), receiving.getsockname())
+        receive_all(receiver, 1.0, 2)
+        assert events.frames == [g711.decode(every_code, payload_type)]
+    finally:
+        lane.close()
