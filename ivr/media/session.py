@@ -231,7 +231,8 @@ class RtpSession:
         self._armed = False  # the lane takes the in-order path (see batchrx)
         self._sendto: Callable[[bytes, tuple[Any, ...]], object] | None = None
         self._sockname: tuple[Any, ...] = ()
-        self._ticker: WheelTimer | None = None  # the media tick, every packet time: see _tick
+        self._ticker: WheelTimer | None = None  # the media tick: see _tick and _tick_period
+        self._tick_every = self._ptime
         self._waiting: select.poll | None = None  # has the socket datagrams not read yet (see _fill_silence)
         self._fill_deferred = 0
         self._last_rx = 0.0
@@ -305,6 +306,8 @@ class RtpSession:
         if enabled:
             self._cn_due = None  # a silence starts: its CN goes out at once
             self._arm_keepalive()
+        else:
+            self._retick()
 
     async def start(self) -> None:
         """Bind the UDP socket; OSError if the port is busy."""
@@ -340,7 +343,7 @@ class RtpSession:
         self._waiting = select.poll()
         self._waiting.register(fileno, select.POLLIN)
         self._last_rx = loop.time()
-        self._ticker = self._timers.every(self._ptime, self._last_rx, self._tick)
+        self._retick(self._last_rx)
         self._arm_keepalive()
 
     def update_remote(self, host: str, port: int) -> None:
@@ -379,6 +382,7 @@ class RtpSession:
         if dtmf_payload_type is not None:
             self._accepted.add(dtmf_payload_type)
         self._silence_frame = g711.silence(payload_type, self._samples_per_frame)
+        self._retick()
         self._try_arm()
 
     async def play(self, pcm: bytes) -> bool:
@@ -474,6 +478,7 @@ class RtpSession:
         if held is not None:
             self._on_audio(held)
         self._assembler.reset(payload_type, frame, passthrough=passthrough)
+        self._retick()
         self._try_arm()
 
     def _check_remote(self, addr: tuple[Any, ...]) -> str | None:
@@ -535,7 +540,7 @@ class RtpSession:
     def _arm_keepalive(self) -> None:
         """Silence from the stream's clock on (at start, after a prompt, off hold), with the media tick moved
         to the clock's phase so that each frame leaves on time."""
-        loop, timers, ticker = self._loop, self._timers, self._ticker
+        loop, timers = self._loop, self._timers
         if (
             not self._keepalive
             or self._closed
@@ -550,21 +555,38 @@ class RtpSession:
             if clock is not None:
                 self._sender.skip(round((now - clock) * SAMPLE_RATE))  # time passed unsent (keepalive off)
             self._clock = clock = now
-        if ticker is not None and round((ticker.when - clock) / _WHEEL_TICK) % round(
-            self._ptime / _WHEEL_TICK
-        ):
-            ticker.cancel()
-            self._ticker = timers.every(self._ptime, clock, self._tick)
+        self._retick(clock)
         self._send_due(now)  # what the tick in its new phase would have sent already
+
+    def _tick_period(self) -> float:
+        """Every packet time while G.711 silence leaves in each; otherwise once per recognizer frame: CN
+        packets go a second apart, and the caller's silence is handed on in whole frames anyway."""
+        if self._keepalive and self.comfort_noise_payload_type is None:
+            return self._ptime
+        return max(self._ptime, self._assembler.frame / SAMPLE_RATE)
+
+    def _retick(self, phase: float | None = None) -> None:
+        """The media tick at its period, in the phase of the stream's clock (`phase`, else the clock)."""
+        timers, ticker = self._timers, self._ticker
+        if timers is None or self._closed:
+            return
+        if phase is None:
+            phase = self._clock if self._clock is not None else self._last_rx
+        period = self._tick_period()
+        if ticker is not None:
+            if period == self._tick_every and not round((ticker.when - phase) / _WHEEL_TICK) % round(
+                self._ptime / _WHEEL_TICK
+            ):
+                return
+            ticker.cancel()
+        self._tick_every = period
+        self._ticker = timers.every(period, phase, self._tick)
 
     def _send_due(self, now: float) -> None:
         """The keepalive frames due by `now`: one a tick, a few after a late tick, re-based after a stall."""
         clock = self._clock
         if clock is None or clock > now + _TIMER_SLACK:
             return
-        if now - clock > _MAX_LATE_FRAMES * self._ptime:  # a stalled loop: re-base rather than burst
-            self._sender.skip(round((now - clock) * SAMPLE_RATE))
-            clock = now
         sender, spf, ptime = self._sender, self._samples_per_frame, self._ptime
         cn = self.comfort_noise_payload_type
         if cn is not None and self._cn_due is not None:
@@ -574,6 +596,10 @@ class RtpSession:
                 sender.skip(frames * spf)
                 self._clock = clock + frames * ptime
                 return
+        # A stalled loop: re-base rather than burst (with CN, ticks a frame apart are not a stall).
+        if now - clock > _MAX_LATE_FRAMES * ptime + (0.0 if cn is None else self._tick_every):
+            sender.skip(round((now - clock) * SAMPLE_RATE))
+            clock = now
         while clock <= now + _TIMER_SLACK:
             if cn is None:
                 self._send(sender.packet(self._silence_frame, spf))
