@@ -54,6 +54,22 @@ def sockets() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
         s.close()
 
 
+class Listening:
+    """A receiver with one lane on the receiving socket, and what reached its callbacks."""
+
+    def __init__(self, receiving: socket.socket) -> None:
+        self.events = Events()
+        self.receiver = _batchrx.Receiver()
+        self.lane = self.receiver.add(receiving.fileno(), self.events.on_datagram, self.events.on_audio)
+
+
+@pytest.fixture
+def listening(sockets: tuple[socket.socket, socket.socket, socket.socket]) -> Iterator[Listening]:
+    it = Listening(sockets[0])
+    yield it
+    it.lane.close()
+
+
 def receive_all(receiver: Any, now: float, expected: int) -> None:
     got = 0
     for _ in range(200):  # loopback delivery is immediate, but not inside sendto
@@ -64,87 +80,77 @@ def receive_all(receiver: Any, now: float, expected: int) -> None:
 
 
 def test_in_order_audio_becomes_frames_with_the_counters_rtpstats_would_keep(
-    sockets: tuple[socket.socket, socket.socket, socket.socket],
+    sockets: tuple[socket.socket, socket.socket, socket.socket], listening: Listening
 ) -> None:
     receiving, caller, _ = sockets
-    events = Events()
-    receiver = _batchrx.Receiver()
-    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
-    try:
-        source = caller.getsockname()
-        stats = RtpStats(8000)
-        stats.record(SSRC, 65533, 1000, 10.0)  # what Python saw before arming: one packet
-        lane.arm(
-            source,
-            0,
-            SSRC,
-            65534,
-            1160,
-            800,
-            b"\x01" * 160,
-            stats.jitter,
-            stats.transit,
-            _batchrx.PASSTHROUGH,
-        )
-        assert lane.armed and lane.held == 160
-        reference = RtpStats(8000)
-        reference.record(SSRC, 65533, 1000, 10.0)
-        for i in range(9):  # 65534 .. 6: the sequence number wraps
-            seq, ts, now = (65534 + i) & 0xFFFF, 1160 + 160 * i, 10.02 + 0.02 * i + (0.003 if i % 2 else 0)
-            caller.sendto(rtp(seq, ts, bytes([i + 2]) * 160), receiving.getsockname())
-            receive_all(receiver, now, 1)
-            reference.record(SSRC, seq, ts, now)
-        # 160 held + 9 x 160 = 1,600 samples: two frames of 800, the second released by the ninth packet
-        assert [len(f) for f in events.frames] == [800, 800]
-        assert events.frames[0] == b"\x01" * 160 + b"".join(bytes([i + 2]) * 160 for i in range(4))
-        assert events.datagrams == []
-        assert lane.pending == 9 * 160
-        packets, wraps, sequence, timestamp, samples, arrival, jitter, transit, foreign = lane.sync()
-        assert (packets, wraps, foreign) == (9, 1, 0)  # one wrap through 0
-        assert sequence == 7 and timestamp == 1160 + 160 * 9 and samples == 9 * 160
-        assert arrival == 10.02 + 0.02 * 8 and lane.pending == 0 and lane.armed
-        stats.advance(packets, wraps, sequence, jitter, transit)
-        assert (stats.received, stats.expected, stats.lost) == (reference.received, reference.expected, 0)
-        assert stats.jitter == reference.jitter and stats.transit == reference.transit
-        assert stats.next_sequence == reference.next_sequence == 7
-    finally:
-        lane.close()
+    events, receiver, lane = listening.events, listening.receiver, listening.lane
+    source = caller.getsockname()
+    stats = RtpStats(8000)
+    stats.record(SSRC, 65533, 1000, 10.0)  # what Python saw before arming: one packet
+    lane.arm(
+        source,
+        0,
+        SSRC,
+        65534,
+        1160,
+        800,
+        b"\x01" * 160,
+        stats.jitter,
+        stats.transit,
+        _batchrx.PASSTHROUGH,
+    )
+    assert lane.armed and lane.held == 160
+    reference = RtpStats(8000)
+    reference.record(SSRC, 65533, 1000, 10.0)
+    for i in range(9):  # 65534 .. 6: the sequence number wraps
+        seq, ts, now = (65534 + i) & 0xFFFF, 1160 + 160 * i, 10.02 + 0.02 * i + (0.003 if i % 2 else 0)
+        caller.sendto(rtp(seq, ts, bytes([i + 2]) * 160), receiving.getsockname())
+        receive_all(receiver, now, 1)
+        reference.record(SSRC, seq, ts, now)
+    # 160 held + 9 x 160 = 1,600 samples: two frames of 800, the second released by the ninth packet
+    assert [len(f) for f in events.frames] == [800, 800]
+    assert events.frames[0] == b"\x01" * 160 + b"".join(bytes([i + 2]) * 160 for i in range(4))
+    assert events.datagrams == []
+    assert lane.pending == 9 * 160
+    packets, wraps, sequence, timestamp, samples, arrival, jitter, transit, foreign = lane.sync()
+    assert (packets, wraps, foreign) == (9, 1, 0)  # one wrap through 0
+    assert sequence == 7 and timestamp == 1160 + 160 * 9 and samples == 9 * 160
+    assert arrival == 10.02 + 0.02 * 8 and lane.pending == 0 and lane.armed
+    stats.advance(packets, wraps, sequence, jitter, transit)
+    assert (stats.received, stats.expected, stats.lost) == (reference.received, reference.expected, 0)
+    assert stats.jitter == reference.jitter and stats.transit == reference.transit
+    assert stats.next_sequence == reference.next_sequence == 7
 
 
 def test_anything_out_of_order_goes_to_python_and_strangers_are_counted(
-    sockets: tuple[socket.socket, socket.socket, socket.socket],
+    sockets: tuple[socket.socket, socket.socket, socket.socket], listening: Listening
 ) -> None:
     receiving, caller, stranger = sockets
-    events = Events()
-    receiver = _batchrx.Receiver()
-    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
-    try:
-        lane.arm(caller.getsockname(), 0, SSRC, 100, 16000, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
-        to = receiving.getsockname()
-        odd = [
-            rtp(101, 16000, bytes(160)),  # a sequence number ahead: loss
-            rtp(100, 16160, bytes(160)),  # a timestamp jump
-            rtp(100, 16000, bytes(4), pt=101),  # RFC 4733
-            rtp(100, 16000, bytes(160), ssrc=7),  # another SSRC
-            rtp(100, 16000, bytes(160), first=0x90),  # a header extension bit
-            rtp(100, 16000, b""),  # a header and nothing else
-            b"\x00" * 3,  # not RTP
-        ]
-        for data in odd:
-            caller.sendto(data, to)
-        stranger.sendto(rtp(100, 16000, bytes(160)), to)
-        receive_all(receiver, 1.0, len(odd) + 1)
-        assert [d for d, _ in events.datagrams] == odd  # unchanged, in order
-        assert {a for _, a in events.datagrams} == {caller.getsockname()}
-        assert events.frames == []
-        held, counters = lane.disarm()
-        assert held == b"" and counters[0] == 0 and counters[8] == 1  # the stranger, counted and dropped
-        assert not lane.armed
-        caller.sendto(rtp(100, 16000, bytes(160)), to)  # disarmed: even the next in order goes to Python
-        receive_all(receiver, 1.1, 1)
-        assert len(events.datagrams) == len(odd) + 1
-    finally:
-        lane.close()
+    events, receiver, lane = listening.events, listening.receiver, listening.lane
+    lane.arm(caller.getsockname(), 0, SSRC, 100, 16000, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    to = receiving.getsockname()
+    odd = [
+        rtp(101, 16000, bytes(160)),  # a sequence number ahead: loss
+        rtp(100, 16160, bytes(160)),  # a timestamp jump
+        rtp(100, 16000, bytes(4), pt=101),  # RFC 4733
+        rtp(100, 16000, bytes(160), ssrc=7),  # another SSRC
+        rtp(100, 16000, bytes(160), first=0x90),  # a header extension bit
+        rtp(100, 16000, b""),  # a header and nothing else
+        b"\x00" * 3,  # not RTP
+    ]
+    for data in odd:
+        caller.sendto(data, to)
+    stranger.sendto(rtp(100, 16000, bytes(160)), to)
+    receive_all(receiver, 1.0, len(odd) + 1)
+    assert [d for d, _ in events.datagrams] == odd  # unchanged, in order
+    assert {a for _, a in events.datagrams} == {caller.getsockname()}
+    assert events.frames == []
+    held, counters = lane.disarm()
+    assert held == b"" and counters[0] == 0 and counters[8] == 1  # the stranger, counted and dropped
+    assert not lane.armed
+    caller.sendto(rtp(100, 16000, bytes(160)), to)  # disarmed: even the next in order goes to Python
+    receive_all(receiver, 1.1, 1)
+    assert len(events.datagrams) == len(odd) + 1
 
 
 def test_a_callback_that_closes_its_lane_or_raises_stops_nothing_else(
@@ -180,19 +186,14 @@ def test_a_callback_that_closes_its_lane_or_raises_stops_nothing_else(
 
 @pytest.mark.parametrize("payload_type", [g711.PCMU, g711.PCMA])
 def test_frames_are_decoded_exactly_as_g711_decode_does(
-    sockets: tuple[socket.socket, socket.socket, socket.socket], payload_type: int
+    sockets: tuple[socket.socket, socket.socket, socket.socket], listening: Listening, payload_type: int
 ) -> None:
     receiving, caller, _ = sockets
-    events = Events()
-    receiver = _batchrx.Receiver()
-    lane = receiver.add(receiving.fileno(), events.on_datagram, events.on_audio)
-    try:
-        codec = batchrx.codec(payload_type, passthrough=False)
-        lane.arm(caller.getsockname(), payload_type, SSRC, 1, 0, 256, b"", 0.0, None, codec)
-        every_code = bytes(range(256))
-        caller.sendto(rtp(1, 0, every_code[:128], pt=payload_type), receiving.getsockname())
-        caller.sendto(rtp(2, 128, every_code[128:], pt=payload_type), receiving.getsockname())
-        receive_all(receiver, 1.0, 2)
-        assert events.frames == [g711.decode(every_code, payload_type)]
-    finally:
-        lane.close()
+    events, receiver, lane = listening.events, listening.receiver, listening.lane
+    codec = batchrx.codec(payload_type, passthrough=False)
+    lane.arm(caller.getsockname(), payload_type, SSRC, 1, 0, 256, b"", 0.0, None, codec)
+    every_code = bytes(range(256))
+    caller.sendto(rtp(1, 0, every_code[:128], pt=payload_type), receiving.getsockname())
+    caller.sendto(rtp(2, 128, every_code[128:], pt=payload_type), receiving.getsockname())
+    receive_all(receiver, 1.0, 2)
+    assert events.frames == [g711.decode(every_code, payload_type)]
