@@ -53,10 +53,6 @@ class FrameAssembler:
         self._buffer.clear()
         return out
 
-    def release(self, g711_bytes: bytes) -> bytes:
-        """Whole frames assembled elsewhere, in the form `add` hands them over."""
-        return self._out(g711_bytes)
-
     def add_silence(self, samples: int) -> bytes | None:
         """Like `add`, for `samples` of silence in place of audio that never came."""
         return self.add(bytes((self._silence,)) * samples)
