@@ -305,6 +305,7 @@ class Call:
         self._step = ""
         self._cause: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # the call cancelled its own task (BYE, end()), which then ends quietly
         self._latency = metrics.RecognitionLatency()
 
     # ---- lifecycle
@@ -328,7 +329,13 @@ class Call:
         except asyncio.CancelledError:
             self._cause = self._cause or "shutdown"
             self._hangup_now()
-            raise
+            if not self._stopping:
+                raise
+            # The call stopped itself (BYE, end()): no exception left behind, whose traceback would hold
+            # the whole call in a reference cycle that only a full collection frees.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except Exception:
             self.log.exception("call failed")
             self._cause = self._cause or "internal-error"
@@ -762,7 +769,7 @@ class Call:
         """End the call from outside (drain deadline, a failed handler): BYE or reject, then cleanup."""
         self._cause = self._cause or cause
         if self._task is not None and not self._task.done():
-            self._task.cancel()  # _run hangs up and cleans up
+            self._stop()  # _run hangs up and cleans up
         else:
             self._hangup_now()
 
@@ -771,7 +778,12 @@ class Call:
         self._ended.set()
         if cause != "local-bye" and self._task is not None and not self._task.done():
             # Remote BYE or cancel: stop whatever the call is doing; _run's finally cleans up.
-            self._task.cancel()
+            self._stop()
+
+    def _stop(self) -> None:
+        assert self._task is not None
+        self._stopping = True
+        self._task.cancel()
 
     # ---- SIP actions
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib
 import json
 import os
@@ -22,6 +21,7 @@ from ivr.config import BUNDLED_DIALPLAN, EMBEDDED, Settings, load_settings
 from ivr.dialplan.loader import DialplanError, load_dialplan
 from ivr.dialplan.schema import Dialplan
 from ivr.embedded import EMULATOR_MODULES, EmbeddedEmulator
+from ivr.gcpolicy import Collector
 from ivr.health import HealthServer
 from ivr.observability import configure_logging
 
@@ -247,11 +247,8 @@ async def _serve(settings: Settings) -> None:
         bridge = Bridge(settings, dialplan, settings.dialplan, _same_emulators(emulators, settings))
         await bridge.start()
         serving.append(bridge)
-        # What start-up built (modules, settings, the dialplan, its prompts) lives as long as the process:
-        # frozen out of the collector's sight, a full collection no longer walks it (~50,000 objects, tens
-        # of ms of pause in the middle of every call's audio).
-        gc.collect()
-        gc.freeze()
+        collector = Collector(bridge.calls)  # the long-lived out of the collector's sight (gcpolicy.py)
+        collector.start()
         print(
             f"\nivr is answering on sip:{settings.contact_host}:{bridge.port} (UDP and TCP"
             f"{f'; TLS on port {bridge.sip.tls_port}' if bridge.sip.tls_port else ''}) "
@@ -269,6 +266,7 @@ async def _serve(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
             loop.add_signal_handler(signal.SIGHUP, bridge.request_reload)
         await stop.wait()
+        collector.stop()
         await _drain(bridge, settings.drain_timeout, loop)
         await bridge.close()
     finally:

@@ -141,6 +141,10 @@ class _Playback:
         self.waiter: asyncio.Future[None] | None = None
 
 
+def _nothing(*_: object) -> None:
+    pass
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -455,6 +459,9 @@ class RtpSession:
             self._close_lane = self._lane = None
         if self._sock is not None:
             self._sock.close()
+        # The call's callbacks hold the call, which holds this session: let go of them, so that an ended
+        # call is freed at once rather than by a full collection.
+        self._on_audio = self._on_dtmf = self._on_timeout = _nothing
         if self._transport is not None:
             self._transport.close()
             await asyncio.sleep(0)  # let the transport finish closing the socket
