@@ -146,8 +146,13 @@ class Tally:
         def pct(q: float) -> float | None:
             return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else None
 
+        def p99(values: array[float]) -> float | None:
+            ordered = sorted(values)
+            return round(ordered[int(0.99 * len(ordered))] * 1000, 1) if ordered else None
+
         return {
             "window": [start, end],
+            "latency_p99_ms_by_second": [p99(self.latency.get(s, array("d"))) for s in range(start, end)],
             "marks_in_window": marks,
             "latency_samples": len(latencies),
             "latency_p50_ms": pct(0.50),

@@ -10,6 +10,14 @@
  * on_audio once per whole frame, decoded as audioop would (one Python call per frame, not per packet).
  * A datagram from any other source is counted (strict RTP) and dropped. Every other datagram goes to
  * on_datagram(data, addr) unchanged, and the session disarms the lane before it handles it in Python.
+ *
+ * Paced reads (a Receiver made with pace_ms > 0): once an armed lane has handed on a frame, its socket
+ * leaves the epoll set's attention (events 0) and the lane waits on a millisecond wheel until the packet
+ * that completes the next frame is due, plus pace_ms. Then one recvmmsg() takes the whole frame's packets,
+ * with the kernel's arrival time of each (SO_TIMESTAMPNS), so the jitter is what it would have been. A read
+ * that comes up short (late or lost audio, the caller gone quiet) puts the socket back under epoll until
+ * the frame completes. So one system call reads a frame instead of one per packet; the frame leaves at most
+ * pace_ms after its last packet arrived, and anything else (DTMF, comfort noise) at most a frame late.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +30,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BATCH 16         /* datagrams per recvmmsg() */
@@ -29,6 +39,8 @@
 #define MAX_EVENTS 1024  /* ready sockets per epoll_wait() */
 #define MAX_ROUNDS 4     /* epoll_wait() rounds per receive() when every slot came back full */
 #define HEADER 12
+#define WHEEL 512        /* milliseconds the pacing wheel spans; a lane waits at most a frame, far less */
+#define CONTROL 64       /* per datagram: room for its SCM_TIMESTAMPNS */
 
 enum { PASSTHROUGH = 0, ULAW = 1, ALAW = 2 }; /* what on_audio gets: the G.711 as received, or PCM16 */
 
@@ -55,8 +67,9 @@ build_tables(void)
 }
 
 typedef struct ReceiverObject ReceiverObject;
+typedef struct LaneObject LaneObject;
 
-typedef struct {
+struct LaneObject {
     PyObject_HEAD
     ReceiverObject *receiver; /* NULL once closed */
     int fd;
@@ -80,7 +93,13 @@ typedef struct {
     long packets, wraps, samples, foreign;
     double arrival, jitter, transit, rate;
     int has_transit;
-} LaneObject;
+    /* paced reads */
+    long completed;          /* frames handed on, ever */
+    Py_ssize_t packet;       /* samples in the last in-order packet */
+    int parked;              /* out of epoll's attention, waiting on the wheel */
+    int64_t due_ms;          /* its wheel slot's time, while parked */
+    LaneObject *wnext, *wprev;
+};
 
 struct ReceiverObject {
     PyObject_HEAD
@@ -90,10 +109,99 @@ struct ReceiverObject {
     struct iovec iov[BATCH];
     struct sockaddr_storage names[BATCH];
     unsigned char *bufs;
+    /* paced reads (pace_ms > 0) */
+    int pace_ms;
+    int tfd;                 /* a 1 ms timerfd in the epoll set while any lane is parked */
+    long parked;
+    int64_t now_ms, last_ms; /* the wheel has run up to last_ms */
+    double real_to_loop;     /* added to a kernel timestamp (CLOCK_REALTIME) gives loop time */
+    LaneObject *wheel[WHEEL];
+    unsigned char controls[BATCH][CONTROL];
 };
 
 static PyTypeObject LaneType;
 static PyTypeObject ReceiverType;
+
+/* ---- the pacing wheel ---- */
+
+static void
+wheel_remove(ReceiverObject *r, LaneObject *lane)
+{
+    if (lane->due_ms < 0)
+        return;
+    if (lane->wprev != NULL)
+        lane->wprev->wnext = lane->wnext;
+    else
+        r->wheel[lane->due_ms & (WHEEL - 1)] = lane->wnext;
+    if (lane->wnext != NULL)
+        lane->wnext->wprev = lane->wprev;
+    lane->wnext = lane->wprev = NULL;
+    lane->due_ms = -1;
+}
+
+static void
+wheel_insert(ReceiverObject *r, LaneObject *lane, int64_t due_ms)
+{
+    LaneObject **head = &r->wheel[due_ms & (WHEEL - 1)];
+    lane->due_ms = due_ms;
+    lane->wprev = NULL;
+    lane->wnext = *head;
+    if (*head != NULL)
+        (*head)->wprev = lane;
+    *head = lane;
+}
+
+static void
+set_timer(ReceiverObject *r, int on)
+{
+    struct itimerspec spec;
+    memset(&spec, 0, sizeof(spec));
+    if (on)
+        spec.it_interval.tv_nsec = spec.it_value.tv_nsec = 1000000;
+    timerfd_settime(r->tfd, 0, &spec, NULL);
+}
+
+/* Back under epoll: every datagram is read as it arrives. */
+static void
+unpark(ReceiverObject *r, LaneObject *lane)
+{
+    wheel_remove(r, lane);
+    if (!lane->parked)
+        return;
+    lane->parked = 0;
+    if (lane->fd >= 0) {
+        struct epoll_event event = {.events = EPOLLIN, .data.ptr = lane};
+        epoll_ctl(r->epfd, EPOLL_CTL_MOD, lane->fd, &event);
+    }
+    if (--r->parked == 0)
+        set_timer(r, 0);
+}
+
+/* Out of epoll's attention until the packet that completes the next frame is due, plus pace_ms. */
+static void
+park(ReceiverObject *r, LaneObject *lane)
+{
+    Py_ssize_t packet = lane->packet > 0 ? lane->packet : 1;
+    Py_ssize_t packets = (lane->frame - lane->held + packet - 1) / packet;
+    double due = lane->arrival + (double)(packets * packet) / lane->rate + r->pace_ms / 1000.0;
+    int64_t due_ms = (int64_t)ceil(due * 1000.0);
+    if (due_ms <= r->now_ms)
+        due_ms = r->now_ms + 1;
+    if (due_ms > r->now_ms + WHEEL - 1)
+        due_ms = r->now_ms + WHEEL - 1;
+    if (!lane->parked) {
+        struct epoll_event event = {.events = 0, .data.ptr = lane};
+        if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, lane->fd, &event) < 0)
+            return; /* it stays under epoll */
+        lane->parked = 1;
+        if (r->parked++ == 0) {
+            r->last_ms = r->now_ms;
+            set_timer(r, 1);
+        }
+    }
+    wheel_remove(r, lane);
+    wheel_insert(r, lane, due_ms);
+}
 
 /* ---- Lane ---- */
 
@@ -262,6 +370,8 @@ lane_disarm(LaneObject *self, PyObject *Py_UNUSED(ignored))
     }
     self->armed = 0;
     self->held = 0;
+    if (self->receiver != NULL)
+        unpark(self->receiver, self); /* Python reads every datagram now: as it arrives */
     PyObject *out = PyTuple_Pack(2, held, counters);
     Py_DECREF(held);
     Py_DECREF(counters);
@@ -274,6 +384,7 @@ lane_close(LaneObject *self, PyObject *Py_UNUSED(ignored))
     ReceiverObject *receiver = self->receiver;
     if (receiver == NULL)
         Py_RETURN_NONE;
+    unpark(receiver, self);
     if (self->fd >= 0)
         epoll_ctl(receiver->epfd, EPOLL_CTL_DEL, self->fd, NULL); /* EBADF if closed first: gone anyway */
     self->fd = -1;
@@ -307,6 +418,14 @@ lane_get_pending(LaneObject *self, void *Py_UNUSED(closure))
     return PyLong_FromLong(self->samples);
 }
 
+static PyObject *
+lane_get_due(LaneObject *self, void *Py_UNUSED(closure))
+{
+    if (!self->parked || self->due_ms < 0)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)self->due_ms / 1000.0);
+}
+
 static PyMethodDef lane_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))lane_arm, METH_VARARGS | METH_KEYWORDS,
      "Take the in-order path from this state on."},
@@ -321,6 +440,7 @@ static PyGetSetDef lane_getset[] = {
     {"arrival", (getter)lane_get_arrival, NULL, "The loop time of the last in-order packet.", NULL},
     {"held", (getter)lane_get_held, NULL, "Samples of the frame being assembled here.", NULL},
     {"pending", (getter)lane_get_pending, NULL, "Samples taken in order since the counters were taken.", NULL},
+    {"due", (getter)lane_get_due, NULL, "Loop time of the next paced read, or None: read on arrival.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -415,6 +535,7 @@ in_order(ReceiverObject *receiver, LaneObject *lane, const unsigned char *payloa
     lane->arrival = now;
     lane->next_seq = (uint16_t)(seq + 1);
     lane->next_ts = ts + (uint32_t)size;
+    lane->packet = size;
     memcpy(lane->buf + lane->held, payload, size); /* the buffer holds a frame plus a whole datagram */
     lane->held += size;
     if (lane->held < lane->frame)
@@ -438,6 +559,7 @@ in_order(ReceiverObject *receiver, LaneObject *lane, const unsigned char *payloa
     }
     memmove(lane->buf, lane->buf + whole, lane->held - whole);
     lane->held -= whole;
+    lane->completed++;
     PyObject *callback = lane->on_audio;
     Py_INCREF(callback);
     PyObject *r = PyObject_CallOneArg(callback, frame);
@@ -487,15 +609,35 @@ datagram(ReceiverObject *receiver, LaneObject *lane, const unsigned char *data, 
     Py_XDECREF(r);
 }
 
+/* When the kernel received it (SO_TIMESTAMPNS), in loop time; `now` without a timestamp. */
+static double
+arrival(ReceiverObject *receiver, struct msghdr *h, double now)
+{
+    if (receiver->pace_ms <= 0)
+        return now;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + receiver->real_to_loop;
+        }
+    }
+    return now;
+}
+
 /* Every datagram waiting on one lane's socket, BATCH per system call. */
 static long
-read_lane(ReceiverObject *receiver, LaneObject *lane, double now)
+read_socket(ReceiverObject *receiver, LaneObject *lane, double now)
 {
     long count = 0;
     for (;;) {
         for (int i = 0; i < BATCH; i++) {
             receiver->msgs[i].msg_hdr.msg_namelen = sizeof(receiver->names[i]);
             receiver->msgs[i].msg_hdr.msg_flags = 0;
+            if (receiver->pace_ms > 0) {
+                receiver->msgs[i].msg_hdr.msg_control = receiver->controls[i];
+                receiver->msgs[i].msg_hdr.msg_controllen = CONTROL;
+            }
         }
         int got = recvmmsg(lane->fd, receiver->msgs, BATCH, MSG_DONTWAIT, NULL);
         if (got < 0) {
@@ -507,7 +649,7 @@ read_lane(ReceiverObject *receiver, LaneObject *lane, double now)
             if (lane->receiver == NULL)
                 return count; /* a callback closed the call */
             datagram(receiver, lane, receiver->bufs + (size_t)i * SLOT, receiver->msgs[i].msg_len, &receiver->names[i],
-                     receiver->msgs[i].msg_hdr.msg_namelen, now);
+                     receiver->msgs[i].msg_hdr.msg_namelen, arrival(receiver, &receiver->msgs[i].msg_hdr, now));
             count++;
         }
         if (got < BATCH)
@@ -515,19 +657,71 @@ read_lane(ReceiverObject *receiver, LaneObject *lane, double now)
     }
 }
 
+/* A lane's socket read (`timed`: by the wheel, its frame due), then where it waits for the next. */
+static long
+read_lane(ReceiverObject *receiver, LaneObject *lane, double now, int timed)
+{
+    long before = lane->completed;
+    long count = read_socket(receiver, lane, now);
+    if (receiver->pace_ms > 0 && lane->receiver != NULL) {
+        if (!lane->armed)
+            unpark(receiver, lane);
+        else if (lane->completed != before)
+            park(receiver, lane);
+        else if (timed)
+            unpark(receiver, lane); /* the frame did not come whole: take the rest as it arrives */
+    }
+    return count;
+}
+
+/* The parked lanes whose time has come, up to now_ms. */
+static long
+run_wheel(ReceiverObject *r, double now)
+{
+    long count = 0;
+    if (r->parked == 0) {
+        r->last_ms = r->now_ms;
+        return 0;
+    }
+    if (r->now_ms - r->last_ms > WHEEL)
+        r->last_ms = r->now_ms - WHEEL; /* a stalled loop: every slot once */
+    while (r->last_ms < r->now_ms) {
+        int64_t ms = ++r->last_ms;
+        for (;;) {
+            LaneObject *lane = r->wheel[ms & (WHEEL - 1)];
+            while (lane != NULL && lane->due_ms > ms)
+                lane = lane->wnext; /* a later turn of the wheel */
+            if (lane == NULL)
+                break;
+            wheel_remove(r, lane);
+            Py_INCREF(lane); /* a callback may close it */
+            if (lane->receiver != NULL)
+                count += read_lane(r, lane, now, 1);
+            Py_DECREF(lane);
+        }
+    }
+    return count;
+}
+
 /* ---- Receiver ---- */
 
 static PyObject *
 receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"on_error", NULL};
+    static char *kwlist[] = {"on_error", "pace_ms", NULL};
     PyObject *on_error = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O", kwlist, &on_error))
+    int pace_ms = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Oi", kwlist, &on_error, &pace_ms))
         return NULL;
-    ReceiverObject *self = (ReceiverObject *)type->tp_alloc(type, 0);
+    if (pace_ms < 0 || pace_ms > 100) {
+        PyErr_SetString(PyExc_ValueError, "pace_ms is 0 (off) to 100");
+        return NULL;
+    }
+    ReceiverObject *self = (ReceiverObject *)type->tp_alloc(type, 0); /* zeroed: the wheel is empty */
     if (self == NULL)
         return NULL;
-    self->epfd = -1;
+    self->epfd = self->tfd = -1;
+    self->pace_ms = pace_ms;
     self->bufs = PyMem_Malloc((size_t)BATCH * SLOT);
     if (self->bufs == NULL) {
         Py_DECREF(self);
@@ -538,6 +732,15 @@ receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(self);
         return NULL;
+    }
+    if (pace_ms > 0) {
+        struct epoll_event event = {.events = EPOLLIN, .data.ptr = NULL}; /* NULL: the timer, not a lane */
+        self->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (self->tfd < 0 || epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->tfd, &event) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            Py_DECREF(self);
+            return NULL;
+        }
     }
     for (int i = 0; i < BATCH; i++) {
         self->iov[i].iov_base = self->bufs + (size_t)i * SLOT;
@@ -572,6 +775,8 @@ receiver_dealloc(ReceiverObject *self)
     receiver_clear(self);
     if (self->epfd >= 0)
         close(self->epfd);
+    if (self->tfd >= 0)
+        close(self->tfd);
     PyMem_Free(self->bufs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -611,7 +816,20 @@ receiver_add(ReceiverObject *self, PyObject *args, PyObject *kwds)
     lane->arrival = lane->jitter = lane->transit = 0.0;
     lane->rate = rate;
     lane->has_transit = 0;
+    lane->completed = 0;
+    lane->packet = 0;
+    lane->parked = 0;
+    lane->due_ms = -1;
+    lane->wnext = lane->wprev = NULL;
     PyObject_GC_Track(lane);
+    if (self->pace_ms > 0) {
+        int on = 1; /* arrival times for datagrams read after they came */
+        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            Py_DECREF(lane);
+            return NULL;
+        }
+    }
     struct epoll_event event = {.events = EPOLLIN, .data.ptr = lane};
     if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -631,6 +849,16 @@ receiver_receive(ReceiverObject *self, PyObject *arg)
         return NULL;
     struct epoll_event events[MAX_EVENTS];
     long count = 0;
+    if (self->pace_ms > 0) {
+        /* Loop time is CLOCK_MONOTONIC (asyncio's and uvloop's): read it fresh, not as the loop cached it. */
+        struct timespec mono, real;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        clock_gettime(CLOCK_REALTIME, &real);
+        double fresh = (double)mono.tv_sec + (double)mono.tv_nsec * 1e-9;
+        self->real_to_loop = fresh - ((double)real.tv_sec + (double)real.tv_nsec * 1e-9);
+        self->now_ms = (int64_t)floor(fresh * 1000.0);
+        count += run_wheel(self, now);
+    }
     for (int round = 0; round < MAX_ROUNDS; round++) {
         int ready = epoll_wait(self->epfd, events, MAX_EVENTS, 0);
         if (ready < 0) {
@@ -640,14 +868,19 @@ receiver_receive(ReceiverObject *self, PyObject *arg)
         }
         /* A callback may close any call, this one or another: keep every lane of the batch alive. */
         for (int i = 0; i < ready; i++)
-            Py_INCREF((PyObject *)events[i].data.ptr);
+            Py_XINCREF((PyObject *)events[i].data.ptr);
         for (int i = 0; i < ready; i++) {
             LaneObject *lane = events[i].data.ptr;
-            if (lane->receiver != NULL)
-                count += read_lane(self, lane, now);
+            if (lane == NULL) {
+                uint64_t expirations;
+                if (read(self->tfd, &expirations, sizeof(expirations)) < 0) { /* EAGAIN: read already */
+                }
+            } else if (lane->receiver != NULL) {
+                count += read_lane(self, lane, now, 0);
+            }
         }
         for (int i = 0; i < ready; i++)
-            Py_DECREF((PyObject *)events[i].data.ptr);
+            Py_XDECREF((PyObject *)events[i].data.ptr);
         if (ready < MAX_EVENTS)
             break;
     }

@@ -18,6 +18,8 @@ class Lane:
     def held(self) -> int: ...
     @property
     def pending(self) -> int: ...
+    @property
+    def due(self) -> float | None: ...
     def arm(
         self,
         source: tuple[Any, ...],
@@ -36,7 +38,9 @@ class Lane:
     def close(self) -> None: ...
 
 class Receiver:
-    def __init__(self, on_error: Callable[[BaseException], object] | None = None) -> None: ...
+    def __init__(
+        self, on_error: Callable[[BaseException], object] | None = None, pace_ms: int = 0
+    ) -> None: ...
     def add(
         self,
         fd: int,

@@ -534,6 +534,10 @@ class RtpSession:
             lane = self._lane
             if at is not None and lane is not None and self._armed:
                 at += lane.pending / SAMPLE_RATE  # the audio the lane took since the timeline last heard
+                due = lane.due
+                if due is not None and due + self._ptime > at:
+                    # A paced lane reads its frame at `due`: only a read that comes up short means quiet.
+                    at = due + self._ptime
             if at is not None and soon >= at:
                 self._fill_silence(now)
             elif self._fill_deferred:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,9 +58,9 @@ def sockets() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
 class Listening:
     """A receiver with one lane on the receiving socket, and what reached its callbacks."""
 
-    def __init__(self, receiving: socket.socket) -> None:
+    def __init__(self, receiving: socket.socket, pace_ms: int = 0) -> None:
         self.events = Events()
-        self.receiver = _batchrx.Receiver()
+        self.receiver = _batchrx.Receiver(pace_ms=pace_ms)
         self.lane = self.receiver.add(receiving.fileno(), self.events.on_datagram, self.events.on_audio)
 
 
@@ -197,3 +198,88 @@ def test_frames_are_decoded_exactly_as_g711_decode_does(
     caller.sendto(rtp(2, 128, every_code[128:], pt=payload_type), receiving.getsockname())
     receive_all(receiver, 1.0, 2)
     assert events.frames == [g711.decode(every_code, payload_type)]
+
+
+@pytest.fixture
+def paced(sockets: tuple[socket.socket, socket.socket, socket.socket]) -> Iterator[Listening]:
+    it = Listening(sockets[0], pace_ms=4)
+    yield it
+    it.lane.close()
+
+
+def send_frame(caller: socket.socket, to: tuple[Any, ...], first: int) -> None:
+    """Five 20 ms packets (one 800-sample frame) from sequence number `first` on, all at once."""
+    for seq in range(first, first + 5):
+        caller.sendto(rtp(seq, 160 * (seq - 1), bytes([seq]) * 160), to)
+
+
+def wait_until(at: float) -> None:
+    time.sleep(max(0.0, at - time.monotonic()) + 0.002)
+
+
+def test_a_paced_lane_reads_the_next_frame_whole_when_it_is_due_with_kernel_arrival_times(
+    sockets: tuple[socket.socket, socket.socket, socket.socket], paced: Listening
+) -> None:
+    receiving, caller, _ = sockets
+    events, receiver, lane = paced.events, paced.receiver, paced.lane
+    to = receiving.getsockname()
+    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    assert lane.due is None  # armed, not yet paced: read as it arrives
+    send_frame(caller, to, 1)
+    receive_all(receiver, time.monotonic(), 5)
+    assert len(events.frames) == 1
+    due = lane.due
+    assert due is not None  # the next frame's last packet is due 5 x 20 ms after this one's, + 4 ms
+    assert 0.104 <= due - lane.arrival < 0.106
+    send_frame(caller, to, 6)
+    time.sleep(0.01)
+    assert receiver.receive(time.monotonic()) == 0  # it waits in the socket until then
+    assert len(events.frames) == 1
+    wait_until(due)
+    read_at = time.monotonic()
+    assert receiver.receive(read_at) == 5  # the whole frame in one read
+    assert events.frames[1] == b"".join(bytes([seq]) * 160 for seq in range(6, 11))
+    assert lane.due is not None and lane.due > due  # and the next one is paced too
+    # The arrival is the kernel's, of the last packet, long before the read: the jitter is measured on it.
+    assert lane.arrival < read_at - 0.05
+    packets, _, sequence, *_ = lane.sync()
+    assert (packets, sequence) == (10, 11) and events.datagrams == []
+
+
+def test_a_paced_read_that_comes_up_short_waits_for_the_rest_on_arrival(
+    sockets: tuple[socket.socket, socket.socket, socket.socket], paced: Listening
+) -> None:
+    receiving, caller, _ = sockets
+    events, receiver, lane = paced.events, paced.receiver, paced.lane
+    to = receiving.getsockname()
+    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    send_frame(caller, to, 1)
+    receive_all(receiver, time.monotonic(), 5)
+    due = lane.due
+    assert due is not None
+    for seq in range(6, 10):  # the frame's last packet is late
+        caller.sendto(rtp(seq, 160 * (seq - 1), bytes([seq]) * 160), to)
+    wait_until(due)
+    assert receiver.receive(time.monotonic()) == 4
+    assert len(events.frames) == 1 and lane.due is None  # back under epoll
+    caller.sendto(rtp(10, 160 * 9, bytes([10]) * 160), to)
+    receive_all(receiver, time.monotonic(), 1)  # read as soon as it comes
+    assert len(events.frames) == 2 and lane.due is not None
+
+
+def test_disarming_a_paced_lane_hands_python_every_datagram_as_it_comes(
+    sockets: tuple[socket.socket, socket.socket, socket.socket], paced: Listening
+) -> None:
+    receiving, caller, _ = sockets
+    events, receiver, lane = paced.events, paced.receiver, paced.lane
+    to = receiving.getsockname()
+    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    send_frame(caller, to, 1)
+    receive_all(receiver, time.monotonic(), 5)
+    assert lane.due is not None
+    lane.disarm()
+    assert lane.due is None
+    dtmf = rtp(6, 800, bytes(4), pt=101)
+    caller.sendto(dtmf, to)
+    receive_all(receiver, time.monotonic(), 1)  # now, not when the frame would have been due
+    assert [d for d, _ in events.datagrams] == [dtmf]
