@@ -17,12 +17,20 @@ class Child:
     """One pinned child process, its stdout read line by line."""
 
     def __init__(
-        self, name: str, args: list[str], cpu: int | str, log_dir: Path, env: dict[str, str]
+        self,
+        name: str,
+        args: list[str],
+        cpu: int | str,
+        log_dir: Path,
+        env: dict[str, str],
+        *,
+        nice: int = 0,
     ) -> None:
         self.name = name
         self.stderr = (log_dir / f"{name}.log").open("w")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), sys.executable, "-W", "ignore", *args],
+            [*(["nice", "-n", str(nice)] if nice else []), "taskset", "-c", str(cpu)]
+            + [sys.executable, "-W", "ignore", *args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,

@@ -77,6 +77,9 @@ Connector = Callable[[], Awaitable[Connection]]
 CodecFactory = Callable[[RecognitionRequest], RecognizerCodec]
 
 
+_MASKS = MaskPool()  # one for every connection: each frame's key is fresh all the same, 4 KiB less per call
+
+
 class _WebSocket:
     """``websockets`` client connection as a ``Connection``."""
 
@@ -87,7 +90,7 @@ class _WebSocket:
         self._direct = all(
             hasattr(ws, name) for name in ("protocol", "send_data", "paused", "send_in_progress")
         ) and all(hasattr(ws.protocol, name) for name in ("writes", "extensions"))
-        self._masks = MaskPool()
+        self._masks = _MASKS
 
     def send_now(self, frame: Frame) -> bool:
         ws = self._ws

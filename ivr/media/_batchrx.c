@@ -36,6 +36,7 @@
 
 #define BATCH 16         /* datagrams per recvmmsg() */
 #define SLOT 65536       /* per datagram: any UDP datagram fits whole, as in the Python path */
+#define ROOM 2048        /* a lane's frame buffer beyond the frame: grown only for a larger payload */
 #define MAX_EVENTS 1024  /* ready sockets per epoll_wait() */
 #define MAX_ROUNDS 4     /* epoll_wait() rounds per receive() when every slot came back full */
 #define HEADER 12
@@ -97,6 +98,8 @@ struct LaneObject {
     long completed;          /* frames handed on, ever */
     Py_ssize_t packet;       /* samples in the last in-order packet */
     int parked;              /* out of epoll's attention, waiting on the wheel */
+    int retried;             /* the paced read of this frame came up short once already */
+    double margin;           /* ms after the frame's last packet is due: pace_ms, more for a jittery caller */
     int64_t due_ms;          /* its wheel slot's time, while parked */
     LaneObject *wnext, *wprev;
 };
@@ -117,6 +120,8 @@ struct ReceiverObject {
     double real_to_loop;     /* added to a kernel timestamp (CLOCK_REALTIME) gives loop time */
     LaneObject *wheel[WHEEL];
     unsigned char controls[BATCH][CONTROL];
+    /* what the reads came to, for the metrics */
+    unsigned long long reads, datagrams, paced_reads, short_reads;
 };
 
 static PyTypeObject LaneType;
@@ -177,14 +182,10 @@ unpark(ReceiverObject *r, LaneObject *lane)
         set_timer(r, 0);
 }
 
-/* Out of epoll's attention until the packet that completes the next frame is due, plus pace_ms. */
+/* Out of epoll's attention until `due_ms` (loop time), on the wheel. */
 static void
-park(ReceiverObject *r, LaneObject *lane)
+park_until(ReceiverObject *r, LaneObject *lane, int64_t due_ms)
 {
-    Py_ssize_t packet = lane->packet > 0 ? lane->packet : 1;
-    Py_ssize_t packets = (lane->frame - lane->held + packet - 1) / packet;
-    double due = lane->arrival + (double)(packets * packet) / lane->rate + r->pace_ms / 1000.0;
-    int64_t due_ms = (int64_t)ceil(due * 1000.0);
     if (due_ms <= r->now_ms)
         due_ms = r->now_ms + 1;
     if (due_ms > r->now_ms + WHEEL - 1)
@@ -201,6 +202,16 @@ park(ReceiverObject *r, LaneObject *lane)
     }
     wheel_remove(r, lane);
     wheel_insert(r, lane, due_ms);
+}
+
+/* Parked until the packet that completes the next frame is due, plus the lane's margin. */
+static void
+park(ReceiverObject *r, LaneObject *lane)
+{
+    Py_ssize_t packet = lane->packet > 0 ? lane->packet : 1;
+    Py_ssize_t packets = (lane->frame - lane->held + packet - 1) / packet;
+    double due = lane->arrival + (double)(packets * packet) / lane->rate + lane->margin / 1000.0;
+    park_until(r, lane, (int64_t)ceil(due * 1000.0));
 }
 
 /* ---- Lane ---- */
@@ -322,7 +333,7 @@ lane_arm(LaneObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "a frame of at least one sample, more than what is held, a codec");
         goto done;
     }
-    if (parse_source(self, source) < 0 || lane_reserve(self, frame + SLOT) < 0)
+    if (parse_source(self, source) < 0 || lane_reserve(self, frame + ROOM) < 0)
         goto done;
     if (transit == Py_None) {
         self->has_transit = 0;
@@ -536,7 +547,7 @@ in_order(ReceiverObject *receiver, LaneObject *lane, const unsigned char *payloa
     lane->next_seq = (uint16_t)(seq + 1);
     lane->next_ts = ts + (uint32_t)size;
     lane->packet = size;
-    memcpy(lane->buf + lane->held, payload, size); /* the buffer holds a frame plus a whole datagram */
+    memcpy(lane->buf + lane->held, payload, size); /* reserved for it in datagram() */
     lane->held += size;
     if (lane->held < lane->frame)
         return;
@@ -586,6 +597,10 @@ datagram(ReceiverObject *receiver, LaneObject *lane, const unsigned char *data, 
             uint32_t ssrc = ((uint32_t)data[8] << 24) | ((uint32_t)data[9] << 16) |
                             ((uint32_t)data[10] << 8) | data[11];
             if (seq == lane->next_seq && ts == lane->next_ts && ssrc == lane->ssrc) {
+                if (lane_reserve(lane, lane->held + size - HEADER) < 0) {
+                    report(receiver); /* out of memory: this packet is lost */
+                    return;
+                }
                 in_order(receiver, lane, data + HEADER, size - HEADER, seq, ts, now);
                 return;
             }
@@ -663,13 +678,32 @@ read_lane(ReceiverObject *receiver, LaneObject *lane, double now, int timed)
 {
     long before = lane->completed;
     long count = read_socket(receiver, lane, now);
-    if (receiver->pace_ms > 0 && lane->receiver != NULL) {
-        if (!lane->armed)
+    receiver->reads++;
+    receiver->datagrams += (unsigned long long)count;
+    receiver->paced_reads += (unsigned long long)timed;
+    int pace = receiver->pace_ms;
+    if (pace > 0 && lane->receiver != NULL) {
+        if (!lane->armed) {
             unpark(receiver, lane);
-        else if (lane->completed != before)
+        } else if (lane->completed != before) {
+            if (timed && lane->margin > pace)
+                lane->margin -= 0.1; /* a steady caller earns its margin back, a frame at a time */
+            lane->retried = 0;
             park(receiver, lane);
-        else if (timed)
-            unpark(receiver, lane); /* the frame did not come whole: take the rest as it arrives */
+        } else if (timed) {
+            /* The frame did not come whole: a late packet. Wait longer for this caller's frames from now on,
+             * look again once, then take the rest as it arrives. */
+            receiver->short_reads++;
+            if (lane->margin < 3 * pace)
+                lane->margin += pace;
+            if (!lane->retried) {
+                lane->retried = 1;
+                park_until(receiver, lane, receiver->now_ms + pace);
+            } else {
+                lane->retried = 0;
+                unpark(receiver, lane);
+            }
+        }
     }
     return count;
 }
@@ -819,6 +853,8 @@ receiver_add(ReceiverObject *self, PyObject *args, PyObject *kwds)
     lane->completed = 0;
     lane->packet = 0;
     lane->parked = 0;
+    lane->retried = 0;
+    lane->margin = self->pace_ms;
     lane->due_ms = -1;
     lane->wnext = lane->wprev = NULL;
     PyObject_GC_Track(lane);
@@ -888,6 +924,13 @@ receiver_receive(ReceiverObject *self, PyObject *arg)
 }
 
 static PyObject *
+receiver_counters(ReceiverObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(KKKKl)", self->reads, self->datagrams, self->paced_reads, self->short_reads,
+                         self->parked);
+}
+
+static PyObject *
 receiver_fileno(ReceiverObject *self, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromLong(self->epfd);
@@ -898,6 +941,8 @@ static PyMethodDef receiver_methods[] = {
      "A Lane for a bound UDP socket's descriptor."},
     {"receive", (PyCFunction)receiver_receive, METH_O, "Read every ready socket; `now` is the loop time."},
     {"fileno", (PyCFunction)receiver_fileno, METH_NOARGS, "The epoll descriptor, for the loop to watch."},
+    {"counters", (PyCFunction)receiver_counters, METH_NOARGS,
+     "(reads, datagrams, paced reads, paced reads that came up short, lanes parked now)."},
     {NULL, NULL, 0, NULL},
 };
 
