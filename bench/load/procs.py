@@ -28,9 +28,9 @@ class Child:
     ) -> None:
         self.name = name
         self.stderr = (log_dir / f"{name}.log").open("w")
+        args = ["-W", "ignore", *args]
         self.proc = subprocess.Popen(
-            [*(["nice", "-n", str(nice)] if nice else []), "taskset", "-c", str(cpu)]
-            + [sys.executable, "-W", "ignore", *args],
+            [*(["nice", "-n", str(nice)] if nice else []), "taskset", "-c", str(cpu), sys.executable, *args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,
