@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import signal
+import socket
 import struct
 import time
 from array import array
@@ -181,6 +182,7 @@ class SinkProtocol(asyncio.Protocol):
         self.language = "ko"
         self.frames = 0
         self.answered = False
+        self.arrived = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -193,6 +195,11 @@ class SinkProtocol(asyncio.Protocol):
         self.tally.open -= 1
 
     def data_received(self, data: bytes) -> None:
+        self.received(data, time.monotonic())
+
+    def received(self, data: bytes, arrived: float) -> None:
+        """`data` from the connection, the kernel's arrival time of its last byte (CLOCK_MONOTONIC)."""
+        self.arrived = arrived
         if self.pending:
             data = self.pending + data
             self.pending = b""
@@ -251,7 +258,7 @@ class SinkProtocol(asyncio.Protocol):
             if opcode == 2 and self.quick:
                 quick = quick_marks(body, key)
                 if quick is not None:
-                    self._count(*quick, time.monotonic())
+                    self._count(*quick, self.arrived)
                     continue
             self._message(opcode, unmask(body, key))
         return pos
@@ -293,7 +300,7 @@ class SinkProtocol(asyncio.Protocol):
             self._send_json({"topic": topic, "payload": {}, "event": "close"})
 
     def _audio(self, pcm: bytes) -> None:
-        arrived = time.monotonic()
+        arrived = self.arrived
         tally = self.tally
         tally.messages += 1
         ulaw = audioop.lin2ulaw(pcm, 2)
@@ -353,16 +360,79 @@ class SinkProtocol(asyncio.Protocol):
             self._send_json({"topic": f"asr:{self.language}", "payload": payload, "event": "new:text"})
 
 
+class _Socket:
+    """A connection read with recvmsg, for the kernel's receive time of what it read (SO_TIMESTAMPNS): the
+    sink shares a core with the generator, and its own delays must not count as the bridge's latency."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: SinkProtocol) -> None:
+        self.loop, self.sock, self.protocol = loop, sock, protocol
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        protocol.connection_made(cast(asyncio.Transport, self))
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, 64)  # under malloc's mmap threshold
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancillary = b"", []
+        if not data:
+            self.close()
+            return
+        arrived = time.monotonic()
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(value)
+                arrived = sec + nsec * 1e-9 - _realtime_ahead()
+        self.protocol.received(data, arrived)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)  # replies are small, and the socket's buffer is nearly empty
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.protocol.connection_lost(None)
+
+
+_TIMESPEC = struct.Struct("@qq")
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Python < 3.14 lacks it; Linux's asm-generic value
+
+
+def _realtime_ahead() -> float:
+    """CLOCK_REALTIME minus CLOCK_MONOTONIC now: the markers carry monotonic time, the kernel stamps real."""
+    return time.time() - time.monotonic()
+
+
 async def serve(host: str, port: int, out: Path, window_file: Path) -> None:
     loop = asyncio.get_running_loop()
     tally = Tally()
-    server = await loop.create_server(lambda: SinkProtocol(tally), host, port, backlog=4096)
+    listener = socket.create_server((host, port), backlog=4096)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _Socket(loop, sock, SinkProtocol(tally))
+
+    loop.add_reader(listener.fileno(), accept)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     print("sink ready", flush=True)
     await stop.wait()
-    server.close()
+    loop.remove_reader(listener.fileno())
+    listener.close()
     window = json.loads(window_file.read_text()) if window_file.exists() else [0, 0]
     out.write_text(json.dumps(tally.summary(int(window[0]), int(window[1]))))
 
