@@ -35,9 +35,6 @@ SYSTEMS = ("limit", "pyvoip", "ivr")
 # Media ports stay below Linux's ephemeral range (32768+), where WebSocket clients and the load take theirs.
 DIRECT_BASE = 12000  # the limit's and the baseline's per-call ports: DIRECT_BASE + call index
 BRIDGE_CPU, LOAD_CPU = 1, 0
-# The generator stands for a trunk, which sends on time: on the core it shares, the sink yields to it. A sink
-# that runs late only adds to the latency it measures.
-SINK_NICE = 5
 
 
 def bridge_config(
@@ -128,7 +125,6 @@ def run_point(
                 LOAD_CPU,
                 run_dir,
                 env,
-                nice=SINK_NICE,
             )
             children.append(sink)
             if sink.wait_line("sink ready", 20) is None:

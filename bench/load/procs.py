@@ -17,20 +17,12 @@ class Child:
     """One pinned child process, its stdout read line by line."""
 
     def __init__(
-        self,
-        name: str,
-        args: list[str],
-        cpu: int | str,
-        log_dir: Path,
-        env: dict[str, str],
-        *,
-        nice: int = 0,
+        self, name: str, args: list[str], cpu: int | str, log_dir: Path, env: dict[str, str]
     ) -> None:
         self.name = name
         self.stderr = (log_dir / f"{name}.log").open("w")
-        args = ["-W", "ignore", *args]
         self.proc = subprocess.Popen(
-            [*(["nice", "-n", str(nice)] if nice else []), "taskset", "-c", str(cpu), sys.executable, *args],
+            ["taskset", "-c", str(cpu), sys.executable, "-W", "ignore", *args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,
