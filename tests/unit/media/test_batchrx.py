@@ -207,10 +207,22 @@ def paced(sockets: tuple[socket.socket, socket.socket, socket.socket]) -> Iterat
     it.lane.close()
 
 
-def send_frame(caller: socket.socket, to: tuple[Any, ...], first: int) -> None:
-    """Five 20 ms packets (one 800-sample frame) from sequence number `first` on, all at once."""
-    for seq in range(first, first + 5):
+def send(caller: socket.socket, to: tuple[Any, ...], first: int, last: int) -> None:
+    """20 ms packets of sequence numbers `first` to `last` (five make an 800-sample frame), all at once."""
+    for seq in range(first, last + 1):
         caller.sendto(rtp(seq, 160 * (seq - 1), bytes([seq]) * 160), to)
+
+
+def first_frame(paced: Listening, caller: socket.socket, to: tuple[Any, ...]) -> float:
+    """Arm the paced lane, hand it one frame as it arrives; when its next paced read is due."""
+    paced.lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    assert paced.lane.due is None  # armed, not yet paced: read as it arrives
+    send(caller, to, 1, 5)
+    receive_all(paced.receiver, time.monotonic(), 5)
+    assert len(paced.events.frames) == 1
+    due = paced.lane.due
+    assert due is not None
+    return due
 
 
 def wait_until(at: float) -> None:
@@ -223,15 +235,9 @@ def test_a_paced_lane_reads_the_next_frame_whole_when_it_is_due_with_kernel_arri
     receiving, caller, _ = sockets
     events, receiver, lane = paced.events, paced.receiver, paced.lane
     to = receiving.getsockname()
-    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
-    assert lane.due is None  # armed, not yet paced: read as it arrives
-    send_frame(caller, to, 1)
-    receive_all(receiver, time.monotonic(), 5)
-    assert len(events.frames) == 1
-    due = lane.due
-    assert due is not None  # the next frame's last packet is due 5 x 20 ms after this one's, + 4 ms
-    assert 0.104 <= due - lane.arrival < 0.106
-    send_frame(caller, to, 6)
+    due = first_frame(paced, caller, to)
+    assert 0.104 <= due - lane.arrival < 0.106  # the next frame's last packet is due in 5 x 20 ms, + 4 ms
+    send(caller, to, 6, 10)
     time.sleep(0.01)
     assert receiver.receive(time.monotonic()) == 0  # it waits in the socket until then
     assert len(events.frames) == 1
@@ -252,28 +258,19 @@ def test_a_paced_read_that_comes_up_short_looks_once_more_then_waits_for_the_res
     receiving, caller, _ = sockets
     events, receiver, lane = paced.events, paced.receiver, paced.lane
     to = receiving.getsockname()
-
-    def send(first: int, last: int) -> None:
-        for seq in range(first, last + 1):
-            caller.sendto(rtp(seq, 160 * (seq - 1), bytes([seq]) * 160), to)
-
-    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
-    send(1, 5)
-    receive_all(receiver, time.monotonic(), 5)
-    due = lane.due
-    assert due is not None
-    send(6, 9)  # the second frame's last packet is late
+    due = first_frame(paced, caller, to)
+    send(caller, to, 6, 9)  # the second frame's last packet is late
     wait_until(due)
     assert receiver.receive(time.monotonic()) == 4
     again = lane.due
     assert len(events.frames) == 1 and again is not None and again - due < 0.01  # a second look, soon
-    send(10, 10)
+    send(caller, to, 10, 10)
     wait_until(again)
     assert receiver.receive(time.monotonic()) == 1 and len(events.frames) == 2
     due = lane.due
     assert due is not None  # paced again, with a wider margin for this caller: 4 + 4 ms
     assert 0.108 <= due - lane.arrival < 0.110
-    send(11, 14)  # the third frame's last packet is later still
+    send(caller, to, 11, 14)  # the third frame's last packet is later still
     wait_until(due)
     assert receiver.receive(time.monotonic()) == 4
     again = lane.due
@@ -281,7 +278,7 @@ def test_a_paced_read_that_comes_up_short_looks_once_more_then_waits_for_the_res
     wait_until(again)
     assert receiver.receive(time.monotonic()) == 0
     assert lane.due is None  # back under epoll
-    send(15, 15)
+    send(caller, to, 15, 15)
     receive_all(receiver, time.monotonic(), 1)  # read as soon as it comes
     assert len(events.frames) == 3 and lane.due is not None
     reads, datagrams, paced_reads, short_reads, parked = receiver.counters()
@@ -294,10 +291,7 @@ def test_disarming_a_paced_lane_hands_python_every_datagram_as_it_comes(
     receiving, caller, _ = sockets
     events, receiver, lane = paced.events, paced.receiver, paced.lane
     to = receiving.getsockname()
-    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
-    send_frame(caller, to, 1)
-    receive_all(receiver, time.monotonic(), 5)
-    assert lane.due is not None
+    first_frame(paced, caller, to)
     lane.disarm()
     assert lane.due is None
     dtmf = rtp(6, 800, bytes(4), pt=101)
