@@ -22,12 +22,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr import __version__
 from ivr.asr.base import AsrEvent, EndOfSpeech, Final, Partial, ResultStatus
 from ivr.asr.cpqd_message import EMOTIONS
 from ivr.cdr import CallRecord
+from ivr.media import batchrx
 from ivr.media.rtp import RtpStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "RecognitionLatency", "exposition"]
@@ -93,6 +95,29 @@ RTP_JITTER = Histogram(
     "A call's interarrival jitter estimate at its end (RFC 3550 A.8)",
     buckets=_JITTER_BUCKETS,
 )
+
+
+class _RtpReads:
+    """The batch receiver's socket reads, read from its counters at scrape time (nothing per packet here)."""
+
+    def collect(self) -> Iterable[Metric]:
+        now = batchrx.reads()
+        reads = CounterMetricFamily(
+            "ivr_rtp_reads", "System calls that read callers' RTP sockets, by what woke them", labels=["by"]
+        )
+        reads.add_metric(["arrival"], now.reads - now.paced)
+        reads.add_metric(["frame_due"], now.paced)
+        yield reads
+        yield CounterMetricFamily("ivr_rtp_datagrams_read", "Datagrams those reads returned", now.datagrams)
+        yield CounterMetricFamily(
+            "ivr_rtp_paced_reads_short",
+            "Reads at a frame's due time that found it incomplete: the caller's audio was late or missing",
+            now.short,
+        )
+
+
+REGISTRY.register(_RtpReads())  # type: ignore[arg-type]  # a collector is any object with collect()
+
 DIALPLAN_RELOADS = Counter("ivr_dialplan_reloads_total", "Dialplan reloads, by outcome", ["outcome"])
 
 _KNOWN_EMOTIONS = frozenset(EMOTIONS)

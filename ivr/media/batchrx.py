@@ -38,7 +38,7 @@ import asyncio
 import socket
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ivr.media import g711
 
@@ -47,7 +47,7 @@ try:
 except ImportError:  # built without a C compiler: every session reads through the loop's transport
     _batchrx = None  # type: ignore[assignment]
 
-__all__ = ["AVAILABLE", "bind", "codec", "open_lane"]
+__all__ = ["AVAILABLE", "Reads", "bind", "codec", "open_lane", "reads"]
 
 AVAILABLE = _batchrx is not None
 # Paced reads: a lane that handed on a frame reads again this long after the next frame's last packet is due,
@@ -77,6 +77,35 @@ class _LoopReceiver:
 
     def close(self) -> None:
         self._loop.remove_reader(self.receiver.fileno())
+        global _RETIRED
+        _RETIRED = _RETIRED.plus(Reads.of(self.receiver))
+
+
+class Reads(NamedTuple):
+    """What the receivers' socket reads came to, since the process started (for /metrics)."""
+
+    reads: int = 0  # system calls that read a lane's socket
+    datagrams: int = 0
+    paced: int = 0  # reads at a frame's due time, not on arrival
+    short: int = 0  # paced reads that found the frame incomplete (late or missing audio)
+
+    @classmethod
+    def of(cls, receiver: Any) -> Reads:
+        return cls(*receiver.counters()[:4])
+
+    def plus(self, other: Reads) -> Reads:
+        return Reads(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+_RETIRED = Reads()  # of the receivers that closed with their last lane
+
+
+def reads() -> Reads:
+    """Every receiver's reads so far, the closed ones' included."""
+    total = _RETIRED
+    for receiver in list(_RECEIVERS.values()):
+        total = total.plus(Reads.of(receiver.receiver))
+    return total
 
 
 _RECEIVERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopReceiver] = weakref.WeakKeyDictionary()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -9,6 +12,7 @@ from ivr import metrics
 from ivr.asr.base import EndOfSpeech, Failure, Final, Partial, ResultStatus, StartOfSpeech, VendorError
 from ivr.cdr import CallRecord, Transcript
 from ivr.health import HealthServer
+from ivr.media import batchrx
 from ivr.media.rtp import RtpPacket, RtpStats
 
 
@@ -215,3 +219,34 @@ def test_after_a_failover_the_turn_is_counted_for_the_vendor_that_answered() -> 
     timing.observe(Final(5, ResultStatus.RECOGNIZED), 2.0)
     assert value("ivr_asr_errors_total", vendor="mediazen", reason="closed") == failed + 1
     assert value("ivr_asr_results_total", vendor="amivoice", status="recognized") == answered + 1
+
+
+async def test_rtp_reads_count_every_receiver_of_the_process_closed_ones_too() -> None:
+    before = {
+        name: value(name, **labels)
+        for name, labels in (
+            ("ivr_rtp_reads_total", {"by": "arrival"}),
+            ("ivr_rtp_datagrams_read_total", {}),
+        )
+    }
+    loop = asyncio.get_running_loop()
+    sock = batchrx.bind("127.0.0.1", 0)
+    assert sock is not None
+    got: list[bytes] = []
+    _, close = batchrx.open_lane(loop, sock, lambda data, addr: got.append(data), lambda frame: None)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for n in range(3):
+            sender.sendto(bytes([n]) * 20, sock.getsockname())
+        for _ in range(100):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(got) == 3  # the lane is not armed: every datagram went to Python, read on arrival
+        assert value("ivr_rtp_datagrams_read_total") == before["ivr_rtp_datagrams_read_total"] + 3
+    finally:
+        close()  # the last lane: its receiver closes, and its counts stay in the process's totals
+        sock.close()
+        sender.close()
+    assert value("ivr_rtp_datagrams_read_total") == before["ivr_rtp_datagrams_read_total"] + 3
+    assert value("ivr_rtp_reads_total", by="arrival") >= before["ivr_rtp_reads_total"] + 1
