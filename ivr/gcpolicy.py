@@ -10,8 +10,9 @@ the survivors frozen out of the collector's sight (`gc.freeze`); every collectio
 last second made.
 
 What ends up in a cycle after it was frozen would stay in memory, so a full collection of everything
-(unfreeze, collect, freeze) still runs: as soon as the bridge is idle, where it costs nothing, and at the
-latest an hour after the last one. It logs what it freed; anything there is a leak to fix.
+(unfreeze, collect, freeze) still runs: as soon as the bridge is idle after calls (those a tick saw live, or
+short ones that left frozen objects behind), where it costs little, and at the latest an hour after the
+last one. It logs what it freed; anything there is a leak to fix.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = ["Collection", "Collector", "CollectorPolicy"]
 
 FREEZE_INTERVAL = 1.0  # seconds between young collections (each freezes what survived)
 FULL_INTERVAL = 3600.0  # seconds at most between full collections while calls never stop
+IDLE_GROWTH = 500  # frozen objects past what survived the last full collection: calls came and went
 
 
 class Collection(Enum):
@@ -36,25 +38,32 @@ class Collection(Enum):
 
 
 class CollectorPolicy:
-    """Which collection is due at each tick, from the time and the number of live calls (sans-I/O)."""
+    """Which collection is due at each tick, from the time, live calls and frozen objects (sans-I/O)."""
 
-    __slots__ = ("_full_interval", "_last_full", "_since_full")
+    __slots__ = ("_baseline", "_full_interval", "_last_full", "_since_full")
 
-    def __init__(self, now: float, full_interval: float = FULL_INTERVAL) -> None:
+    def __init__(self, now: float, frozen: int, full_interval: float = FULL_INTERVAL) -> None:
         if full_interval <= 0:
             raise ValueError("the full collection interval must be positive")
         self._full_interval = full_interval
         self._last_full = now
         self._since_full = 0  # ticks that saw calls since the last full collection
+        self._baseline = frozen  # what stayed frozen after the last full collection
 
-    def next(self, now: float, live_calls: int) -> Collection:
+    def next(self, now: float, live_calls: int, frozen: int) -> Collection:
         if live_calls:
             self._since_full += 1
-        if (not live_calls and self._since_full) or now - self._last_full >= self._full_interval:
+        # Idle after calls: those the ticks saw, or the short ones in between, which leave frozen objects.
+        idle_after_calls = not live_calls and (self._since_full or frozen > self._baseline + IDLE_GROWTH)
+        if idle_after_calls or now - self._last_full >= self._full_interval:
             self._last_full = now
             self._since_full = 0
             return Collection.FULL
         return Collection.FREEZE
+
+    def collected(self, frozen: int) -> None:
+        """A full collection is over: `frozen` objects survived it."""
+        self._baseline = frozen
 
 
 class Collector:
@@ -62,7 +71,7 @@ class Collector:
 
     def __init__(self, live: Sized, full_interval: float = FULL_INTERVAL) -> None:
         self._live = live
-        self._policy = CollectorPolicy(time.monotonic(), full_interval)
+        self._policy = CollectorPolicy(time.monotonic(), gc.get_freeze_count(), full_interval)
         self._handle: asyncio.TimerHandle | None = None
         self._log = structlog.get_logger()
 
@@ -70,6 +79,7 @@ class Collector:
         """Freeze what start-up built (modules, settings, the dialplan), then tick."""
         gc.collect()
         gc.freeze()
+        self._policy.collected(gc.get_freeze_count())
         self._handle = asyncio.get_running_loop().call_later(FREEZE_INTERVAL, self._tick)
 
     def stop(self) -> None:
@@ -79,11 +89,12 @@ class Collector:
 
     def _tick(self) -> None:
         live = len(self._live)
-        if self._policy.next(time.monotonic(), live) is Collection.FULL:
+        if self._policy.next(time.monotonic(), live, gc.get_freeze_count()) is Collection.FULL:
             start = time.perf_counter()
             gc.unfreeze()
             freed = gc.collect()
             gc.freeze()
+            self._policy.collected(gc.get_freeze_count())
             self._log.info(
                 "full garbage collection",
                 freed=freed,
