@@ -71,7 +71,8 @@ class Collector:
 
     def __init__(self, live: Sized, full_interval: float = FULL_INTERVAL) -> None:
         self._live = live
-        self._policy = CollectorPolicy(time.monotonic(), gc.get_freeze_count(), full_interval)
+        self._full_interval = full_interval
+        self._policy: CollectorPolicy | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._log = structlog.get_logger()
 
@@ -79,7 +80,7 @@ class Collector:
         """Freeze what start-up built (modules, settings, the dialplan), then tick."""
         gc.collect()
         gc.freeze()
-        self._policy.collected(gc.get_freeze_count())
+        self._policy = CollectorPolicy(time.monotonic(), gc.get_freeze_count(), self._full_interval)
         self._handle = asyncio.get_running_loop().call_later(FREEZE_INTERVAL, self._tick)
 
     def stop(self) -> None:
@@ -88,21 +89,23 @@ class Collector:
             self._handle = None
 
     def _tick(self) -> None:
+        policy = self._policy
+        assert policy is not None  # set by start(), which schedules the first tick
         live = len(self._live)
-        if self._policy.next(time.monotonic(), live, gc.get_freeze_count()) is Collection.FULL:
-            start = time.perf_counter()
+        full = policy.next(time.monotonic(), live, gc.get_freeze_count()) is Collection.FULL
+        start = time.perf_counter()
+        if full:
             gc.unfreeze()
-            freed = gc.collect()
-            gc.freeze()
-            self._policy.collected(gc.get_freeze_count())
+        freed = gc.collect()
+        gc.freeze()
+        if full:
+            frozen = gc.get_freeze_count()
+            policy.collected(frozen)
             self._log.info(
                 "full garbage collection",
                 freed=freed,
-                frozen=gc.get_freeze_count(),
+                frozen=frozen,
                 live_calls=live,
                 ms=round((time.perf_counter() - start) * 1000, 1),
             )
-        else:
-            gc.collect()
-            gc.freeze()
         self._handle = asyncio.get_running_loop().call_later(FREEZE_INTERVAL, self._tick)

@@ -124,6 +124,11 @@ def quick_marks(masked: bytes, key: bytes) -> tuple[int, int, list[int]] | None:
     return frames, d[2] * BASE + d[3], times
 
 
+def _quantile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of a sorted, non-empty list (nearest rank, as the generator's)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 class Tally:
     """What every connection saw: markers per second of send time, and latency per WebSocket message."""
 
@@ -145,15 +150,15 @@ class Tally:
         latencies = sorted(x for s in range(start, end) for x in self.latency.get(s, ()))
 
         def pct(q: float) -> float | None:
-            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else None
+            return _quantile(latencies, q) * 1000 if latencies else None
 
-        def p99(values: array[float]) -> float | None:
-            ordered = sorted(values)
-            return round(ordered[int(0.99 * len(ordered))] * 1000, 1) if ordered else None
+        def p99_ms(second: int) -> float | None:
+            ordered = sorted(self.latency.get(second, ()))
+            return round(_quantile(ordered, 0.99) * 1000, 1) if ordered else None
 
         return {
             "window": [start, end],
-            "latency_p99_ms_by_second": [p99(self.latency.get(s, array("d"))) for s in range(start, end)],
+            "latency_p99_ms_by_second": [p99_ms(s) for s in range(start, end)],
             "marks_in_window": marks,
             "latency_samples": len(latencies),
             "latency_p50_ms": pct(0.50),

@@ -649,10 +649,8 @@ read_socket(ReceiverObject *receiver, LaneObject *lane, double now)
         for (int i = 0; i < BATCH; i++) {
             receiver->msgs[i].msg_hdr.msg_namelen = sizeof(receiver->names[i]);
             receiver->msgs[i].msg_hdr.msg_flags = 0;
-            if (receiver->pace_ms > 0) {
-                receiver->msgs[i].msg_hdr.msg_control = receiver->controls[i];
-                receiver->msgs[i].msg_hdr.msg_controllen = CONTROL;
-            }
+            if (receiver->pace_ms > 0)
+                receiver->msgs[i].msg_hdr.msg_controllen = CONTROL; /* the kernel shrinks it to what it wrote */
         }
         int got = recvmmsg(lane->fd, receiver->msgs, BATCH, MSG_DONTWAIT, NULL);
         if (got < 0) {
@@ -782,6 +780,8 @@ receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->msgs[i].msg_hdr.msg_iov = &self->iov[i];
         self->msgs[i].msg_hdr.msg_iovlen = 1;
         self->msgs[i].msg_hdr.msg_name = &self->names[i];
+        if (pace_ms > 0)
+            self->msgs[i].msg_hdr.msg_control = self->controls[i];
     }
     Py_INCREF(on_error);
     self->on_error = on_error;
@@ -908,9 +908,9 @@ receiver_receive(ReceiverObject *self, PyObject *arg)
         for (int i = 0; i < ready; i++) {
             LaneObject *lane = events[i].data.ptr;
             if (lane == NULL) {
-                uint64_t expirations;
-                if (read(self->tfd, &expirations, sizeof(expirations)) < 0) { /* EAGAIN: read already */
-                }
+                uint64_t expirations; /* the timer's ticks, only cleared: the wheel runs on the clock */
+                ssize_t cleared = read(self->tfd, &expirations, sizeof(expirations));
+                (void)cleared; /* EAGAIN: cleared already */
             } else if (lane->receiver != NULL) {
                 count += read_lane(self, lane, now, 0);
             }

@@ -55,7 +55,7 @@ AVAILABLE = _batchrx is not None
 PACE_MS = 4
 
 if TYPE_CHECKING:
-    from ivr.media._batchrx import Lane
+    from ivr.media._batchrx import Lane, Receiver
 
 
 class _LoopReceiver:
@@ -90,7 +90,7 @@ class Reads(NamedTuple):
     short: int = 0  # paced reads that found the frame incomplete (late or missing audio)
 
     @classmethod
-    def of(cls, receiver: Any) -> Reads:
+    def of(cls, receiver: Receiver) -> Reads:
         return cls(*receiver.counters()[:4])
 
     def plus(self, other: Reads) -> Reads:
