@@ -38,11 +38,19 @@ BRIDGE_CPU, LOAD_CPU = 1, 0
 
 
 def bridge_config(
-    path: Path, sip_port: int, rtp_low: int, sink_port: int, calls: int, *, batch_receive: bool = True
+    path: Path,
+    sip_port: int,
+    rtp_low: int,
+    sink_port: int,
+    calls: int,
+    *,
+    batch_receive: bool = True,
+    sparse_silence: bool = False,
 ) -> Path:
     """Settings for one `ivr serve` under load: every admission limit opened up past the load's own rate."""
     config = {
         "rtp_batch_receive": batch_receive,
+        "rtp_sparse_silence": sparse_silence,
         "sip_host": "127.0.0.1",
         "sip_port": sip_port,
         "rtp_port_low": rtp_low,
@@ -194,6 +202,7 @@ def run_point(
                     sink_port,
                     calls,
                     batch_receive=not args.transport_receive,
+                    sparse_silence=args.sparse_silence,
                 )
                 targets.append(
                     Child(f"bridge{b}", ["-m", "ivr", "serve", "--config", str(config)], cpu, run_dir, env)
@@ -466,6 +475,11 @@ def main() -> int:
         help="the load offers RFC 3389 CN, so the bridge sends CN between prompts, not G.711 silence",
     )
     parser.add_argument(
+        "--sparse-silence",
+        action="store_true",
+        help="no CN offered; ivr sends a G.711 silence frame a second between prompts (rtp_sparse_silence)",
+    )
+    parser.add_argument(
         "--transport-receive",
         action="store_true",
         help="ivr reads RTP through the event loop's datagram transport, not its batch receiver",
@@ -527,6 +541,8 @@ def main() -> int:
         + (
             "The load offers RFC 3389 CN: the bridge sends a CN packet a second between prompts.\n"
             if args.comfort_noise
+            else "No CN offered; rtp_sparse_silence: a G.711 silence frame a second between prompts.\n"
+            if args.sparse_silence
             else "No CN offered: the bridge sends a G.711 silence frame every 20 ms, between prompts.\n"
         )
         + (

@@ -200,6 +200,7 @@ class CallSettings:
     bye_timeout: float = 5.0
     rtp_nat: bool = False  # accept media from a non-SDP address after a probation (NAT'd callers)
     rtp_comfort_noise: bool = True  # RFC 3389 CN for silence when the offer has it
+    rtp_sparse_silence: bool = False  # without CN, a G.711 silence frame a second rather than every 20 ms
     rtp_batch_receive: bool = True  # the compiled batch receiver, when built (ivr/media/batchrx.py)
 
 
@@ -429,6 +430,7 @@ class Call:
                 on_timeout=self._on_rtp_timeout,
                 inactivity_timeout=self._settings.rtp_timeout,
                 nat=self._settings.rtp_nat,
+                sparse_silence=self._settings.rtp_sparse_silence,
                 batch_receive=self._settings.rtp_batch_receive,
             )
             try:

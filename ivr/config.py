@@ -71,6 +71,10 @@ class Settings(BaseModel):
     # RFC 3389 comfort noise when the caller's offer has CN: silence between prompts goes as one CN packet a
     # second instead of a G.711 frame every 20 ms. Off: continuous G.711 silence for every caller.
     rtp_comfort_noise: bool = True
+    # Without CN in the offer, silence between prompts as one G.711 silence frame a second (each a talkspurt,
+    # marker bit set) instead of a frame every 20 ms: half the bridge's packets when callers only listen.
+    # For trunks whose media timers accept a packet a second, as with CN; off: continuous, which all take.
+    rtp_sparse_silence: bool = False
     # Read every call's RTP through the compiled batch receiver (ivr/media/batchrx.py) when it is built: one
     # system call per ready socket and one Python call per audio frame. Off: the event loop's own datagram
     # transport, one callback per packet (the reference path, and the one without a C compiler).

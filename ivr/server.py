@@ -142,6 +142,7 @@ class Bridge:
             ring_time=settings.ring_time,
             rtp_nat=settings.rtp_nat,
             rtp_comfort_noise=settings.rtp_comfort_noise,
+            rtp_sparse_silence=settings.rtp_sparse_silence,
             rtp_batch_receive=settings.rtp_batch_receive,
         )
         limits = Limits(

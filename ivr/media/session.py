@@ -14,9 +14,11 @@ gap to wait for. The latched caller's next audio packet in sequence, nearly ever
 that builds no packet object.
 
 Between prompts the session keeps sending 20 ms frames of G.711 silence (`keepalive`): SBC media timers end
-calls that send nothing. When the offer negotiated RFC 3389 comfort noise, silence goes as one CN packet at
-its start and one a second after (`_CN_REFRESH`), which keeps those timers and NAT bindings alive with a
-fiftieth of the packets. Prompts and silence share one timestamp clock, so the stream is continuous.
+calls that send nothing. Silence can also be *sparse*: one packet at its start and one a second after
+(`_SPARSE_REFRESH`), which keeps those timers and NAT bindings alive with a fiftieth of the packets. It is
+when the offer negotiated RFC 3389 comfort noise (CN packets), and with `sparse_silence` otherwise (G.711
+silence frames, each after the first with the marker bit of a talkspurt's start, RFC 3551 §4.1). Prompts and
+silence share one timestamp clock, so the stream is continuous.
 Every session's deadlines share one loop timer per event loop: a media tick per call every packet time (a
 `wheel.Cadence`: the keepalive frame, the caller's silence, the inactivity timeout), and prompt frames in a
 `wheel.TimerWheel`. Nothing is scheduled per packet, and no loop timer per call.
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["PortAllocator", "PortsExhausted", "RtpSession"]
 
 _COMFORT_NOISE = 13  # RFC 3389: its level is not used; the quiet it stands for is filled by time
-_CN_REFRESH = 1.0  # seconds between our CN packets during a silence (RFC 3389 leaves the rate to us)
+_SPARSE_REFRESH = 1.0  # seconds between our packets during a sparse silence (RFC 3389 leaves the rate to us)
 _CN_SILENCE = bytes((127,))  # RFC 3389 §3: noise level -127 dBov, no spectral information: digital silence
 _MAX_LATE_FRAMES = 3  # playback this far behind schedule (a stalled loop) re-bases instead of bursting
 _TIMER_SLACK = 0.001  # asyncio may run a timer up to its clock resolution early
@@ -183,12 +185,14 @@ class RtpSession:
         keepalive: bool = True,
         max_fill: float = 0.24,
         comfort_noise_payload_type: int | None = None,
+        sparse_silence: bool = False,
         batch_receive: bool = True,
     ) -> None:
         """`nat`: also latch to a host other than the SDP's, after `probation` packets in sequence (before
         any latch only). `keepalive`: send silence whenever no prompt plays: G.711 frames, or RFC 3389 CN
-        packets with `comfort_noise_payload_type`. `max_fill`: the most silence (seconds) put in for one gap
-        in the caller's stream. `batch_receive`: read through the loop's `batchrx` receiver when it is
+        packets with `comfort_noise_payload_type`; `sparse_silence`: without CN too, a G.711 frame a second
+        rather than every packet time. `max_fill`: the most silence (seconds) put in for one gap in the
+        caller's stream. `batch_receive`: read through the loop's `batchrx` receiver when it is
         built (else, and for a host name, through the loop's datagram transport)."""
         g711.silence_byte(payload_type)  # ValueError for a codec we cannot decode
         self.local_host = local_host
@@ -196,7 +200,8 @@ class RtpSession:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self.comfort_noise_payload_type = comfort_noise_payload_type
-        self._cn_due: float | None = None  # clock time of the next CN packet; None: at once
+        self.sparse_silence = sparse_silence
+        self._sparse_due: float | None = None  # clock time of a sparse silence's next packet; None: at once
         self._stats = RtpStats(SAMPLE_RATE)
         self.invalid = 0  # datagrams that are not RTP
         self.ignored = 0  # RTP of a payload type we do not use (foreign sources: `foreign`)
@@ -308,7 +313,7 @@ class RtpSession:
     def keepalive(self, enabled: bool) -> None:
         self._keepalive = enabled
         if enabled:
-            self._cn_due = None  # a silence starts: its CN goes out at once
+            self._sparse_due = None  # a silence starts: its first packet goes out at once
             self._arm_keepalive()
         else:
             self._retick()
@@ -381,7 +386,7 @@ class RtpSession:
         self.dtmf_payload_type = dtmf_payload_type
         if comfort_noise_payload_type != self.comfort_noise_payload_type:
             self.comfort_noise_payload_type = comfort_noise_payload_type
-            self._cn_due = None
+            self._sparse_due = None
         self._accepted = {payload_type, _COMFORT_NOISE}
         if dtmf_payload_type is not None:
             self._accepted.add(dtmf_payload_type)
@@ -399,7 +404,7 @@ class RtpSession:
         self.stop_playback()
         token = _Playback()
         self._playback = token  # the media tick sends no keepalive while it is set
-        self._cn_due = None  # the silence after this prompt starts with a CN packet
+        self._sparse_due = None  # a sparse silence after this prompt starts at once
         loop = self._loop
         ptime = self._ptime
         spf = self._samples_per_frame
@@ -569,10 +574,14 @@ class RtpSession:
         self._retick(clock)
         self._send_due(now)  # what the tick in its new phase would have sent already
 
+    @property
+    def _sparse(self) -> bool:
+        return self.sparse_silence or self.comfort_noise_payload_type is not None
+
     def _tick_period(self) -> float:
-        """Every packet time while G.711 silence leaves in each; otherwise once per recognizer frame: CN
-        packets go a second apart, and the caller's silence is handed on in whole frames anyway."""
-        if self._keepalive and self.comfort_noise_payload_type is None:
+        """Every packet time while G.711 silence leaves in each; otherwise once per recognizer frame: sparse
+        silence goes a second apart, and the caller's silence is handed on in whole frames anyway."""
+        if self._keepalive and not self._sparse:
             return self._ptime
         return max(self._ptime, self._assembler.frame / SAMPLE_RATE)
 
@@ -600,25 +609,29 @@ class RtpSession:
             return
         sender, spf, ptime = self._sender, self._samples_per_frame, self._ptime
         cn = self.comfort_noise_payload_type
-        if cn is not None and self._cn_due is not None:
-            # Between CN packets, nearly every tick: the frames' time passes unsent, in one step.
+        sparse = self._sparse
+        if sparse and self._sparse_due is not None:
+            # Between sparse packets, nearly every tick: the frames' time passes unsent, in one step.
             frames = int((now + _TIMER_SLACK - clock) // ptime) + 1
-            if clock + (frames - 1) * ptime + _TIMER_SLACK < self._cn_due:
+            if clock + (frames - 1) * ptime + _TIMER_SLACK < self._sparse_due:
                 sender.skip(frames * spf)
                 self._clock = clock + frames * ptime
                 return
-        # A stalled loop: re-base rather than burst (with CN, ticks a frame apart are not a stall).
-        if now - clock > _MAX_LATE_FRAMES * ptime + (0.0 if cn is None else self._tick_every):
+        # A stalled loop: re-base rather than burst (sparse, ticks a frame apart are not a stall).
+        if now - clock > _MAX_LATE_FRAMES * ptime + (self._tick_every if sparse else 0.0):
             sender.skip(round((now - clock) * SAMPLE_RATE))
             clock = now
         while clock <= now + _TIMER_SLACK:
-            if cn is None:
+            if not sparse:
                 self._send(sender.packet(self._silence_frame, spf))
             else:
-                due = self._cn_due
+                due = self._sparse_due
                 if due is None or clock + _TIMER_SLACK >= due:
-                    self._send(sender.packet(_CN_SILENCE, 0, payload_type=cn))
-                    self._cn_due = clock + _CN_REFRESH
+                    if cn is not None:
+                        self._send(sender.packet(_CN_SILENCE, 0, payload_type=cn))
+                    else:  # after a second unsent, a talkspurt of one frame: the marker tells the receiver
+                        self._send(sender.packet(self._silence_frame, 0, marker=due is not None))
+                    self._sparse_due = clock + _SPARSE_REFRESH
                 sender.skip(spf)  # the frame's time passes, sent or not (RFC 3550 §5.1)
             clock += ptime
         self._clock = clock

@@ -198,6 +198,36 @@ async def test_with_comfort_noise_silence_is_a_cn_packet_a_second_on_the_same_cl
     assert recorder.timeouts == 0
 
 
+async def test_sparse_silence_without_comfort_noise_is_a_g711_frame_a_second(caller: Peer) -> None:
+    """`sparse_silence`: the CN cadence with G.711 silence frames; each after the first starts a talkspurt
+    (marker bit, RFC 3551 §4.1), and the clock runs on through the unsent time."""
+    recorder = Recorder()
+    session = make_session(recorder, caller.port, keepalive=True, sparse_silence=True)
+    await session.start()
+    quiet = bytes([g711.silence_byte(g711.PCMU)]) * 160
+    try:
+        first = await caller.next_packet()
+        assert (first.payload_type, first.payload, first.marker) == (g711.PCMU, quiet, False)
+        second = await caller.next_packet()  # about a second later: nothing in between
+        assert (second.payload_type, second.payload, second.marker) == (g711.PCMU, quiet, True)
+        assert second.sequence == (first.sequence + 1) & 0xFFFF
+        assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 8000
+        assert caller.received.empty()
+        prompt = np.round(8000 * np.sin(np.arange(320) / 5)).astype("<i2").tobytes()  # 2 frames
+        assert await session.play(prompt) is True
+        spoken = [await caller.next_packet() for _ in range(2)]
+        assert [p.payload for p in spoken] == [g711.encode(prompt[:320], 0), g711.encode(prompt[320:], 0)]
+        assert spoken[0].marker and spoken[0].sequence == (second.sequence + 1) & 0xFFFF
+        gap = (spoken[0].timestamp - second.timestamp) & 0xFFFFFFFF
+        assert gap >= 160 and gap % 160 == 0
+        after = await caller.next_packet()  # straight after the prompt: no gap, no marker
+        assert (after.payload, after.marker) == (quiet, False)
+        assert after.timestamp == (spoken[1].timestamp + 160) & 0xFFFFFFFF
+    finally:
+        await session.close()
+    assert recorder.timeouts == 0
+
+
 async def test_keepalive_can_be_paused_for_hold_and_off_sends_nothing_idle(caller: Peer) -> None:
     recorder = Recorder()
     session = make_session(recorder, caller.port, keepalive=True)
