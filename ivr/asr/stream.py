@@ -26,6 +26,8 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
 from websockets.protocol import State
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
 from ivr.asr.base import (
     AsrEvent,
@@ -153,6 +155,19 @@ async def _verifying_context(ca_file: Path) -> ssl.SSLContext:
     return context
 
 
+_PROXIES: dict[
+    str, str | None
+] = {}  # vendor URL -> its proxy from the environment (HTTPS_PROXY, NO_PROXY...)
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy for `url` as websockets would find it, looked up once: the lookup reads the whole environment
+    (1 % of the bridge's CPU at 400 call setups a second)."""
+    if url not in _PROXIES:
+        _PROXIES[url] = get_proxy(parse_uri(url))
+    return _PROXIES[url]
+
+
 def websocket_connector(
     url: str,
     *,
@@ -174,6 +189,7 @@ def websocket_connector(
             ws = await connect(
                 url,
                 compression=None,
+                proxy=_proxy(url),
                 additional_headers=headers,
                 open_timeout=connect_timeout,
                 close_timeout=close_timeout,
