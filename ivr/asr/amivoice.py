@@ -193,6 +193,7 @@ class AmiVoiceCodec(CodecBase):
     """One AmiVoice WebSocket connection: ``s ... e`` recognitions, one after the other."""
 
     vendor: str = "amivoice"
+    retries: bool = True  # a busy server, a session it timed out
 
     def __init__(
         self,

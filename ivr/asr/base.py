@@ -305,6 +305,9 @@ class RecognizerCodec(Protocol):
 
     vendor: str
     chunk_ms: int  # preferred audio per frame on the wire
+    # Its errors can be retryable (VendorError.retryable): only then does the driver keep each request's
+    # audio for a replay (up to 5 s of it, 80 KB a call at PCM16 8 kHz).
+    retries: bool
 
     @property
     def state(self) -> SessionState: ...
@@ -366,6 +369,7 @@ class CodecBase:
 
     vendor: str = ""
     chunk_ms: int = 100
+    retries: bool = False
 
     def __init__(self) -> None:
         self._out: list[Frame] = []

@@ -253,7 +253,7 @@ class RecognizerStream:
         self._request: RecognitionRequest | None = None  # the recognition whose audio we take
         self._open: set[int] = set()  # requests without a Final yet
         self._pending = bytearray()  # audio of the request not yet given to the codec
-        self._replay: bytearray | None = bytearray()  # audio given to the codec, for a retry; None: too much
+        self._replay: bytearray | None = bytearray()  # for a codec that retries; None: too much to replay
         self._retried: set[int] = set()  # requests tried twice already
         self._ending: int | None = None  # end() came before the vendor listened: end once it does
         self._timers_due: int | None = None  # start_timers() came before the vendor had the request
@@ -488,7 +488,7 @@ class RecognizerStream:
         """Held audio to the codec in its chunks (`everything`: the short rest too), or one `whole` chunk."""
         pending, size = self._pending, self._chunk_bytes
         now = self._loop.time()
-        replay = self._replay
+        replay = self._replay if codec.retries else None  # no retry to replay it to
         try:
             if whole is not None:
                 codec.audio(whole, now)

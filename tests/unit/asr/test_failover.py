@@ -34,6 +34,7 @@ class ToyCodec(CodecBase):
 
     vendor = "toy"
     chunk_ms = 20
+    retries = True  # "busy" is retryable
 
     def open(self, now: float) -> None:
         pass
@@ -304,3 +305,19 @@ async def test_a_retried_probe_is_still_the_probe() -> None:
     assert call.final().status is ResultStatus.RECOGNIZED
     assert breaker.state(asyncio.get_running_loop().time()) is BreakerState.CLOSED
     await streams["a"].close()
+
+
+class NoRetryCodec(ToyCodec):
+    retries = False  # as Mediazen and CPQD: none of their errors is retryable
+
+
+async def test_a_vendor_that_never_retries_keeps_no_audio_for_a_replay() -> None:
+    call = Call()
+    peer = Peer(answer_after=20 * CHUNK)
+    stream = RecognizerStream("a", peer.connector(), lambda r: NoRetryCodec(), call.on_event)
+    await feed(call.start({"a": stream}, request()), speech(20))
+    async with asyncio.timeout(3):
+        await call.done.wait()
+    assert call.final().status is ResultStatus.RECOGNIZED and len(peer.audio) == 20 * CHUNK
+    assert not stream._replay  # 5 s of it would be 80 KB per call
+    await stream.close()
