@@ -248,6 +248,46 @@ class _Effects:
 
 
 class Call:
+    """One call, from the INVITE to the CDR: carries out what its dialplan engine asks."""
+
+    # Slots: over 30 attributes, an instance dict no longer shares its keys (1.3 KB more per call).
+    __slots__ = (
+        "_acked",
+        "_answered",
+        "_cause",
+        "_cdr",
+        "_dialplan",
+        "_effects",
+        "_ended",
+        "_engine",
+        "_events",
+        "_g711",
+        "_held",
+        "_latency",
+        "_media",
+        "_on_done",
+        "_port",
+        "_ports",
+        "_prompts",
+        "_recognizers",
+        "_refer_result",
+        "_rtp",
+        "_send_error_logged",
+        "_settings",
+        "_sip",
+        "_speech",
+        "_step",
+        "_stopping",
+        "_streams",
+        "_task",
+        "_webhooks",
+        "call_id",
+        "channel_id",
+        "invite",
+        "log",
+        "record",
+    )
+
     def __init__(
         self,
         *,

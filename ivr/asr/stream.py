@@ -213,6 +213,42 @@ def websocket_connector(
 class RecognizerStream:
     """Recognitions of one call on one vendor; events go to ``on_event`` as they happen."""
 
+    # Slots: over 30 attributes, an instance dict no longer shares its keys (1.3 KB more per call).
+    __slots__ = (
+        "_changed",
+        "_chunk_bytes",
+        "_close_timeout",
+        "_closed",
+        "_codec",
+        "_codec_factory",
+        "_conn",
+        "_connecting",
+        "_connector",
+        "_deadline",
+        "_ending",
+        "_log",
+        "_loop",
+        "_max_backlog",
+        "_on_event",
+        "_open",
+        "_outbox",
+        "_outbox_bytes",
+        "_pending",
+        "_reader",
+        "_replay",
+        "_reply_timeout",
+        "_request",
+        "_retried",
+        "_start_guard",
+        "_starting",
+        "_timers_due",
+        "_wake",
+        "_writer",
+        "breaker",
+        "bytes_sent",
+        "vendor",
+    )
+
     # Past this much unsent audio the vendor is not keeping up with real time; fail instead of growing.
     MAX_BACKLOG_SECONDS: float = 5.0
     RETRY_DELAY: float = 0.1  # before a retryable error's second attempt (a busy vendor needs a moment)
