@@ -36,7 +36,7 @@
 
 #define BATCH 16         /* datagrams per recvmmsg() */
 #define SLOT 65536       /* per datagram: any UDP datagram fits whole, as in the Python path */
-#define ROOM 2048        /* a lane's frame buffer beyond the frame: grown only for a larger payload */
+#define ROOM 160         /* a lane's frame buffer beyond the frame: a 20 ms packet; grown for a longer one */
 #define MAX_EVENTS 1024  /* ready sockets per epoll_wait() */
 #define MAX_ROUNDS 4     /* epoll_wait() rounds per receive() when every slot came back full */
 #define HEADER 12
@@ -248,9 +248,10 @@ lane_reserve(LaneObject *self, Py_ssize_t need)
 {
     if (need <= self->cap)
         return 0;
-    Py_ssize_t cap = self->cap ? self->cap : 1024;
-    while (cap < need)
-        cap *= 2;
+    /* The first one exactly (a lane per call: a frame and a packet, not 4 KB), then doubling. */
+    Py_ssize_t cap = self->cap ? self->cap * 2 : need;
+    if (cap < need)
+        cap = need;
     unsigned char *buf = PyMem_Realloc(self->buf, cap);
     if (buf == NULL) {
         PyErr_NoMemory();

@@ -310,3 +310,16 @@ def test_a_payload_larger_than_the_lanes_room_is_taken_whole(
     caller.sendto(rtp(1, 0, payload), receiving.getsockname())
     receive_all(receiver, 1.0, 1)
     assert events.frames == [payload[:5600]] and lane.held == 400 and events.datagrams == []  # 7 frames
+
+
+def test_30_ms_packets_grow_the_lanes_room_past_its_first_size(
+    sockets: tuple[socket.socket, socket.socket, socket.socket], listening: Listening
+) -> None:
+    receiving, caller, _ = sockets
+    events, receiver, lane = listening.events, listening.receiver, listening.lane
+    lane.arm(caller.getsockname(), 0, SSRC, 1, 0, 800, b"", 0.0, None, _batchrx.PASSTHROUGH)
+    audio = bytes(i % 251 for i in range(2400))
+    for n in range(10):  # the room is a frame and a 20 ms packet: a 240-byte one does not fit at first
+        caller.sendto(rtp(1 + n, 240 * n, audio[240 * n : 240 * (n + 1)]), receiving.getsockname())
+    receive_all(receiver, 1.0, 10)
+    assert b"".join(events.frames) == audio[:2400] and lane.held == 0 and events.datagrams == []
