@@ -73,7 +73,8 @@ class TurnRecognition:
         self._candidates = list(candidates)
         self._streams = streams
         self._on_failover = on_failover
-        self._audio = TurnAudio(max_bytes)
+        # Nothing to keep for a turn with one vendor (most of them): not even an empty deque, 0.8 KB a call.
+        self._audio = TurnAudio(max_bytes) if len(self._candidates) > 1 else None
         self._index = -1
         self._timers_started = False
         self.stream: RecognizerStream | None = None
@@ -95,7 +96,7 @@ class TurnRecognition:
         return self._next(None, "unconfigured")
 
     def audio(self, chunk: bytes) -> None:
-        if self._index + 1 < len(self._candidates):
+        if self._audio is not None and self._index + 1 < len(self._candidates):
             self._audio.add(chunk)  # kept only while there is a vendor left to replay it to
         if self.stream is not None:
             self.stream.audio(chunk)
@@ -128,7 +129,7 @@ class TurnRecognition:
                 if failed is None:
                     failed, kind = candidate.vendor, "unconfigured"
                 continue
-            replay = self._audio.replay()
+            replay = self._audio.replay() if self._audio is not None else b""
             if failed is not None:
                 self._on_failover(failed, candidate.vendor, kind)
                 self._log.info(
