@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ivr.sip.uri import (
     NameAddr,
@@ -237,6 +238,20 @@ def _split_list(value: str) -> list[str]:
 
 class _MessageMixin:
     headers: Headers
+    # Parsed header values by (header, raw value): a request's handling asks for its top Via and tags a dozen
+    # times, and each parse cost as much as a lookup of every header. Keyed by the raw text, so a header that
+    # changes (fix_via) is parsed again.
+    _parsed: dict[tuple[str, str], Any]
+
+    def _memo(self, name: str, value: str, parser: Callable[[str], Any]) -> Any:
+        key = (name, value)
+        parsed = self._parsed
+        if key not in parsed:
+            try:
+                parsed[key] = parser(value)
+            except SipParseError:
+                parsed[key] = None
+        return parsed[key]
 
     @property
     def call_id(self) -> str:
@@ -250,10 +265,7 @@ class _MessageMixin:
     @property
     def top_via(self) -> Via | None:
         vias = self.headers.get_all("Via")
-        try:
-            return parse_via(vias[0]) if vias else None
-        except SipParseError:
-            return None
+        return self._memo("Via", vias[0], parse_via) if vias else None  # the callers only read it
 
     @property
     def via_branch(self) -> str | None:
@@ -261,10 +273,8 @@ class _MessageMixin:
         return via.branch if via else None
 
     def _tag(self, name: str) -> str | None:
-        try:
-            return parse_name_addr(self.headers.get(name) or "").tag
-        except SipParseError:
-            return None
+        address = self._memo(name, self.headers.get(name) or "", parse_name_addr)
+        return address.tag if address is not None else None
 
     @property
     def from_tag(self) -> str | None:
@@ -282,6 +292,7 @@ class Request(_MessageMixin):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = "SIP/2.0"
+    _parsed: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass
@@ -291,6 +302,7 @@ class Response(_MessageMixin):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = "SIP/2.0"
+    _parsed: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 _CSEQ_RE = re.compile(r"(\d+)[ \t\r\n]+([A-Za-z0-9\-.!%*_+`'~]+)")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.sip.events import Peer
 from ivr.sip.message import (
     Headers,
     Request,
@@ -22,6 +23,7 @@ from ivr.sip.message import (
     parse_via,
     serialize,
 )
+from ivr.sip.via import fix_via
 
 from .helpers import request
 
@@ -260,3 +262,20 @@ def test_fuzz_mutated_messages(data: st.DataObject) -> None:
     framer = StreamFramer()
     with contextlib.suppress(SipParseError):
         framer.feed(bytes(raw))
+
+
+def test_the_top_via_and_tags_follow_their_headers_when_they_change() -> None:
+    msg = parse_message(
+        b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a;rport\r\n"
+        b"From: <sip:a@example.com>;tag=one\r\nTo: <sip:bob@example.com>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(msg, Request)
+    via = msg.top_via
+    assert via is not None and via.received is None and msg.from_tag == "one" and msg.to_tag is None
+    fix_via(msg, Peer("udp", "192.0.2.7", 6000))
+    via = msg.top_via
+    assert via is not None and (via.received, via.rport) == ("192.0.2.7", 6000)
+    msg.headers.set("To", "<sip:bob@example.com>;tag=two")
+    msg.headers.set("From", "<sip:a@example.com")  # unparseable now: no tag, no exception
+    assert (msg.to_tag, msg.from_tag) == ("two", None)
