@@ -7,6 +7,8 @@ in transport_tcp.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,6 +23,12 @@ from ivr.sip.useragent import UserAgent
 __all__ = ["SipTransport"]
 
 log = structlog.get_logger()
+
+# The SIP UDP socket's receive buffer: the default (about 200 KB) holds a few hundred datagrams, and a burst
+# of call setups past what the loop reads in time overflowed it (thousands dropped at 480 setups/s in the
+# calls-per-core benchmark), each drop an INVITE retransmitted 0.5-4 s later. The kernel caps it at
+# net.core.rmem_max.
+UDP_RECEIVE_BUFFER = 4 << 20
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -53,6 +61,7 @@ class SipTransport:
         self._streams = StreamConnections(ua, self._after, accept=accept, limits=self.limits, tls=tls)
         self._udp: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # the UA's next deadline that _timer is armed for
         self._closing = False
 
     async def start(self, host: str, port: int) -> None:
@@ -69,6 +78,9 @@ class SipTransport:
                 continue  # the UDP port picked by the OS is taken on TCP: try another one
             self._udp = udp
             self.port = bound
+            sock = udp.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             break
         else:
             raise OSError("could not bind UDP and TCP on the same port")
@@ -158,11 +170,14 @@ class SipTransport:
         self._arm()
 
     def _arm(self) -> None:
+        deadline = None if self._closing else self.ua.next_deadline()
+        if deadline == self._deadline and self._timer is not None:
+            return  # armed for it already: most messages leave the earliest deadline where it was
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.ua.next_deadline()
-        if deadline is None or self._closing:
+        self._deadline = deadline
+        if deadline is None:
             return
         loop = asyncio.get_running_loop()
         # The UA's clock is time.monotonic(); the loop's may differ (uvloop), so convert to a delay.
@@ -170,6 +185,7 @@ class SipTransport:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._deadline = None
         self._after(self.ua.tick(time.monotonic()))
 
     def _send(self, out: Outgoing) -> None:
