@@ -7,8 +7,6 @@ in transport_tcp.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -23,12 +21,6 @@ from ivr.sip.useragent import UserAgent
 __all__ = ["SipTransport"]
 
 log = structlog.get_logger()
-
-# The SIP UDP socket's receive buffer: the default (about 200 KB) holds a few hundred datagrams, and a burst
-# of call setups past what the loop reads in time overflowed it (thousands dropped at 480 setups/s in the
-# calls-per-core benchmark), each drop an INVITE retransmitted 0.5-4 s later. The kernel caps it at
-# net.core.rmem_max.
-UDP_RECEIVE_BUFFER = 4 << 20
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -78,9 +70,6 @@ class SipTransport:
                 continue  # the UDP port picked by the OS is taken on TCP: try another one
             self._udp = udp
             self.port = bound
-            sock = udp.get_extra_info("socket")
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             break
         else:
             raise OSError("could not bind UDP and TCP on the same port")
