@@ -169,6 +169,27 @@ async def test_keepalive_sends_g711_silence_between_prompts_on_one_continuous_cl
         await session.close()
 
 
+async def sparse_then_prompt(session: RtpSession, caller: Peer) -> tuple[RtpPacket, RtpPacket, RtpPacket]:
+    """A sparse silence's first two packets (a second apart, the clock counting the time between), then a
+    two-frame prompt on the same clock: the first two packets and the one straight after the prompt."""
+    first = await caller.next_packet()
+    second = await caller.next_packet()  # about a second later: nothing in between
+    assert second.sequence == (first.sequence + 1) & 0xFFFF
+    assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 8000
+    assert caller.received.empty()
+    prompt = np.round(8000 * np.sin(np.arange(320) / 5)).astype("<i2").tobytes()  # 2 frames
+    assert await session.play(prompt) is True
+    spoken = [await caller.next_packet() for _ in range(2)]
+    assert [p.payload for p in spoken] == [g711.encode(prompt[:320], 0), g711.encode(prompt[320:], 0)]
+    assert all(p.payload_type == g711.PCMU for p in spoken) and spoken[0].marker
+    assert spoken[0].sequence == (second.sequence + 1) & 0xFFFF
+    gap = (spoken[0].timestamp - second.timestamp) & 0xFFFFFFFF
+    assert gap >= 160 and gap % 160 == 0  # the clock ran on through the silence, frame by frame
+    after = await caller.next_packet()  # the silence after the prompt starts at once
+    assert after.timestamp == (spoken[1].timestamp + 160) & 0xFFFFFFFF
+    return first, second, after
+
+
 async def test_with_comfort_noise_silence_is_a_cn_packet_a_second_on_the_same_clock(caller: Peer) -> None:
     """RFC 3389: a CN packet (level -127 dBov) when silence starts and one a second after, nothing else; the
     timestamp counts the silent time, so a prompt after it carries on the clock (RFC 3550 §5.1)."""
@@ -176,23 +197,8 @@ async def test_with_comfort_noise_silence_is_a_cn_packet_a_second_on_the_same_cl
     session = make_session(recorder, caller.port, keepalive=True, comfort_noise_payload_type=13)
     await session.start()
     try:
-        first = await caller.next_packet()
-        assert (first.payload_type, first.payload) == (13, bytes((127,)))
-        second = await caller.next_packet()  # about a second later: nothing in between
-        assert (second.payload_type, second.payload) == (13, bytes((127,)))
-        assert second.sequence == (first.sequence + 1) & 0xFFFF
-        assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 8000
-        assert caller.received.empty()
-        prompt = np.round(8000 * np.sin(np.arange(320) / 5)).astype("<i2").tobytes()  # 2 frames
-        assert await session.play(prompt) is True
-        spoken = [await caller.next_packet() for _ in range(2)]
-        assert [p.payload_type for p in spoken] == [g711.PCMU, g711.PCMU] and spoken[0].marker
-        assert spoken[0].sequence == (second.sequence + 1) & 0xFFFF
-        gap = (spoken[0].timestamp - second.timestamp) & 0xFFFFFFFF
-        assert gap >= 160 and gap % 160 == 0  # the clock ran on through the silence, frame by frame
-        after = await caller.next_packet()  # the silence after the prompt starts with a CN at once
-        assert after.payload_type == 13
-        assert after.timestamp == (spoken[1].timestamp + 160) & 0xFFFFFFFF
+        packets = await sparse_then_prompt(session, caller)
+        assert [(p.payload_type, p.payload) for p in packets] == [(13, bytes((127,)))] * 3
     finally:
         await session.close()
     assert recorder.timeouts == 0
@@ -200,29 +206,15 @@ async def test_with_comfort_noise_silence_is_a_cn_packet_a_second_on_the_same_cl
 
 async def test_sparse_silence_without_comfort_noise_is_a_g711_frame_a_second(caller: Peer) -> None:
     """`sparse_silence`: the CN cadence with G.711 silence frames; each after the first starts a talkspurt
-    (marker bit, RFC 3551 §4.1), and the clock runs on through the unsent time."""
+    (marker bit, RFC 3551 §4.1), but not the one straight after a prompt."""
     recorder = Recorder()
     session = make_session(recorder, caller.port, keepalive=True, sparse_silence=True)
     await session.start()
     quiet = bytes([g711.silence_byte(g711.PCMU)]) * 160
     try:
-        first = await caller.next_packet()
-        assert (first.payload_type, first.payload, first.marker) == (g711.PCMU, quiet, False)
-        second = await caller.next_packet()  # about a second later: nothing in between
-        assert (second.payload_type, second.payload, second.marker) == (g711.PCMU, quiet, True)
-        assert second.sequence == (first.sequence + 1) & 0xFFFF
-        assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 8000
-        assert caller.received.empty()
-        prompt = np.round(8000 * np.sin(np.arange(320) / 5)).astype("<i2").tobytes()  # 2 frames
-        assert await session.play(prompt) is True
-        spoken = [await caller.next_packet() for _ in range(2)]
-        assert [p.payload for p in spoken] == [g711.encode(prompt[:320], 0), g711.encode(prompt[320:], 0)]
-        assert spoken[0].marker and spoken[0].sequence == (second.sequence + 1) & 0xFFFF
-        gap = (spoken[0].timestamp - second.timestamp) & 0xFFFFFFFF
-        assert gap >= 160 and gap % 160 == 0
-        after = await caller.next_packet()  # straight after the prompt: no gap, no marker
-        assert (after.payload, after.marker) == (quiet, False)
-        assert after.timestamp == (spoken[1].timestamp + 160) & 0xFFFFFFFF
+        packets = await sparse_then_prompt(session, caller)
+        assert [(p.payload_type, p.payload) for p in packets] == [(g711.PCMU, quiet)] * 3
+        assert [p.marker for p in packets] == [False, True, False]
     finally:
         await session.close()
     assert recorder.timeouts == 0
