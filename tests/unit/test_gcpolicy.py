@@ -3,11 +3,12 @@ number of frozen objects (counted only while idle)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import pytest
 
-from ivr.gcpolicy import IDLE_GROWTH, Collection, CollectorPolicy
+from ivr.gcpolicy import IDLE_GROWTH, NO_OLDER, YOUNG_THRESHOLD, Collection, Collector, CollectorPolicy
 
 FROZEN = 50_000  # what start-up leaves frozen
 
@@ -71,3 +72,15 @@ def test_a_busy_bridge_never_counts_its_frozen_objects() -> None:
     ]
     assert policy.next(6.0, 1000, never) is Collection.FREEZE
     assert policy.next(7.0, 0, never) is Collection.FULL  # idle after calls a tick saw: no count needed
+
+
+async def test_the_collector_takes_over_from_cpythons_older_collections_and_gives_them_back() -> None:
+    before = gc.get_threshold()
+    collector = Collector([])
+    collector.start()
+    try:
+        young, older, oldest = gc.get_threshold()
+        assert young == YOUNG_THRESHOLD and older == oldest == NO_OLDER  # the tick collects the rest
+    finally:
+        collector.stop()
+    assert gc.get_threshold() == before
