@@ -455,7 +455,7 @@ class Call:
             late_offer=late_offer,
         )
         # Media before the ACK would be lost on some PBXs; the UA core ends the call itself when no ACK comes.
-        await self._wait_either(self._acked, self._settings.ack_timeout)
+        await self._wait_until(self._acked.is_set, self._settings.ack_timeout)
 
     async def _open_media(self, media: Negotiated) -> RtpSession:
         # A port from our range can still be taken by another process: try the next ones before giving up.
@@ -536,16 +536,22 @@ class Call:
 
     async def _next_event(self, timeout: float | None) -> Event | None:
         """The next event; None after `timeout` or once the dialog is over."""
-        if not self._events and not self._ended.is_set():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError:
-                pass
-            finally:
-                self._waiter = None
+        await self._wait_until(lambda: bool(self._events), timeout)
         return self._events.pop(0) if self._events else None
+
+    async def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Until `ready()` or the dialog is over, `timeout` at most: one future, woken by `_wake()` (the
+        call's one task is the only one that waits)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not ready() and not self._ended.is_set():
+                    waiter = self._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+        except TimeoutError:
+            pass
 
     def _post(self, event: Event) -> None:
         self._events.append(event)
@@ -769,6 +775,7 @@ class Call:
             # Answered means the caller ACKed our 2xx: a 2xx that never got its ACK ends "no-ack", unanswered.
             self.record.answer = self.record.answer or utc_now()
             self._acked.set()
+            self._wake()
         elif isinstance(event, CallCancelled):
             self.on_ended("cancelled")
         elif isinstance(event, CallEnded):
@@ -899,14 +906,6 @@ class Call:
         self._cause = cause
         self._sip.reject(self.call_id, status, warning=warning, warn_code=warn_code)
         self._set_ended()
-
-    async def _wait_either(self, event: asyncio.Event, timeout: float) -> None:
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._ended.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()  # a done one ignores it; pending ones must not outlive a cancelled call
 
     async def _cleanup(self) -> None:
         # Each part on its own: one that fails must not keep the call in the registry or lose its CDR.

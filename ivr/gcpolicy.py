@@ -28,9 +28,7 @@ import structlog
 
 __all__ = ["Collection", "Collector", "CollectorPolicy"]
 
-FREEZE_INTERVAL = (
-    0.25  # seconds between young collections (each freezes what survived; shorter: shorter pauses)
-)
+FREEZE_INTERVAL = 0.25  # seconds between young collections (each freezes what survived)
 FULL_INTERVAL = 3600.0  # seconds at most between full collections while calls never stop
 IDLE_GROWTH = 500  # frozen objects past what survived the last full collection: calls came and went
 # CPython's own collections while the collector ticks: the youngest generation less often, and no older one

@@ -155,9 +155,8 @@ async def _verifying_context(ca_file: Path) -> ssl.SSLContext:
     return context
 
 
-_PROXIES: dict[
-    str, str | None
-] = {}  # vendor URL -> its proxy from the environment (HTTPS_PROXY, NO_PROXY...)
+# vendor URL -> its proxy from the environment (HTTPS_PROXY, NO_PROXY...)
+_PROXIES: dict[str, str | None] = {}
 
 
 def _proxy(url: str) -> str | None:

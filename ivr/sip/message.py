@@ -178,12 +178,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._items.append((canonical_name(name), value))
-        key = _key(name)
-        values = self._index.get(key)
-        if values is None:
-            self._index[key] = [value]
-        else:
-            values.append(value)
+        self._index.setdefault(_key(name), []).append(value)
 
     def set(self, name: str, value: str) -> None:
         self.remove(name)
